@@ -1,0 +1,196 @@
+//! The Dovecot checkpassword front end: a thin adapter around [`crate::login`].
+
+pub mod input;
+pub mod reply;
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::deadline::Deadline;
+use crate::exit::ExitCode;
+use crate::log::{Logger, Severity, printable};
+use crate::login::{self, LoginRequest, Outcome};
+
+/// What Dovecot tells us about the request through the environment.
+struct RequestEnv {
+    service: String,
+    remote_ip: String,
+    /// `AUTHORIZED=1`: a userdb or credentials lookup, not a password check.
+    lookup: bool,
+}
+
+impl RequestEnv {
+    fn from_env() -> RequestEnv {
+        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+        RequestEnv {
+            service: var("SERVICE").unwrap_or_else(|| "unknown".into()),
+            remote_ip: var("TCPREMOTEIP")
+                .or_else(|| var("REMOTE_IP"))
+                .unwrap_or_else(|| "-".into()),
+            lookup: var("AUTHORIZED").as_deref() == Some("1"),
+        }
+    }
+}
+
+/// The one log line every request ends with.
+struct Report {
+    user: String,
+    service: String,
+    remote_ip: String,
+    lookup: bool,
+    started: Instant,
+}
+
+impl Report {
+    fn line(&self, result: &str, reason: &str) -> String {
+        let kind = if self.lookup { "lookup" } else { "login" };
+        let rip = if self.lookup {
+            String::new()
+        } else {
+            format!(" rip={}", printable(&self.remote_ip))
+        };
+        format!(
+            "{kind} user={} service={}{rip} result={result} reason=\"{}\" ms={}",
+            printable(&self.user),
+            printable(&self.service),
+            printable(reason),
+            self.started.elapsed().as_millis()
+        )
+    }
+}
+
+/// Runs one checkpassword request; returns only when not exec'ing the reply program.
+pub fn run(config_path: &Path, reply_program: &[OsString]) -> ExitCode {
+    let started = Instant::now();
+    // First thing: nothing may open a file before fd 3 is read.
+    let credentials = match input::read_fd3() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}", crate::log::IDENT);
+            return ExitCode::Misuse;
+        }
+    };
+    let env = RequestEnv::from_env();
+    let report = Arc::new(Report {
+        user: String::from_utf8_lossy(credentials.user()).into_owned(),
+        service: env.service.clone(),
+        remote_ip: env.remote_ip,
+        lookup: env.lookup,
+        started,
+    });
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            Logger::fallback().log(Severity::Error, &report.line("tempfail", &e.to_string()));
+            return ExitCode::TempFail;
+        }
+    };
+    let logger = Arc::new(Logger::new(&config.log));
+    for warning in &config.warnings {
+        logger.log(Severity::Warning, warning);
+    }
+    let deadline = Deadline::after(config.deadline);
+    start_watchdog(
+        deadline,
+        config.deadline.as_millis(),
+        logger.clone(),
+        report.clone(),
+    );
+
+    let (user, password) = match (
+        std::str::from_utf8(credentials.user()),
+        std::str::from_utf8(credentials.password()),
+    ) {
+        (Ok(u), Ok(p)) => (u, p),
+        _ => {
+            let code = if env.lookup {
+                ExitCode::UnknownUser
+            } else {
+                ExitCode::Rejected
+            };
+            logger.log(
+                Severity::Info,
+                &report.line(
+                    result_word(code, env.lookup),
+                    "login name or password is not UTF-8",
+                ),
+            );
+            return code;
+        }
+    };
+
+    let (code, mailbox, reason) = if env.lookup {
+        match login::lookup(&config, user, &deadline) {
+            Ok(Some(mailbox)) => (ExitCode::Ok, Some(Box::new(mailbox)), "ok".to_owned()),
+            Ok(None) => (
+                ExitCode::UnknownUser,
+                None,
+                "no mailbox that may receive mail".to_owned(),
+            ),
+            Err(e) => (ExitCode::TempFail, None, e.to_string()),
+        }
+    } else {
+        let request = LoginRequest {
+            username: user,
+            password,
+            service: &env.service,
+        };
+        let result = login::authenticate(&config, &request, &deadline);
+        let code = ExitCode::of_login(&result);
+        match result {
+            Ok(Outcome::Accepted { mailbox, note }) => (code, Some(mailbox), note),
+            Ok(Outcome::Rejected(refusal)) => (code, None, refusal.to_string()),
+            Err(e) => (code, None, e.to_string()),
+        }
+    };
+    drop(credentials);
+
+    let severity = if code == ExitCode::TempFail {
+        Severity::Error
+    } else {
+        Severity::Info
+    };
+    logger.log(
+        severity,
+        &report.line(result_word(code, env.lookup), &reason),
+    );
+    match mailbox {
+        Some(mailbox) => {
+            let error = reply::exec(reply_program, &mailbox, &config.dovecot, env.lookup);
+            logger.log(
+                Severity::Error,
+                &format!(
+                    "cannot run the reply program {:?}: {error}",
+                    reply_program[0]
+                ),
+            );
+            ExitCode::TempFail
+        }
+        None => code,
+    }
+}
+
+fn result_word(code: ExitCode, lookup: bool) -> &'static str {
+    match (code, lookup) {
+        (ExitCode::Ok, false) => "ok",
+        (ExitCode::Ok, true) => "found",
+        (ExitCode::UnknownUser, _) => "unknown",
+        (ExitCode::TempFail, _) => "tempfail",
+        _ => "rejected",
+    }
+}
+
+/// Dovecot waits forever for a checkpassword child; past the deadline we answer "try later".
+fn start_watchdog(deadline: Deadline, budget_ms: u128, logger: Arc<Logger>, report: Arc<Report>) {
+    std::thread::spawn(move || {
+        std::thread::sleep(deadline.end().saturating_duration_since(Instant::now()));
+        logger.log(
+            Severity::Error,
+            &report.line("tempfail", &format!("deadline of {budget_ms} ms exceeded")),
+        );
+        ExitCode::TempFail.exit();
+    });
+}

@@ -1,0 +1,65 @@
+//! Command line (clap derive). Parsing only; `main` turns it into work.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::DEFAULT_PATH;
+
+/// Authenticate mailcow mailboxes against LDAP for Dovecot, and create them from mailcow
+/// templates on first login.
+#[derive(Debug, Parser)]
+#[command(name = "mailcow-ldap-auth", version, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (YAML).
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "MAILCOW_LDAP_AUTH_CONFIG",
+        default_value = DEFAULT_PATH
+    )]
+    pub config: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Answer one Dovecot checkpassword request (what Dovecot runs; not for shells).
+    ///
+    /// Reads `user NUL password NUL` from fd 3. Exit codes: 0 via the reply program on success,
+    /// 1 wrong password or refused, 111 temporary failure (LDAP, database, TLS, timeout,
+    /// configuration), 2 misuse; in lookup mode (AUTHORIZED=1) 2 via the reply program when
+    /// the mailbox exists, 3 when it does not.
+    ///
+    /// Dovecot passdb: `args = /usr/local/bin/mailcow-ldap-auth checkpassword --config
+    /// /etc/mailcow-ldap-auth/config.yml` (Dovecot appends the reply program).
+    #[command(verbatim_doc_comment)]
+    Checkpassword {
+        /// The reply program Dovecot appends (e.g. /usr/lib/dovecot/checkpassword-reply) and
+        /// its arguments.
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "REPLY_PROGRAM"
+        )]
+        reply_program: Vec<OsString>,
+    },
+    /// Try a login from a shell, exactly as Dovecot's would run (provisioning included).
+    ///
+    /// The password is read from standard input (first line) or prompted for on a terminal;
+    /// it is never taken from the command line.
+    Login {
+        /// Login name (the mailbox address).
+        user: String,
+        /// The Dovecot service to check access for (imap, pop3, sieve, smtp, …).
+        #[arg(long, default_value = "imap")]
+        service: String,
+    },
+    /// Check the configuration, every LDAP host, the base DN, the database and the templates.
+    TestConnection,
+}

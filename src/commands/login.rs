@@ -1,0 +1,51 @@
+//! `login`: one login from a shell through the same flow Dovecot's logins take.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::Path;
+
+use zeroize::Zeroizing;
+
+use crate::deadline::Deadline;
+use crate::exit::ExitCode;
+use crate::login::{self, LoginRequest, Outcome};
+
+pub fn run(config_path: &Path, user: &str, service: &str) -> ExitCode {
+    let Some(config) = super::load_config(config_path) else {
+        return ExitCode::TempFail;
+    };
+    let password = match read_password(user) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("cannot read the password: {e}");
+            return ExitCode::Misuse;
+        }
+    };
+    let deadline = Deadline::after(config.deadline);
+    let request = LoginRequest {
+        username: user,
+        password: &password,
+        service,
+    };
+    let result = login::authenticate(&config, &request, &deadline);
+    let code = ExitCode::of_login(&result);
+    match result {
+        Ok(Outcome::Accepted { mailbox, note }) => {
+            println!("ok: {} ({note})", mailbox.username);
+        }
+        Ok(Outcome::Rejected(refusal)) => println!("rejected: {refusal}"),
+        Err(e) => println!("tempfail: {e}"),
+    }
+    code
+}
+
+/// From a terminal without echo, else the first line of standard input.
+fn read_password(user: &str) -> std::io::Result<Zeroizing<String>> {
+    if std::io::stdin().is_terminal() {
+        return rpassword::prompt_password(format!("password for {user}: ")).map(Zeroizing::new);
+    }
+    let mut line = Zeroizing::new(String::new());
+    std::io::stdin().lock().read_line(&mut line)?;
+    let len = line.trim_end_matches(['\n', '\r']).len();
+    line.truncate(len);
+    Ok(line)
+}

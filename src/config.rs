@@ -1,0 +1,576 @@
+//! The configuration file: YAML as the admin writes it, validated into a [`Config`].
+//!
+//! Every problem is reported as one line naming the key, because a broken configuration must
+//! show up in Dovecot's log as the admin's fault (temporary failure), never as a wrong password.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// Where the configuration lives unless `--config` or `MAILCOW_LDAP_AUTH_CONFIG` says otherwise.
+pub const DEFAULT_PATH: &str = "/etc/mailcow-ldap-auth/config.yml";
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error in {path}: {message}")]
+pub struct ConfigError {
+    path: String,
+    message: String,
+}
+
+impl ConfigError {
+    fn new(path: &Path, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.display().to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file as written (serde); `deny_unknown_fields` turns typos into errors naming the key.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    ldap: RawLdap,
+    #[serde(default)]
+    attribute_mapping: Vec<Mapping>,
+    default_template: Option<String>,
+    #[serde(default = "yes")]
+    login_provisioning: bool,
+    #[serde(default = "default_deadline_ms")]
+    deadline_ms: u64,
+    database: RawDatabase,
+    #[serde(default)]
+    dovecot: DovecotConfig,
+    #[serde(default)]
+    log: LogConfig,
+    #[serde(default)]
+    sync: SyncConfig,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum HostList {
+    List(Vec<String>),
+    CommaSeparated(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLdap {
+    hosts: HostList,
+    port: Option<u16>,
+    #[serde(default)]
+    use_ssl: bool,
+    #[serde(default)]
+    use_tls: bool,
+    #[serde(default)]
+    ignore_ssl_errors: bool,
+    ca_file: Option<PathBuf>,
+    base_dn: String,
+    #[serde(default = "default_username_field")]
+    username_field: String,
+    filter: Option<String>,
+    attribute_field: Option<String>,
+    #[serde(default = "default_name_field")]
+    name_field: String,
+    bind_dn: String,
+    bind_password: Option<SecretString>,
+    bind_password_file: Option<PathBuf>,
+    #[serde(default = "default_connect_timeout_ms")]
+    connect_timeout_ms: u64,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    socket: Option<PathBuf>,
+    host: Option<String>,
+    port: Option<u16>,
+    name: String,
+    user: String,
+    password: Option<SecretString>,
+    password_file: Option<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_deadline_ms() -> u64 {
+    10_000
+}
+fn default_username_field() -> String {
+    "mail".into()
+}
+fn default_name_field() -> String {
+    "displayName".into()
+}
+fn default_connect_timeout_ms() -> u64 {
+    3_000
+}
+fn default_timeout_ms() -> u64 {
+    5_000
+}
+
+// ---------------------------------------------------------------------------------------------
+// The validated configuration the program runs with.
+
+#[derive(Debug)]
+pub struct Config {
+    pub ldap: LdapConfig,
+    /// In file order: the first entry matching any value of the attribute wins.
+    pub attribute_mapping: Vec<Mapping>,
+    /// Used only when creating a mailbox whose attribute maps to nothing.
+    pub default_template: Option<String>,
+    pub login_provisioning: bool,
+    /// Overall time budget of one login.
+    pub deadline: Duration,
+    pub database: DatabaseConfig,
+    pub dovecot: DovecotConfig,
+    pub log: LogConfig,
+    pub sync: SyncConfig,
+    /// Problems worth a warning that do not stop the program (e.g. a world-readable secret).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Plain,
+    StartTls,
+    Ldaps,
+}
+
+#[derive(Debug)]
+pub struct LdapConfig {
+    pub hosts: Vec<String>,
+    pub port: u16,
+    pub transport: Transport,
+    pub ignore_ssl_errors: bool,
+    pub ca_file: Option<PathBuf>,
+    pub base_dn: String,
+    pub username_field: String,
+    pub filter: Option<String>,
+    pub attribute_field: Option<String>,
+    pub name_field: String,
+    pub bind_dn: String,
+    pub bind_password: SecretString,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mapping {
+    pub attribute: String,
+    pub template: String,
+}
+
+#[derive(Debug)]
+pub enum DatabaseAddress {
+    Socket(PathBuf),
+    Tcp { host: String, port: u16 },
+}
+
+#[derive(Debug)]
+pub struct DatabaseConfig {
+    pub address: DatabaseAddress,
+    pub name: String,
+    pub user: String,
+    pub password: SecretString,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DovecotConfig {
+    /// Static userdb fields; values may use `{username}`, `{local_part}` and `{domain}`.
+    #[serde(default)]
+    pub userdb_fields: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StderrLevel {
+    None,
+    #[default]
+    Errors,
+    All,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default = "yes")]
+    pub syslog: bool,
+    #[serde(default)]
+    pub stderr: StderrLevel,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            syslog: true,
+            stderr: StderrLevel::Errors,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    #[serde(default)]
+    pub import_users: bool,
+    #[serde(default)]
+    pub periodic_full_sync: bool,
+    #[serde(default = "default_interval")]
+    pub interval_minutes: u64,
+}
+
+fn default_interval() -> u64 {
+    15
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            import_users: false,
+            periodic_full_sync: false,
+            interval_minutes: default_interval(),
+        }
+    }
+}
+
+/// The placeholders `dovecot.userdb_fields` values may use.
+pub const USERDB_PLACEHOLDERS: [&str; 3] = ["username", "local_part", "domain"];
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path, format!("cannot read the file: {e}")))?;
+        let raw: RawConfig =
+            serde_norway::from_str(&text).map_err(|e| ConfigError::new(path, e.to_string()))?;
+        let mut warnings = Vec::new();
+        let inline_secret = raw.ldap.bind_password.is_some() || raw.database.password.is_some();
+        if inline_secret && readable_by_others(path) {
+            warnings.push(format!(
+                "{} holds passwords and is readable by other users; chmod o-r it",
+                path.display()
+            ));
+        }
+        let err = |message: String| ConfigError::new(path, message);
+        let ldap = validate_ldap(raw.ldap, &mut warnings).map_err(err)?;
+        let database = validate_database(raw.database, &mut warnings).map_err(err)?;
+        validate_userdb_fields(&raw.dovecot.userdb_fields).map_err(err)?;
+        for (i, m) in raw.attribute_mapping.iter().enumerate() {
+            if m.template.trim().is_empty() {
+                return Err(err(format!(
+                    "attribute_mapping[{i}].template: must not be empty"
+                )));
+            }
+        }
+        if raw.deadline_ms == 0 {
+            return Err(err("deadline_ms: must be greater than 0".into()));
+        }
+        Ok(Config {
+            ldap,
+            attribute_mapping: raw.attribute_mapping,
+            default_template: raw.default_template.filter(|t| !t.trim().is_empty()),
+            login_provisioning: raw.login_provisioning,
+            deadline: Duration::from_millis(raw.deadline_ms),
+            database,
+            dovecot: raw.dovecot,
+            log: raw.log,
+            sync: raw.sync,
+            warnings,
+        })
+    }
+}
+
+fn readable_by_others(path: &Path) -> bool {
+    fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o004 != 0)
+        .unwrap_or(false)
+}
+
+/// Exactly one of an inline secret and a file holding it; the file's last newline is dropped.
+fn secret(
+    inline: Option<SecretString>,
+    file: Option<PathBuf>,
+    key: &str,
+    warnings: &mut Vec<String>,
+) -> Result<SecretString, String> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(format!("{key} and {key}_file: set only one")),
+        (Some(s), None) => Ok(s),
+        (None, Some(file)) => {
+            let text = fs::read_to_string(&file)
+                .map_err(|e| format!("{key}_file: cannot read {}: {e}", file.display()))?;
+            if readable_by_others(&file) {
+                warnings.push(format!(
+                    "{} ({key}_file) is readable by other users; chmod o-r it",
+                    file.display()
+                ));
+            }
+            let trimmed = text.strip_suffix('\n').unwrap_or(&text);
+            let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
+            Ok(SecretString::from(trimmed.to_owned()))
+        }
+        (None, None) => Err(format!("{key}: missing (set {key} or {key}_file)")),
+    }
+}
+
+/// An LDAP attribute description: a name (letters, digits, '-') or a numeric OID.
+fn valid_attribute_name(name: &str) -> bool {
+    let name_like = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    let oid_like = !name.is_empty()
+        && name
+            .split('.')
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+    name_like || oid_like
+}
+
+fn validate_ldap(raw: RawLdap, warnings: &mut Vec<String>) -> Result<LdapConfig, String> {
+    let hosts: Vec<String> = match raw.hosts {
+        HostList::List(list) => list,
+        HostList::CommaSeparated(s) => s.split(',').map(str::to_owned).collect(),
+    }
+    .into_iter()
+    .map(|h| h.trim().to_owned())
+    .filter(|h| !h.is_empty())
+    .collect();
+    if hosts.is_empty() {
+        return Err("ldap.hosts: at least one host is required".into());
+    }
+    if let Some(bad) = hosts.iter().find(|h| h.contains("://") || h.contains('/')) {
+        return Err(format!(
+            "ldap.hosts: '{bad}' must be a bare host name or IP (use ldap.port, ldap.use_ssl, ldap.use_tls)"
+        ));
+    }
+    let transport = match (raw.use_ssl, raw.use_tls) {
+        (true, true) => {
+            return Err("ldap.use_ssl and ldap.use_tls: choose one (LDAPS or StartTLS)".into());
+        }
+        (true, false) => Transport::Ldaps,
+        (false, true) => Transport::StartTls,
+        (false, false) => Transport::Plain,
+    };
+    let port = match (raw.port, transport) {
+        (None | Some(389), Transport::Ldaps) => 636,
+        (None, _) => 389,
+        (Some(0), _) => return Err("ldap.port: must not be 0".into()),
+        (Some(p), _) => p,
+    };
+    if let Some(ca) = &raw.ca_file {
+        if transport == Transport::Plain {
+            return Err("ldap.ca_file: set, but neither use_ssl nor use_tls is on".into());
+        }
+        fs::metadata(ca).map_err(|e| format!("ldap.ca_file: {}: {e}", ca.display()))?;
+    }
+    if raw.base_dn.trim().is_empty() {
+        return Err("ldap.base_dn: must not be empty".into());
+    }
+    if raw.bind_dn.trim().is_empty() {
+        return Err("ldap.bind_dn: must not be empty (anonymous binds are not supported)".into());
+    }
+    for (key, value) in [
+        ("ldap.username_field", Some(&raw.username_field)),
+        ("ldap.name_field", Some(&raw.name_field)),
+        ("ldap.attribute_field", raw.attribute_field.as_ref()),
+    ] {
+        if let Some(v) = value {
+            if !valid_attribute_name(v) {
+                return Err(format!("{key}: '{v}' is not an LDAP attribute name"));
+            }
+        }
+    }
+    let filter = raw
+        .filter
+        .map(|f| f.trim().to_owned())
+        .filter(|f| !f.is_empty());
+    if let Some(f) = &filter {
+        crate::ldap::filter::validate_admin_filter(f).map_err(|e| format!("ldap.filter: {e}"))?;
+    }
+    if raw.connect_timeout_ms == 0 || raw.timeout_ms == 0 {
+        return Err("ldap.connect_timeout_ms and ldap.timeout_ms: must be greater than 0".into());
+    }
+    let bind_password = secret(
+        raw.bind_password,
+        raw.bind_password_file,
+        "ldap.bind_password",
+        warnings,
+    )?;
+    Ok(LdapConfig {
+        hosts,
+        port,
+        transport,
+        ignore_ssl_errors: raw.ignore_ssl_errors,
+        ca_file: raw.ca_file,
+        base_dn: raw.base_dn,
+        username_field: raw.username_field,
+        filter,
+        attribute_field: raw.attribute_field.filter(|a| !a.is_empty()),
+        name_field: raw.name_field,
+        bind_dn: raw.bind_dn,
+        bind_password,
+        connect_timeout: Duration::from_millis(raw.connect_timeout_ms),
+        timeout: Duration::from_millis(raw.timeout_ms),
+    })
+}
+
+fn validate_database(
+    raw: RawDatabase,
+    warnings: &mut Vec<String>,
+) -> Result<DatabaseConfig, String> {
+    let address = match (raw.socket, raw.host) {
+        (Some(_), Some(_)) => return Err("database.socket and database.host: set only one".into()),
+        (Some(socket), None) => DatabaseAddress::Socket(socket),
+        (None, Some(host)) => DatabaseAddress::Tcp {
+            host,
+            port: raw.port.unwrap_or(3306),
+        },
+        (None, None) => return Err("database: set socket or host".into()),
+    };
+    if raw.name.is_empty() || raw.user.is_empty() {
+        return Err("database.name and database.user: must not be empty".into());
+    }
+    let password = secret(
+        raw.password,
+        raw.password_file,
+        "database.password",
+        warnings,
+    )?;
+    Ok(DatabaseConfig {
+        address,
+        name: raw.name,
+        user: raw.user,
+        password,
+    })
+}
+
+fn validate_userdb_fields(fields: &BTreeMap<String, String>) -> Result<(), String> {
+    for (name, value) in fields {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!(
+                "dovecot.userdb_fields: '{name}' is not a field name (letters, digits, _)"
+            ));
+        }
+        if value.contains(['\t', '\n', '\r', '\0']) {
+            return Err(format!(
+                "dovecot.userdb_fields.{name}: tabs and line breaks are not allowed"
+            ));
+        }
+        let mut rest = value.as_str();
+        while let Some(start) = rest.find('{') {
+            let Some(len) = rest[start..].find('}') else {
+                return Err(format!("dovecot.userdb_fields.{name}: unclosed '{{'"));
+            };
+            let placeholder = &rest[start + 1..start + len];
+            if !USERDB_PLACEHOLDERS.contains(&placeholder) {
+                return Err(format!(
+                    "dovecot.userdb_fields.{name}: unknown placeholder {{{placeholder}}} (known: {{username}}, {{local_part}}, {{domain}})"
+                ));
+            }
+            rest = &rest[start + len + 1..];
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const MINIMAL: &str = "
+ldap:
+  hosts: ldap1.example.org, ldap2.example.org
+  base_dn: ou=people,dc=example,dc=org
+  bind_dn: cn=svc,dc=example,dc=org
+  bind_password: secret
+database:
+  socket: /run/mysqld/mysqld.sock
+  name: mailcow
+  user: mailcow
+  password: secret
+";
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        fs::set_permissions(file.path(), fs::Permissions::from_mode(0o600)).unwrap();
+        Config::load(file.path())
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = load(MINIMAL).unwrap();
+        assert_eq!(c.ldap.hosts, ["ldap1.example.org", "ldap2.example.org"]);
+        assert_eq!(c.ldap.port, 389);
+        assert_eq!(c.ldap.transport, Transport::Plain);
+        assert_eq!(c.ldap.username_field, "mail");
+        assert_eq!(c.ldap.name_field, "displayName");
+        assert!(c.login_provisioning);
+        assert_eq!(c.deadline, Duration::from_secs(10));
+        assert!(c.warnings.is_empty());
+    }
+
+    #[test]
+    fn ldaps_moves_port_389_to_636() {
+        let c =
+            load(&MINIMAL.replace("  base_dn", "  use_ssl: true\n  port: 389\n  base_dn")).unwrap();
+        assert_eq!((c.ldap.transport, c.ldap.port), (Transport::Ldaps, 636));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (
+                MINIMAL.replace("  base_dn", "  use_ssl: true\n  use_tls: true\n  base_dn"),
+                "use_ssl",
+            ),
+            (
+                MINIMAL.replace("  base_dn", "  colour: blue\n  base_dn"),
+                "colour",
+            ),
+            (
+                MINIMAL.replace("  base_dn", "  filter: \"(objectClass=\"\n  base_dn"),
+                "ldap.filter",
+            ),
+            (
+                MINIMAL.replace("  bind_password: secret\n", ""),
+                "ldap.bind_password",
+            ),
+            (
+                MINIMAL.replace("  password: secret\n", ""),
+                "database.password",
+            ),
+            (
+                format!("{MINIMAL}dovecot:\n  userdb_fields: {{ home: \"/x/{{user}}\" }}\n"),
+                "{user}",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = load(&text).unwrap_err().to_string();
+            assert!(e.contains(key), "{e:?} should name {key}");
+            assert!(!e.contains('\n'), "one line: {e:?}");
+        }
+    }
+
+    #[test]
+    fn world_readable_secret_warns() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(MINIMAL.as_bytes()).unwrap();
+        fs::set_permissions(file.path(), fs::Permissions::from_mode(0o644)).unwrap();
+        let c = Config::load(file.path()).unwrap();
+        assert!(c.warnings[0].contains("readable by other users"));
+    }
+}

@@ -1,0 +1,70 @@
+//! The user search filter: the admin's filter AND an escaped equality on the username field.
+
+use ldap3::ldap_escape;
+
+/// Checks that the admin's filter is one complete, parenthesised LDAP filter (RFC 4515).
+pub fn validate_admin_filter(filter: &str) -> Result<(), String> {
+    if !filter.starts_with('(') || !filter.ends_with(')') {
+        return Err(format!("'{filter}' must be enclosed in parentheses"));
+    }
+    if filter.contains("%s") || filter.contains("%u") {
+        return Err(format!(
+            "'{filter}' contains a %-placeholder; the login is added automatically as (<username_field>=<login>)"
+        ));
+    }
+    // Composing proves the admin filter is a single complete filter and not e.g. `(a=1)(b=2`.
+    ldap3::parse_filter(user_filter(Some(filter), "x", "probe"))
+        .map(|_| ())
+        .map_err(|()| format!("'{filter}' is not a valid LDAP filter"))
+}
+
+/// `(&<filter>(<field>=<escaped login>))`, or just the equality without an admin filter.
+/// Every filter metacharacter of the login (`*`, `(`, `)`, `\`, NUL) is escaped.
+pub fn user_filter(admin_filter: Option<&str>, username_field: &str, login: &str) -> String {
+    let equality = format!("({username_field}={})", ldap_escape(login));
+    match admin_filter {
+        Some(f) => format!("(&{f}{equality})"),
+        None => equality,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_equality_without_admin_filter() {
+        assert_eq!(user_filter(None, "mail", "a@b.c"), "(mail=a@b.c)");
+    }
+
+    #[test]
+    fn admin_filter_is_anded() {
+        assert_eq!(
+            user_filter(Some("(objectClass=person)"), "uid", "jdoe"),
+            "(&(objectClass=person)(uid=jdoe))"
+        );
+    }
+
+    #[test]
+    fn injection_is_escaped() {
+        let hostile = "*)(|(mail=*))(\\\0";
+        let f = user_filter(Some("(objectClass=person)"), "mail", hostile);
+        assert_eq!(
+            f,
+            "(&(objectClass=person)(mail=\\2a\\29\\28|\\28mail=\\2a\\29\\29\\28\\5c\\00))"
+        );
+        // Still one equality assertion: the server sees no wildcard and no extra clause.
+        assert!(ldap3::parse_filter(&f).is_ok());
+        assert!(!f.contains("=*"));
+    }
+
+    #[test]
+    fn admin_filter_validation() {
+        assert!(validate_admin_filter("(objectClass=inetOrgPerson)").is_ok());
+        assert!(validate_admin_filter("(&(a=1)(|(b=2)(c=3)))").is_ok());
+        assert!(validate_admin_filter("objectClass=person").is_err());
+        assert!(validate_admin_filter("(objectClass=person").is_err());
+        assert!(validate_admin_filter("(a=1)(b=2").is_err());
+        assert!(validate_admin_filter("(mail=%s)").is_err());
+    }
+}

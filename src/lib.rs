@@ -1,0 +1,29 @@
+//! mailcow-ldap-auth: authenticate mailcow mailboxes against LDAP for Dovecot and provision them
+//! from mailcow mailbox templates.
+//!
+//! Layers: [`cli`] → [`config`] (validated) → runtime objects ([`ldap`], [`mailcow`]); the login
+//! flow in [`login`] is shared by every front end ([`checkpassword`], [`commands`]).
+
+pub mod checkpassword;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod deadline;
+pub mod exit;
+pub mod ldap;
+pub mod log;
+pub mod login;
+pub mod mailcow;
+pub mod mapping;
+
+use cli::{Cli, Command};
+use exit::ExitCode;
+
+/// Runs the parsed command line; the returned code is the process exit status.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Checkpassword { reply_program } => checkpassword::run(&cli.config, &reply_program),
+        Command::Login { user, service } => commands::login::run(&cli.config, &user, &service),
+        Command::TestConnection => commands::test_connection::run(&cli.config),
+    }
+}

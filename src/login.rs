@@ -1,0 +1,217 @@
+//! The login flow, written once for every front end (checkpassword, the `login` command, …):
+//! mailbox lookup → access checks → LDAP search + bind → mapping → provision/update → answer.
+
+use crate::config::Config;
+use crate::deadline::Deadline;
+use crate::ldap::{self, DirectoryError, UserSearch};
+use crate::mailcow::provision::{self, Applied, ProvisionError};
+use crate::mailcow::{Mailbox, Store, StoreError};
+use crate::mapping::mapped_template;
+
+pub struct LoginRequest<'a> {
+    /// The login name as Dovecot passes it.
+    pub username: &'a str,
+    pub password: &'a str,
+    /// Dovecot's `SERVICE` (imap, pop3, sieve, smtp, …), selecting mailcow's `<service>_access`.
+    pub service: &'a str,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    Accepted {
+        mailbox: Box<Mailbox>,
+        /// What happened on the way, for the log line ("ok", "mailbox created from …").
+        note: String,
+    },
+    Rejected(Refusal),
+}
+
+/// Why a login is refused (exit 1). Each message is the reason logged.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("empty password")]
+    EmptyPassword,
+    #[error("password contains a NUL byte")]
+    NulInPassword,
+    #[error("malformed login name")]
+    MalformedLogin,
+    #[error("resource mailbox")]
+    Resource,
+    #[error("mailbox inactive")]
+    MailboxInactive,
+    #[error("domain inactive or missing")]
+    DomainInactive,
+    #[error("service {0} disabled for this mailbox")]
+    ServiceDisabled(String),
+    #[error("mailbox not LDAP-backed (authsource {0})")]
+    NotLdapBacked(String),
+    #[error("no such LDAP entry")]
+    NoLdapEntry,
+    #[error("ambiguous LDAP entry: {0} entries match")]
+    Ambiguous(String),
+    #[error("wrong password")]
+    WrongPassword,
+    #[error("no mailbox, and login_provisioning is off")]
+    ProvisioningOff,
+    #[error("no attribute mapping for {0} and no default_template")]
+    NoMapping(String),
+    #[error("{0}")]
+    Provisioning(String),
+}
+
+/// Every fault on the way: a temporary failure (exit 111), never "wrong password".
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    #[error("deadline exceeded before {0}")]
+    Deadline(&'static str),
+}
+
+/// A policy refusal of provisioning rejects the login; a database fault is temporary.
+fn provisioning_failed(e: ProvisionError) -> Result<Outcome, LoginError> {
+    match e {
+        ProvisionError::Refused(why) => Ok(Outcome::Rejected(Refusal::Provisioning(why))),
+        ProvisionError::Store(e) => Err(LoginError::Store(e)),
+    }
+}
+
+/// Lower-cased and trimmed, as mailcow stores addresses.
+pub fn normalize_login(login: &str) -> String {
+    login.trim().to_lowercase()
+}
+
+fn connect_store(config: &Config, deadline: &Deadline) -> Result<Store, LoginError> {
+    let timeout = deadline
+        .cap(config.ldap.connect_timeout.max(config.ldap.timeout))
+        .ok_or(LoginError::Deadline("the database connection"))?;
+    Ok(Store::connect(&config.database, timeout)?)
+}
+
+/// mailcow's login checks, all answered from the database, so that a disabled protocol or
+/// mailbox never causes an LDAP bind (which could lock an Active Directory account).
+pub fn check_access(mailbox: &Mailbox, service: &str) -> Result<(), Refusal> {
+    if mailbox.is_resource() {
+        return Err(Refusal::Resource);
+    }
+    if mailbox.active != 1 {
+        return Err(Refusal::MailboxInactive);
+    }
+    if mailbox.domain_active != Some(1) {
+        return Err(Refusal::DomainInactive);
+    }
+    if !mailbox.service_allowed(service) {
+        return Err(Refusal::ServiceDisabled(service.to_ascii_lowercase()));
+    }
+    Ok(())
+}
+
+pub fn authenticate(
+    config: &Config,
+    request: &LoginRequest,
+    deadline: &Deadline,
+) -> Result<Outcome, LoginError> {
+    let rejected = |refusal| Ok(Outcome::Rejected(refusal));
+    // An empty simple bind is an unauthenticated bind, which Active Directory accepts.
+    if request.password.is_empty() {
+        return rejected(Refusal::EmptyPassword);
+    }
+    if request.password.contains('\0') {
+        return rejected(Refusal::NulInPassword);
+    }
+    let username = normalize_login(request.username);
+    if username.is_empty() || username.contains('\0') {
+        return rejected(Refusal::MalformedLogin);
+    }
+
+    let mut store = connect_store(config, deadline)?;
+    let existing = store.mailbox(&username)?;
+    if let Some(mailbox) = &existing {
+        if let Err(refusal) = check_access(mailbox, request.service) {
+            return rejected(refusal);
+        }
+        let authsource = mailbox.authsource.as_deref().unwrap_or("mailcow");
+        if authsource != "ldap" {
+            return rejected(Refusal::NotLdapBacked(authsource.to_owned()));
+        }
+    }
+
+    let mut session = ldap::connect(&config.ldap, deadline)?;
+    let entry = match session.find_user(&username, deadline)? {
+        UserSearch::Found(entry) => entry,
+        UserSearch::NotFound => return rejected(Refusal::NoLdapEntry),
+        UserSearch::Ambiguous(count) => return rejected(Refusal::Ambiguous(count)),
+    };
+    if !session.check_password(&entry.dn, request.password, deadline)? {
+        return rejected(Refusal::WrongPassword);
+    }
+    drop(session);
+
+    let mapped = mapped_template(&config.attribute_mapping, &entry.mapping_values);
+    let name = entry.display_name.as_deref();
+    let (mailbox, note) = match existing {
+        Some(mailbox) => match mapped {
+            // Only a mapped template updates; the default template is for creation only.
+            None => (mailbox, "ok".to_owned()),
+            Some(template) => match provision::apply_template(&mut store, &mailbox, name, template)
+            {
+                Ok(Applied::Unchanged) => (mailbox, "ok".to_owned()),
+                Ok(Applied::Reapplied(mailbox)) => {
+                    (*mailbox, format!("template {template} re-applied"))
+                }
+                Err(e) => return provisioning_failed(e),
+            },
+        },
+        None => {
+            if !config.login_provisioning {
+                return rejected(Refusal::ProvisioningOff);
+            }
+            let Some(template) = mapped.or(config.default_template.as_deref()) else {
+                return rejected(Refusal::NoMapping(describe_values(&entry.mapping_values)));
+            };
+            match provision::create(&mut store, &username, name, template) {
+                Ok(mailbox) => (mailbox, format!("mailbox created from template {template}")),
+                Err(e) => return provisioning_failed(e),
+            }
+        }
+    };
+    // Provisioning may have written an inactive mailbox or a disabled protocol.
+    match check_access(&mailbox, request.service) {
+        Ok(()) => Ok(Outcome::Accepted {
+            mailbox: Box::new(mailbox),
+            note,
+        }),
+        Err(refusal) => rejected(refusal),
+    }
+}
+
+fn describe_values(values: &[String]) -> String {
+    if values.is_empty() {
+        "an entry without the attribute".to_owned()
+    } else {
+        values
+            .iter()
+            .map(|v| format!("'{v}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Lookup mode (userdb): the mailbox as Dovecot may deliver to it, without contacting LDAP.
+/// Active 1 and 2 ("no login, mail still accepted") both count, like mailcow's SQL userdb.
+pub fn lookup(
+    config: &Config,
+    username: &str,
+    deadline: &Deadline,
+) -> Result<Option<Mailbox>, LoginError> {
+    let username = normalize_login(username);
+    if username.is_empty() {
+        return Ok(None);
+    }
+    let mut store = connect_store(config, deadline)?;
+    Ok(store
+        .mailbox(&username)?
+        .filter(|m| (m.active == 1 || m.active == 2) && !m.is_resource()))
+}

@@ -1,0 +1,172 @@
+//! mailcow's MySQL/MariaDB schema: mailbox lookups, templates and provisioning.
+
+pub mod provision;
+pub mod template;
+
+use std::time::Duration;
+
+use mysql::prelude::Queryable;
+use mysql::{Conn, OptsBuilder};
+use secrecy::ExposeSecret;
+use serde_json::{Map, Value};
+
+use crate::config::{DatabaseAddress, DatabaseConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unreachable: {0}")]
+    Unreachable(mysql::Error),
+    #[error("database error while {context}: {source}")]
+    Query {
+        context: &'static str,
+        source: mysql::Error,
+    },
+    #[error("database holds unexpected data: {0}")]
+    Data(String),
+}
+
+/// Adds what was being done to a driver error.
+pub(crate) trait Context<T> {
+    fn context(self, context: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T> Context<T> for Result<T, mysql::Error> {
+    fn context(self, context: &'static str) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Query { context, source })
+    }
+}
+
+/// Resource mailboxes (`mailbox.kind`) never log in.
+pub const RESOURCE_KINDS: [&str; 3] = ["location", "thing", "group"];
+
+/// One row of `mailbox` with its domain's `active` flag.
+#[derive(Debug, Clone)]
+pub struct Mailbox {
+    pub username: String,
+    pub name: String,
+    /// Bytes; 0 = unlimited.
+    pub quota: u64,
+    pub local_part: String,
+    pub domain: String,
+    pub attributes: Map<String, Value>,
+    pub kind: String,
+    /// `None` for NULL, which mailcow treats as `mailcow`.
+    pub authsource: Option<String>,
+    pub active: i64,
+    /// `None` when the domain row is missing.
+    pub domain_active: Option<i64>,
+}
+
+impl Mailbox {
+    pub fn is_resource(&self) -> bool {
+        RESOURCE_KINDS.contains(&self.kind.as_str())
+    }
+
+    /// A string-valued key of `attributes` (mailcow writes every value as a string).
+    pub fn attribute(&self, key: &str) -> Option<String> {
+        match self.attributes.get(key)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(if *b { "1" } else { "0" }.into()),
+            _ => None,
+        }
+    }
+
+    /// mailcow's protocol rule: refused when `<service>_access` exists and is not "1".
+    pub fn service_allowed(&self, service: &str) -> bool {
+        let key = format!("{}_access", service.to_ascii_lowercase());
+        self.attributes.get(&key).is_none() || self.attribute(&key).as_deref() == Some("1")
+    }
+}
+
+pub struct Store {
+    conn: Conn,
+}
+
+impl Store {
+    pub fn connect(config: &DatabaseConfig, timeout: Duration) -> Result<Store, StoreError> {
+        let builder = OptsBuilder::new()
+            .user(Some(&config.user))
+            .pass(Some(config.password.expose_secret()))
+            .db_name(Some(&config.name))
+            // Without these the driver spends round trips on SELECT @@max_allowed_packet and
+            // on reconnecting a loopback TCP connection over the unix socket.
+            .prefer_socket(false)
+            .max_allowed_packet(Some(16 * 1024 * 1024))
+            .tcp_connect_timeout(Some(timeout))
+            .read_timeout(Some(timeout))
+            .write_timeout(Some(timeout));
+        let builder = match &config.address {
+            DatabaseAddress::Socket(path) => builder.socket(Some(path.to_string_lossy())),
+            DatabaseAddress::Tcp { host, port } => {
+                builder.ip_or_hostname(Some(host)).tcp_port(*port)
+            }
+        };
+        let conn = Conn::new(builder).map_err(StoreError::Unreachable)?;
+        Ok(Store { conn })
+    }
+
+    pub fn conn(&mut self) -> &mut Conn {
+        &mut self.conn
+    }
+
+    /// The mailbox with this address (case-insensitive, as mailcow's collation), if any.
+    pub fn mailbox(&mut self, username: &str) -> Result<Option<Mailbox>, StoreError> {
+        type Row = (
+            String,
+            Option<String>,
+            u64,
+            String,
+            String,
+            Option<String>,
+            String,
+            Option<String>,
+            i64,
+            Option<i64>,
+        );
+        let row: Option<Row> = self
+            .conn
+            .exec_first(
+                "SELECT m.username, m.name, m.quota, m.local_part, m.domain, m.attributes, m.kind, \
+                 m.authsource, m.active, d.active \
+                 FROM mailbox m LEFT JOIN domain d ON d.domain = m.domain WHERE m.username = ?",
+                (username,),
+            )
+            .context("looking up the mailbox")?;
+        let Some((
+            username,
+            name,
+            quota,
+            local_part,
+            domain,
+            attributes,
+            kind,
+            authsource,
+            active,
+            domain_active,
+        )) = row
+        else {
+            return Ok(None);
+        };
+        let attributes = match attributes.as_deref() {
+            None | Some("") => Map::new(),
+            Some(text) => serde_json::from_str(text).map_err(|e| {
+                StoreError::Data(format!(
+                    "mailbox.attributes of {username} is not a JSON object: {e}"
+                ))
+            })?,
+        };
+        Ok(Some(Mailbox {
+            username,
+            name: name.unwrap_or_default(),
+            quota,
+            local_part,
+            domain,
+            attributes,
+            kind,
+            authsource,
+            active,
+            domain_active,
+        }))
+    }
+}

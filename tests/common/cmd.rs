@@ -1,0 +1,392 @@
+//! Runs the REAL binary the way Dovecot does: `user\0password\0\0` on fd 3, an optional pipe on
+//! fd 4 (for /usr/lib/dovecot/checkpassword-reply), a cleaned environment, and a reply program
+//! (`/usr/bin/env` by default, so stdout shows the exported environment).
+
+use super::process::scratch;
+use command_fds::{CommandFdExt, FdMapping};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mailcow-ldap-auth");
+pub const ENV_REPLY: &str = "/usr/bin/env";
+pub const CHECKPASSWORD_REPLY: &str = "/usr/lib/dovecot/checkpassword-reply";
+
+/// Where the `--config PATH` option goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigAt {
+    /// `BIN --config PATH checkpassword REPLY`
+    BeforeSubcommand,
+    /// `BIN checkpassword --config PATH REPLY` (what a Dovecot `args =` line produces)
+    AfterSubcommand,
+    /// `MAILCOW_LDAP_AUTH_CONFIG=PATH BIN checkpassword REPLY`
+    Env,
+}
+
+pub fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid 2-element array; pipe2 returns two fresh fds we then own.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+#[derive(Clone, Debug)]
+pub struct Run {
+    config: Option<String>,
+    config_at: ConfigAt,
+    subcommand: Vec<OsString>,
+    reply: Vec<OsString>,
+    env: BTreeMap<String, String>,
+    fd3: Option<Vec<u8>>,
+    fd4: bool,
+    stdin: Option<Vec<u8>>,
+    timeout: Duration,
+}
+
+impl Run {
+    /// `checkpassword /usr/bin/env` with the given config, SERVICE=imap, TCPREMOTEIP, ORIG_UID,
+    /// PROTO=TCP (as Dovecot sets them), and nothing on fd 3 until `.login()`/`.lookup()`/`.input()`.
+    pub fn checkpassword(config: &serde_json::Value) -> Run {
+        let mut env = BTreeMap::new();
+        env.insert("SERVICE".into(), "imap".into());
+        env.insert("TCPREMOTEIP".into(), "192.0.2.10".into());
+        env.insert("PROTO".into(), "TCP".into());
+        // SAFETY: trivial libc call.
+        env.insert("ORIG_UID".into(), unsafe { libc::getuid() }.to_string());
+        Run {
+            config: Some(serde_norway::to_string(config).expect("config to YAML")),
+            config_at: ConfigAt::BeforeSubcommand,
+            subcommand: vec!["checkpassword".into()],
+            reply: vec![ENV_REPLY.into()],
+            env,
+            fd3: None,
+            fd4: false,
+            stdin: None,
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Any subcommand (`login`, `test-connection`, ...), no fd 3, empty environment.
+    pub fn subcommand(config: &serde_json::Value, args: &[&str]) -> Run {
+        Run {
+            config: Some(serde_norway::to_string(config).expect("config to YAML")),
+            config_at: ConfigAt::BeforeSubcommand,
+            subcommand: args.iter().map(OsString::from).collect(),
+            reply: Vec::new(),
+            env: BTreeMap::new(),
+            fd3: None,
+            fd4: false,
+            stdin: None,
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Replace the config with raw YAML text (for broken configs).
+    pub fn config_yaml(mut self, yaml: &str) -> Self {
+        self.config = Some(yaml.into());
+        self
+    }
+    pub fn config(mut self, cfg: &serde_json::Value) -> Self {
+        self.config = Some(serde_norway::to_string(cfg).expect("config to YAML"));
+        self
+    }
+    pub fn config_at(mut self, at: ConfigAt) -> Self {
+        self.config_at = at;
+        self
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.insert(k.into(), v.into());
+        self
+    }
+    pub fn env_remove(mut self, k: &str) -> Self {
+        self.env.remove(k);
+        self
+    }
+    pub fn service(self, s: &str) -> Self {
+        self.env("SERVICE", s)
+    }
+    /// Auth mode: `user\0pass\0\0` on fd 3.
+    pub fn login(mut self, user: &str, pass: &str) -> Self {
+        let mut b = Vec::new();
+        b.extend_from_slice(user.as_bytes());
+        b.push(0);
+        b.extend_from_slice(pass.as_bytes());
+        b.extend_from_slice(b"\0\0");
+        self.fd3 = Some(b);
+        self
+    }
+    /// Lookup mode: AUTHORIZED=1 and `user\0\0\0` on fd 3.
+    pub fn lookup(mut self, user: &str) -> Self {
+        let mut b = user.as_bytes().to_vec();
+        b.extend_from_slice(b"\0\0\0");
+        self.fd3 = Some(b);
+        self.env("AUTHORIZED", "1")
+    }
+    /// Raw bytes on fd 3.
+    pub fn input(mut self, bytes: &[u8]) -> Self {
+        self.fd3 = Some(bytes.to_vec());
+        self
+    }
+    /// Do not open fd 3 at all.
+    pub fn no_fd3(mut self) -> Self {
+        self.fd3 = None;
+        self
+    }
+    /// Reply program and its arguments.
+    pub fn reply(mut self, program: &str, args: &[&str]) -> Self {
+        self.reply = std::iter::once(program)
+            .chain(args.iter().copied())
+            .map(OsString::from)
+            .collect();
+        self
+    }
+    /// Pass a pipe as fd 4 and capture what is written to it (`Outcome::fd4`).
+    pub fn fd4(mut self) -> Self {
+        self.fd4 = true;
+        self
+    }
+    pub fn stdin(mut self, data: &[u8]) -> Self {
+        self.stdin = Some(data.to_vec());
+        self
+    }
+
+    /// Runs the binary (killing it after a generous safety timeout) and collects the outcome.
+    pub fn run(self) -> Outcome {
+        let dir = tempfile::Builder::new()
+            .prefix("run.")
+            .tempdir_in(scratch())
+            .expect("run temp dir");
+        let mut cmd = Command::new(BIN);
+        cmd.env_clear();
+        if let Some(cfg) = &self.config {
+            let path = dir.path().join("config.yml");
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|mut f| f.write_all(cfg.as_bytes()))
+                .expect("write config");
+            match self.config_at {
+                ConfigAt::BeforeSubcommand => {
+                    cmd.arg("--config").arg(&path).args(&self.subcommand);
+                }
+                ConfigAt::AfterSubcommand => {
+                    cmd.args(&self.subcommand).arg("--config").arg(&path);
+                }
+                ConfigAt::Env => {
+                    cmd.args(&self.subcommand).env("MAILCOW_LDAP_AUTH_CONFIG", &path);
+                }
+            }
+        } else {
+            cmd.args(&self.subcommand);
+        }
+        cmd.args(&self.reply);
+        cmd.envs(&self.env);
+        let mut maps = Vec::new();
+        if let Some(bytes) = &self.fd3 {
+            let (r, w) = pipe();
+            let mut w = std::fs::File::from(w);
+            w.write_all(bytes).expect("write fd 3 input");
+            drop(w);
+            maps.push(FdMapping {
+                parent_fd: r,
+                child_fd: 3,
+            });
+        }
+        let fd4_reader = if self.fd4 {
+            let (r, w) = pipe();
+            maps.push(FdMapping {
+                parent_fd: w,
+                child_fd: 4,
+            });
+            Some(std::fs::File::from(r))
+        } else {
+            None
+        };
+        cmd.fd_mappings(maps).expect("fd mappings");
+        cmd.stdin(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let argv = format!("{cmd:?}");
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
+        drop(cmd); // closes our copies of the fds handed to the child
+        let pid = child.id() as libc::pid_t;
+        let stdin = child.stdin.take();
+        let data = self.stdin.clone();
+        let writer = std::thread::spawn(move || {
+            if let (Some(mut s), Some(d)) = (stdin, data) {
+                let _ = s.write_all(&d);
+            }
+        });
+        let reader = |r: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                if let Some(mut r) = r {
+                    let _ = r.read_to_end(&mut v);
+                }
+                v
+            })
+        };
+        let out_t = reader(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+        let err_t = reader(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+        let fd4_t = reader(fd4_reader.map(|f| Box::new(f) as Box<dyn Read + Send>));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        let status = match rx.recv_timeout(self.timeout) {
+            Ok(s) => s.expect("wait"),
+            Err(_) => {
+                // SAFETY: our own child, not reaped yet (the waiter thread is still blocked).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let s = rx.recv().expect("waiter").expect("wait");
+                let err = String::from_utf8_lossy(&err_t.join().unwrap()).into_owned();
+                panic!("{argv} did not finish within {:?} ({s});\nstderr:\n{err}", self.timeout);
+            }
+        };
+        let _ = writer.join();
+        let stdout = String::from_utf8_lossy(&out_t.join().unwrap()).into_owned();
+        let stderr = String::from_utf8_lossy(&err_t.join().unwrap()).into_owned();
+        let fd4 = self
+            .fd4
+            .then(|| String::from_utf8_lossy(&fd4_t.join().unwrap()).into_owned());
+        let env = stdout
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Outcome {
+            argv,
+            input_env: self.env,
+            code: status.code(),
+            signal: status.signal(),
+            stdout,
+            stderr,
+            env,
+            fd4,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub argv: String,
+    /// The environment the binary was started with.
+    pub input_env: BTreeMap<String, String>,
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    /// stdout parsed as `KEY=VALUE` lines (the reply program `/usr/bin/env` prints these).
+    pub env: BTreeMap<String, String>,
+    /// What was written to fd 4 (only with `.fd4()`).
+    pub fd4: Option<String>,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}\n  exit code: {:?} signal: {:?}\n  --- stdout:\n{}\n  --- stderr:\n{}\n  --- fd 4: {:?}",
+            self.argv, self.code, self.signal, self.stdout, self.stderr, self.fd4
+        )
+    }
+}
+
+impl Outcome {
+    #[track_caller]
+    pub fn assert_code(&self, expected: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(expected),
+            "expected exit code {expected}, got:\n{self}"
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_stderr_contains(&self, needle: &str) -> &Self {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr does not contain {needle:?}:\n{self}"
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_stderr_lacks(&self, needle: &str) -> &Self {
+        assert!(
+            !self.stderr.contains(needle),
+            "stderr unexpectedly contains {needle:?}:\n{self}"
+        );
+        self
+    }
+
+    /// Asserts that `secret` appears nowhere in stdout, stderr, or fd 4.
+    #[track_caller]
+    pub fn assert_never_printed(&self, secret: &str) -> &Self {
+        assert!(
+            !self.stdout.contains(secret)
+                && !self.stderr.contains(secret)
+                && !self.fd4.as_deref().unwrap_or("").contains(secret),
+            "secret {secret:?} leaked into the output:\n{self}"
+        );
+        self
+    }
+
+    /// The one `mailcow-ldap-auth: login ...` / `lookup ...` log line, if any.
+    pub fn log_line(&self) -> Option<&str> {
+        self.stderr
+            .lines()
+            .find(|l| l.starts_with("mailcow-ldap-auth: login ") || l.starts_with("mailcow-ldap-auth: lookup "))
+    }
+
+    /// Variables the binary added to (or changed in) its environment before exec'ing the reply
+    /// program: every entry of `env` that differs from `input_env`.
+    pub fn exported(&self) -> BTreeMap<String, String> {
+        self.env
+            .iter()
+            .filter(|(k, v)| self.input_env.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The `userdb_*` variables exported.
+    pub fn userdb(&self) -> BTreeMap<String, String> {
+        self.env
+            .iter()
+            .filter(|(k, _)| k.starts_with("userdb_"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// `EXTRA` split on spaces.
+    pub fn extra(&self) -> BTreeSet<String> {
+        self.env
+            .get("EXTRA")
+            .map(|e| e.split(' ').filter(|s| !s.is_empty()).map(String::from).collect())
+            .unwrap_or_default()
+    }
+
+    /// fd 4 content parsed as checkpassword-reply writes it: TAB-separated `key=value`.
+    pub fn fd4_fields(&self) -> BTreeMap<String, String> {
+        self.fd4
+            .as_deref()
+            .unwrap_or("")
+            .split('\t')
+            .filter_map(|f| f.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+}

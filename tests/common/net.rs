@@ -1,0 +1,111 @@
+//! Network fault helpers: a "black hole" TCP listener that accepts connections and never answers
+//! (counting them), and dead ports (connection refused).
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+#[derive(Default)]
+struct Seen {
+    /// Peer addresses of every accepted connection, in accept order.
+    peers: Vec<SocketAddr>,
+    /// Accepted streams, kept open (never read, never written) until the black hole is dropped.
+    streams: Vec<TcpStream>,
+}
+
+/// Accepts TCP connections and never sends a byte.
+pub struct BlackHole {
+    pub addr: SocketAddr,
+    seen: Arc<(Mutex<Seen>, Condvar)>,
+    /// Local addresses of our own sync probes (excluded from `connections()`).
+    probes: Mutex<HashSet<SocketAddr>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl BlackHole {
+    /// On 127.0.0.1, random port.
+    pub fn new() -> BlackHole {
+        Self::bind("127.0.0.1:0").expect("bind black hole")
+    }
+
+    /// On a given address, e.g. "127.0.0.3:<port of slapd>" (same port, other loopback IP).
+    pub fn bind(addr: &str) -> std::io::Result<BlackHole> {
+        let listener = TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        let seen: Arc<(Mutex<Seen>, Condvar)> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen2, stop2) = (seen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for s in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(s) = s else { continue };
+                let (m, cv) = &*seen2;
+                let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+                if let Ok(p) = s.peer_addr() {
+                    g.peers.push(p);
+                }
+                g.streams.push(s);
+                cv.notify_all();
+            }
+        });
+        Ok(BlackHole {
+            addr,
+            seen,
+            probes: Mutex::default(),
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Number of connections accepted so far, excluding our own probes. Exact: it first opens a
+    /// probe connection and waits until it has been accepted; the accept queue is FIFO, so every
+    /// connection made before this call has been accepted by then.
+    pub fn connections(&self) -> usize {
+        let probe = TcpStream::connect(self.addr).expect("connect probe to black hole");
+        let me = probe.local_addr().expect("probe local addr");
+        let mut probes = self.probes.lock().unwrap_or_else(|e| e.into_inner());
+        probes.insert(me);
+        let (m, cv) = &*self.seen;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+        while !g.peers.contains(&me) {
+            assert!(Instant::now() < deadline, "black hole did not accept probe");
+            g = cv
+                .wait_timeout(g, Duration::from_millis(50))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        g.peers.iter().filter(|p| !probes.contains(p)).count()
+    }
+}
+
+impl Default for BlackHole {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr); // wake accept()
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A port on 127.0.0.1 that was just free (bound, then closed): connecting gives ECONNREFUSED.
+pub fn dead_port() -> u16 {
+    super::process::free_port()
+}
