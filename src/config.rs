@@ -371,7 +371,7 @@ fn validate_ldap(raw: RawLdap, warnings: &mut Vec<String>) -> Result<LdapConfig,
     };
     if let Some(ca) = &raw.ca_file {
         if transport == Transport::Plain {
-            return Err("ldap.ca_file: set, but neither use_ssl nor use_tls is on".into());
+            warnings.push("ldap.ca_file is set but neither use_ssl nor use_tls is on: the connection is not encrypted".into());
         }
         fs::metadata(ca).map_err(|e| format!("ldap.ca_file: {}: {e}", ca.display()))?;
     }

@@ -21,6 +21,10 @@ impl Deadline {
         (!left.is_zero()).then(|| timeout.min(left))
     }
 
+    pub fn expired(&self) -> bool {
+        Instant::now() >= self.end
+    }
+
     pub fn end(&self) -> Instant {
         self.end
     }

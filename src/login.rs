@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::ldap::{self, DirectoryError, UserSearch};
+use crate::mailcow::address::{self, AddressError};
 use crate::mailcow::provision::{self, Applied, ProvisionError};
 use crate::mailcow::{Mailbox, Store, StoreError};
 use crate::mapping::mapped_template;
@@ -78,9 +79,19 @@ fn provisioning_failed(e: ProvisionError) -> Result<Outcome, LoginError> {
     }
 }
 
-/// Lower-cased and trimmed, as mailcow stores addresses.
-pub fn normalize_login(login: &str) -> String {
-    login.trim().to_lowercase()
+/// The address mailcow stores for this login name: trimmed, lower-cased, the domain in its
+/// ASCII (IDNA) form; an error for anything that is not a mail address.
+pub fn normalize_login(login: &str) -> Result<String, AddressError> {
+    address::normalize(login).map(|a| a.username)
+}
+
+/// The log note of a provisioning step, with what was left out.
+fn with_skipped(note: String, skipped: &[String]) -> String {
+    if skipped.is_empty() {
+        note
+    } else {
+        format!("{note}; skipped outside MySQL: {}", skipped.join(", "))
+    }
 }
 
 fn connect_store(config: &Config, deadline: &Deadline) -> Result<Store, LoginError> {
@@ -121,10 +132,9 @@ pub fn authenticate(
     if request.password.contains('\0') {
         return rejected(Refusal::NulInPassword);
     }
-    let username = normalize_login(request.username);
-    if username.is_empty() || username.contains('\0') {
+    let Ok(username) = normalize_login(request.username) else {
         return rejected(Refusal::MalformedLogin);
-    }
+    };
 
     let mut store = connect_store(config, deadline)?;
     let existing = store.mailbox(&username)?;
@@ -158,9 +168,12 @@ pub fn authenticate(
             Some(template) => match provision::apply_template(&mut store, &mailbox, name, template)
             {
                 Ok(Applied::Unchanged) => (mailbox, "ok".to_owned()),
-                Ok(Applied::Reapplied(mailbox)) => {
-                    (*mailbox, format!("template {template} re-applied"))
-                }
+                Ok(Applied::Reapplied { mailbox, skipped }) => (
+                    *mailbox,
+                    with_skipped(format!("template {template} re-applied"), &skipped),
+                ),
+                // mailcow lets the login succeed when the update cannot be made
+                Ok(Applied::Skipped(reason)) => (mailbox, format!("ok; {reason}")),
                 Err(e) => return provisioning_failed(e),
             },
         },
@@ -172,7 +185,24 @@ pub fn authenticate(
                 return rejected(Refusal::NoMapping(describe_values(&entry.mapping_values)));
             };
             match provision::create(&mut store, &username, name, template) {
-                Ok(mailbox) => (mailbox, format!("mailbox created from template {template}")),
+                Ok(done) if done.created => (
+                    done.mailbox,
+                    with_skipped(
+                        format!("mailbox created from template {template}"),
+                        &done.skipped,
+                    ),
+                ),
+                // another login created it meanwhile: answer as for an existing mailbox
+                Ok(done) => {
+                    let authsource = done.mailbox.authsource.as_deref().unwrap_or("mailcow");
+                    if authsource != "ldap" {
+                        return rejected(Refusal::NotLdapBacked(authsource.to_owned()));
+                    }
+                    (
+                        done.mailbox,
+                        "ok; mailbox created by a concurrent login".to_owned(),
+                    )
+                }
                 Err(e) => return provisioning_failed(e),
             }
         }
@@ -206,10 +236,9 @@ pub fn lookup(
     username: &str,
     deadline: &Deadline,
 ) -> Result<Option<Mailbox>, LoginError> {
-    let username = normalize_login(username);
-    if username.is_empty() {
+    let Ok(username) = normalize_login(username) else {
         return Ok(None);
-    }
+    };
     let mut store = connect_store(config, deadline)?;
     Ok(store
         .mailbox(&username)?

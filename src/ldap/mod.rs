@@ -26,7 +26,7 @@ mod rc {
 /// Every LDAP failure that is not an answer about the user: always a temporary failure.
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
-    #[error("no LDAP host reachable: {0}")]
+    #[error("all LDAP hosts unreachable: {0}")]
     Unreachable(String),
     #[error("LDAP service bind as {bind_dn} on {host} refused: {detail}")]
     ServiceBind {
@@ -42,7 +42,7 @@ pub enum DirectoryError {
     },
     #[error("TLS setup failed: {0}")]
     TlsSetup(String),
-    #[error("deadline exceeded before the LDAP {0}")]
+    #[error("deadline exceeded during the LDAP {0}")]
     Deadline(&'static str),
 }
 
@@ -86,6 +86,10 @@ pub fn connect<'a>(
     for host in &config.hosts {
         match connect_host(config, host, tls.clone(), deadline) {
             Ok(session) => return Ok(session),
+            // A timeout cut short by the deadline says nothing about the host.
+            Err(HostFailure::TryNext(_)) if deadline.expired() => {
+                return Err(DirectoryError::Deadline("connect"));
+            }
             Err(HostFailure::TryNext(why)) => failures.push(format!("{host}: {why}")),
             Err(HostFailure::Fatal(e)) => return Err(e),
         }
@@ -218,7 +222,16 @@ impl Session<'_> {
             .ok_or(DirectoryError::Deadline(operation))
     }
 
-    fn op_error(&self, operation: &'static str, detail: String) -> DirectoryError {
+    /// A failed operation; one that ran into the overall deadline is reported as such.
+    fn op_error(
+        &self,
+        deadline: &Deadline,
+        operation: &'static str,
+        detail: String,
+    ) -> DirectoryError {
+        if deadline.expired() {
+            return DirectoryError::Deadline(operation);
+        }
         DirectoryError::Operation {
             host: self.host.clone(),
             operation,
@@ -241,7 +254,7 @@ impl Session<'_> {
             .conn
             .with_timeout(timeout)
             .search(&cfg.base_dn, Scope::Subtree, &filter, attrs)
-            .map_err(|e| self.op_error("search", describe(&e)))?;
+            .map_err(|e| self.op_error(deadline, "search", describe(&e)))?;
         let ldap3::SearchResult(entries, status) = result;
         match status.rc {
             rc::SUCCESS => {}
@@ -249,11 +262,15 @@ impl Session<'_> {
                 return Ok(UserSearch::Ambiguous(format!("at least {}", entries.len())));
             }
             rc::NO_SUCH_OBJECT => {
-                return Err(
-                    self.op_error("search", format!("base DN {} does not exist", cfg.base_dn))
-                );
+                return Err(self.op_error(
+                    deadline,
+                    "search",
+                    format!("base DN {} does not exist", cfg.base_dn),
+                ));
             }
-            code => return Err(self.op_error("search", format!("rc={code} {}", status.text))),
+            code => {
+                return Err(self.op_error(deadline, "search", format!("rc={code} {}", status.text)));
+            }
         }
         // Referrals (which ldap3 never chases) are not entries.
         let mut entries: Vec<SearchEntry> = entries
@@ -287,10 +304,11 @@ impl Session<'_> {
             .conn
             .with_timeout(timeout)
             .search(base, Scope::Base, "(objectClass=*)", vec!["1.1"])
-            .map_err(|e| self.op_error("base DN check", describe(&e)))?;
+            .map_err(|e| self.op_error(deadline, "base DN check", describe(&e)))?;
         match (result.1.rc, result.0.len()) {
             (rc::SUCCESS, 1) => Ok(()),
             (code, _) => Err(self.op_error(
+                deadline,
                 "base DN check",
                 format!("{base}: rc={code} {}", result.1.text),
             )),
@@ -309,11 +327,11 @@ impl Session<'_> {
             .conn
             .with_timeout(timeout)
             .simple_bind(dn, password)
-            .map_err(|e| self.op_error("user bind", describe(&e)))?;
+            .map_err(|e| self.op_error(deadline, "user bind", describe(&e)))?;
         match result.rc {
             rc::SUCCESS => Ok(true),
             rc::INVALID_CREDENTIALS => Ok(false),
-            code => Err(self.op_error("user bind", format!("rc={code} {}", result.text))),
+            code => Err(self.op_error(deadline, "user bind", format!("rc={code} {}", result.text))),
         }
     }
 }

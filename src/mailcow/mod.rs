@@ -1,5 +1,6 @@
 //! mailcow's MySQL/MariaDB schema: mailbox lookups, templates and provisioning.
 
+pub mod address;
 pub mod provision;
 pub mod template;
 

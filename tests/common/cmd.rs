@@ -37,8 +37,18 @@ pub fn pipe() -> (OwnedFd, OwnedFd) {
 }
 
 #[derive(Clone, Debug)]
+enum ConfigSrc {
+    /// Written to a fresh 0600 file.
+    Yaml(String),
+    /// Passed as is (e.g. a missing file).
+    Path(std::path::PathBuf),
+    /// No `--config` at all.
+    None,
+}
+
+#[derive(Clone, Debug)]
 pub struct Run {
-    config: Option<String>,
+    config: ConfigSrc,
     config_at: ConfigAt,
     subcommand: Vec<OsString>,
     reply: Vec<OsString>,
@@ -60,7 +70,7 @@ impl Run {
         // SAFETY: trivial libc call.
         env.insert("ORIG_UID".into(), unsafe { libc::getuid() }.to_string());
         Run {
-            config: Some(serde_norway::to_string(config).expect("config to YAML")),
+            config: ConfigSrc::Yaml(serde_norway::to_string(config).expect("config to YAML")),
             config_at: ConfigAt::BeforeSubcommand,
             subcommand: vec!["checkpassword".into()],
             reply: vec![ENV_REPLY.into()],
@@ -75,7 +85,7 @@ impl Run {
     /// Any subcommand (`login`, `test-connection`, ...), no fd 3, empty environment.
     pub fn subcommand(config: &serde_json::Value, args: &[&str]) -> Run {
         Run {
-            config: Some(serde_norway::to_string(config).expect("config to YAML")),
+            config: ConfigSrc::Yaml(serde_norway::to_string(config).expect("config to YAML")),
             config_at: ConfigAt::BeforeSubcommand,
             subcommand: args.iter().map(OsString::from).collect(),
             reply: Vec::new(),
@@ -89,11 +99,21 @@ impl Run {
 
     /// Replace the config with raw YAML text (for broken configs).
     pub fn config_yaml(mut self, yaml: &str) -> Self {
-        self.config = Some(yaml.into());
+        self.config = ConfigSrc::Yaml(yaml.into());
         self
     }
     pub fn config(mut self, cfg: &serde_json::Value) -> Self {
-        self.config = Some(serde_norway::to_string(cfg).expect("config to YAML"));
+        self.config = ConfigSrc::Yaml(serde_norway::to_string(cfg).expect("config to YAML"));
+        self
+    }
+    /// Use this path as the config file (nothing is written).
+    pub fn config_file(mut self, path: &str) -> Self {
+        self.config = ConfigSrc::Path(path.into());
+        self
+    }
+    /// No `--config` option and no MAILCOW_LDAP_AUTH_CONFIG (the built-in default path).
+    pub fn no_config(mut self) -> Self {
+        self.config = ConfigSrc::None;
         self
     }
     pub fn config_at(mut self, at: ConfigAt) -> Self {
@@ -164,15 +184,22 @@ impl Run {
             .expect("run temp dir");
         let mut cmd = Command::new(BIN);
         cmd.env_clear();
-        if let Some(cfg) = &self.config {
-            let path = dir.path().join("config.yml");
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .and_then(|mut f| f.write_all(cfg.as_bytes()))
-                .expect("write config");
+        let path = match &self.config {
+            ConfigSrc::Yaml(cfg) => {
+                let path = dir.path().join("config.yml");
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .and_then(|mut f| f.write_all(cfg.as_bytes()))
+                    .expect("write config");
+                Some(path)
+            }
+            ConfigSrc::Path(p) => Some(p.clone()),
+            ConfigSrc::None => None,
+        };
+        if let Some(path) = path {
             match self.config_at {
                 ConfigAt::BeforeSubcommand => {
                     cmd.arg("--config").arg(&path).args(&self.subcommand);
@@ -181,7 +208,8 @@ impl Run {
                     cmd.args(&self.subcommand).arg("--config").arg(&path);
                 }
                 ConfigAt::Env => {
-                    cmd.args(&self.subcommand).env("MAILCOW_LDAP_AUTH_CONFIG", &path);
+                    cmd.args(&self.subcommand)
+                        .env("MAILCOW_LDAP_AUTH_CONFIG", &path);
                 }
             }
         } else {
@@ -238,8 +266,18 @@ impl Run {
                 v
             })
         };
-        let out_t = reader(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
-        let err_t = reader(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+        let out_t = reader(
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        );
+        let err_t = reader(
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        );
         let fd4_t = reader(fd4_reader.map(|f| Box::new(f) as Box<dyn Read + Send>));
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -252,7 +290,10 @@ impl Run {
                 unsafe { libc::kill(pid, libc::SIGKILL) };
                 let s = rx.recv().expect("waiter").expect("wait");
                 let err = String::from_utf8_lossy(&err_t.join().unwrap()).into_owned();
-                panic!("{argv} did not finish within {:?} ({s});\nstderr:\n{err}", self.timeout);
+                panic!(
+                    "{argv} did not finish within {:?} ({s});\nstderr:\n{err}",
+                    self.timeout
+                );
             }
         };
         let _ = writer.join();
@@ -266,7 +307,7 @@ impl Run {
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Outcome {
+        let outcome = Outcome {
             argv,
             input_env: self.env,
             code: status.code(),
@@ -275,7 +316,12 @@ impl Run {
             stderr,
             env,
             fd4,
+        };
+        // MLA_TEST_SHOW=1 cargo test -- --nocapture: print every run (debugging aid)
+        if std::env::var_os("MLA_TEST_SHOW").is_some() {
+            eprintln!("{outcome}");
         }
+        outcome
     }
 }
 
@@ -347,9 +393,10 @@ impl Outcome {
 
     /// The one `mailcow-ldap-auth: login ...` / `lookup ...` log line, if any.
     pub fn log_line(&self) -> Option<&str> {
-        self.stderr
-            .lines()
-            .find(|l| l.starts_with("mailcow-ldap-auth: login ") || l.starts_with("mailcow-ldap-auth: lookup "))
+        self.stderr.lines().find(|l| {
+            l.starts_with("mailcow-ldap-auth: login ")
+                || l.starts_with("mailcow-ldap-auth: lookup ")
+        })
     }
 
     /// Variables the binary added to (or changed in) its environment before exec'ing the reply
@@ -375,7 +422,12 @@ impl Outcome {
     pub fn extra(&self) -> BTreeSet<String> {
         self.env
             .get("EXTRA")
-            .map(|e| e.split(' ').filter(|s| !s.is_empty()).map(String::from).collect())
+            .map(|e| {
+                e.split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

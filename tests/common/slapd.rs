@@ -325,7 +325,10 @@ impl Subtree {
         let dn = self.user_dn(&u.uid);
         let cn = u.display_name.clone().unwrap_or_else(|| u.uid.clone());
         let mut attrs: Vec<(String, HashSet<String>)> = vec![
-            ("objectClass".into(), HashSet::from(["inetOrgPerson".into()])),
+            (
+                "objectClass".into(),
+                HashSet::from(["inetOrgPerson".into()]),
+            ),
             ("uid".into(), HashSet::from([u.uid.clone()])),
             ("cn".into(), HashSet::from([cn])),
             ("sn".into(), HashSet::from([u.uid.clone()])),
