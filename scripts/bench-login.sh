@@ -53,11 +53,11 @@ env = {"SERVICE": "imap", "TCPREMOTEIP": "127.0.0.1"}
 
 def run(argv, expect):
     r, w = os.pipe()
+    os.write(w, request)  # fits the pipe buffer: Dovecot's write-then-close, done up front
+    os.close(w)
     start = time.perf_counter()
     pid = os.posix_spawn(argv[0], argv, env, file_actions=[(os.POSIX_SPAWN_DUP2, r, 3)])
     os.close(r)
-    os.write(w, request)
-    os.close(w)
     _, status = os.waitpid(pid, 0)
     elapsed = time.perf_counter() - start
     code = os.waitstatus_to_exitcode(status)

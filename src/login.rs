@@ -139,17 +139,21 @@ pub fn authenticate(
     let mut store = connect_store(config, deadline)?;
     let existing = store.mailbox(&username)?;
     if let Some(mailbox) = &existing {
-        if let Err(refusal) = check_access(mailbox, request.service) {
+        if let Err(refusal) = check_access(mailbox, request.service).and(ldap_backed(mailbox)) {
             return rejected(refusal);
-        }
-        let authsource = mailbox.authsource.as_deref().unwrap_or("mailcow");
-        if authsource != "ldap" {
-            return rejected(Refusal::NotLdapBacked(authsource.to_owned()));
         }
     }
 
     let mut session = ldap::connect(&config.ldap, deadline)?;
-    let entry = match session.find_user(&username, deadline)? {
+    // mailcow keys mailboxes by the ASCII form of an IDN domain; the directory may hold
+    // either form, so it is asked for the name as typed and in that ASCII form.
+    let typed = request.username.trim();
+    let spellings: &[&str] = if typed.eq_ignore_ascii_case(&username) {
+        &[&username]
+    } else {
+        &[typed, &username]
+    };
+    let entry = match session.find_user(spellings, deadline)? {
         UserSearch::Found(entry) => entry,
         UserSearch::NotFound => return rejected(Refusal::NoLdapEntry),
         UserSearch::Ambiguous(count) => return rejected(Refusal::Ambiguous(count)),
@@ -161,19 +165,23 @@ pub fn authenticate(
 
     let mapped = mapped_template(&config.attribute_mapping, &entry.mapping_values);
     let name = entry.display_name.as_deref();
+    // `note` says what provisioning did, for the log line; `None` when it did nothing.
     let (mailbox, note) = match existing {
         Some(mailbox) => match mapped {
             // Only a mapped template updates; the default template is for creation only.
-            None => (mailbox, "ok".to_owned()),
+            None => (mailbox, None),
             Some(template) => match provision::apply_template(&mut store, &mailbox, name, template)
             {
-                Ok(Applied::Unchanged) => (mailbox, "ok".to_owned()),
+                Ok(Applied::Unchanged) => (mailbox, None),
                 Ok(Applied::Reapplied { mailbox, skipped }) => (
                     *mailbox,
-                    with_skipped(format!("template {template} re-applied"), &skipped),
+                    Some(with_skipped(
+                        format!("template {template} re-applied"),
+                        &skipped,
+                    )),
                 ),
                 // mailcow lets the login succeed when the update cannot be made
-                Ok(Applied::Skipped(reason)) => (mailbox, format!("ok; {reason}")),
+                Ok(Applied::Skipped(reason)) => (mailbox, Some(reason)),
                 Err(e) => return provisioning_failed(e),
             },
         },
@@ -185,35 +193,38 @@ pub fn authenticate(
                 return rejected(Refusal::NoMapping(describe_values(&entry.mapping_values)));
             };
             match provision::create(&mut store, &username, name, template) {
-                Ok(done) if done.created => (
-                    done.mailbox,
-                    with_skipped(
-                        format!("mailbox created from template {template}"),
-                        &done.skipped,
-                    ),
-                ),
-                // another login created it meanwhile: answer as for an existing mailbox
+                Ok(done) if done.created => {
+                    let note = format!("mailbox created from template {template}");
+                    (done.mailbox, Some(with_skipped(note, &done.skipped)))
+                }
+                // Another login created it meanwhile: answer as for an existing mailbox.
                 Ok(done) => {
-                    let authsource = done.mailbox.authsource.as_deref().unwrap_or("mailcow");
-                    if authsource != "ldap" {
-                        return rejected(Refusal::NotLdapBacked(authsource.to_owned()));
+                    if let Err(refusal) = ldap_backed(&done.mailbox) {
+                        return rejected(refusal);
                     }
-                    (
-                        done.mailbox,
-                        "ok; mailbox created by a concurrent login".to_owned(),
-                    )
+                    let note = "mailbox created by a concurrent login".to_owned();
+                    (done.mailbox, Some(note))
                 }
                 Err(e) => return provisioning_failed(e),
             }
         }
     };
     // Provisioning may have written an inactive mailbox or a disabled protocol.
-    match check_access(&mailbox, request.service) {
-        Ok(()) => Ok(Outcome::Accepted {
+    match (check_access(&mailbox, request.service), note) {
+        (Ok(()), note) => Ok(Outcome::Accepted {
             mailbox: Box::new(mailbox),
-            note,
+            note: note.unwrap_or_else(|| "ok".to_owned()),
         }),
-        Err(refusal) => rejected(refusal),
+        (Err(refusal), None) => rejected(refusal),
+        (Err(refusal), Some(note)) => rejected(Refusal::Provisioning(format!("{refusal}; {note}"))),
+    }
+}
+
+/// Mailboxes of another authsource (NULL means mailcow) check their password elsewhere.
+fn ldap_backed(mailbox: &Mailbox) -> Result<(), Refusal> {
+    match mailbox.authsource.as_deref().unwrap_or("mailcow") {
+        "ldap" => Ok(()),
+        other => Err(Refusal::NotLdapBacked(other.to_owned())),
     }
 }
 

@@ -13,15 +13,22 @@ pub fn validate_admin_filter(filter: &str) -> Result<(), String> {
         ));
     }
     // Composing proves the admin filter is a single complete filter and not e.g. `(a=1)(b=2`.
-    ldap3::parse_filter(user_filter(Some(filter), "x", "probe"))
+    ldap3::parse_filter(user_filter(Some(filter), "x", &["probe"]))
         .map(|_| ())
         .map_err(|()| format!("'{filter}' is not a valid LDAP filter"))
 }
 
 /// `(&<filter>(<field>=<escaped login>))`, or just the equality without an admin filter.
-/// Every filter metacharacter of the login (`*`, `(`, `)`, `\`, NUL) is escaped.
-pub fn user_filter(admin_filter: Option<&str>, username_field: &str, login: &str) -> String {
-    let equality = format!("({username_field}={})", ldap_escape(login));
+/// Every filter metacharacter of the login (`*`, `(`, `)`, `\`, NUL) is escaped. Several
+/// spellings of one login (an IDN domain in Unicode and in ASCII) become an OR.
+pub fn user_filter(admin_filter: Option<&str>, username_field: &str, logins: &[&str]) -> String {
+    let mut equality: String = logins
+        .iter()
+        .map(|login| format!("({username_field}={})", ldap_escape(*login)))
+        .collect();
+    if logins.len() > 1 {
+        equality = format!("(|{equality})");
+    }
     match admin_filter {
         Some(f) => format!("(&{f}{equality})"),
         None => equality,
@@ -34,21 +41,33 @@ mod tests {
 
     #[test]
     fn plain_equality_without_admin_filter() {
-        assert_eq!(user_filter(None, "mail", "a@b.c"), "(mail=a@b.c)");
+        assert_eq!(user_filter(None, "mail", &["a@b.c"]), "(mail=a@b.c)");
     }
 
     #[test]
     fn admin_filter_is_anded() {
         assert_eq!(
-            user_filter(Some("(objectClass=person)"), "uid", "jdoe"),
+            user_filter(Some("(objectClass=person)"), "uid", &["jdoe"]),
             "(&(objectClass=person)(uid=jdoe))"
+        );
+    }
+
+    #[test]
+    fn two_spellings_are_ored() {
+        assert_eq!(
+            user_filter(
+                None,
+                "mail",
+                &["b@bücher.example", "b@xn--bcher-kva.example"]
+            ),
+            "(|(mail=b@bücher.example)(mail=b@xn--bcher-kva.example))"
         );
     }
 
     #[test]
     fn injection_is_escaped() {
         let hostile = "*)(|(mail=*))(\\\0";
-        let f = user_filter(Some("(objectClass=person)"), "mail", hostile);
+        let f = user_filter(Some("(objectClass=person)"), "mail", &[hostile]);
         assert_eq!(
             f,
             "(&(objectClass=person)(mail=\\2a\\29\\28|\\28mail=\\2a\\29\\29\\28\\5c\\00))"

@@ -239,14 +239,15 @@ impl Session<'_> {
         }
     }
 
-    /// Searches `base_dn` (subtree) for the one entry whose username field equals `login`.
+    /// Searches `base_dn` (subtree) for the one entry whose username field equals one of
+    /// `logins` (spellings of the same name).
     pub fn find_user(
         &mut self,
-        login: &str,
+        logins: &[&str],
         deadline: &Deadline,
     ) -> Result<UserSearch, DirectoryError> {
         let cfg = self.config;
-        let filter = filter::user_filter(cfg.filter.as_deref(), &cfg.username_field, login);
+        let filter = filter::user_filter(cfg.filter.as_deref(), &cfg.username_field, logins);
         let mut attrs = vec![cfg.name_field.as_str()];
         attrs.extend(cfg.attribute_field.as_deref());
         let timeout = self.op_timeout(deadline, "search")?;
@@ -269,7 +270,11 @@ impl Session<'_> {
                 ));
             }
             code => {
-                return Err(self.op_error(deadline, "search", format!("rc={code} {}", status.text)));
+                return Err(self.op_error(
+                    deadline,
+                    "search",
+                    format!("rc={code} {}", status.text),
+                ));
             }
         }
         // Referrals (which ldap3 never chases) are not entries.

@@ -499,33 +499,25 @@ fn try_create(conn: &mut Conn, new: &NewMailbox) -> Result<bool, TxError> {
     if domain.active != 1 {
         return Err(TxError::Refused(format!("domain {d} inactive")));
     }
-    let existing: Option<String> = tx
+    // One statement after the lock: under READ COMMITTED it sees what the previous holder
+    // of the domain lock committed.
+    type Checks = (bool, i64, i64, bool, bool);
+    let (exists, count, used_mib, is_alias, is_spam_alias): Checks = tx
         .exec_first(
-            "SELECT username FROM mailbox WHERE username = ?",
-            (&new.username,),
+            "SELECT EXISTS(SELECT 1 FROM mailbox WHERE username = ?), \
+             (SELECT COUNT(*) FROM mailbox WHERE kind = '' AND domain = ?), \
+             (SELECT CAST(COALESCE(ROUND(SUM(quota) / 1048576), 0) AS SIGNED) \
+                FROM mailbox WHERE kind = '' AND domain = ?), \
+             EXISTS(SELECT 1 FROM alias WHERE address = ?), \
+             EXISTS(SELECT 1 FROM spamalias WHERE address = ?)",
+            (&new.username, d, d, &new.username, &new.username),
         )
-        .tx("checking for the mailbox")?;
-    if existing.is_some() {
+        .tx("checking the domain's limits")?
+        .unwrap_or_default();
+    if exists {
         return Ok(false);
     }
-
     // mailcow's checks, in mailcow's order and units (domain limits in MiB).
-    let (count, used_mib): (i64, i64) = tx
-        .exec_first(
-            "SELECT COUNT(*), CAST(COALESCE(ROUND(SUM(quota) / 1048576), 0) AS SIGNED) \
-             FROM mailbox WHERE kind = '' AND domain = ?",
-            (d,),
-        )
-        .tx("counting the domain's mailboxes")?
-        .unwrap_or((0, 0));
-    let (is_alias, is_spam_alias): (bool, bool) = tx
-        .exec_first(
-            "SELECT EXISTS(SELECT 1 FROM alias WHERE address = ?), \
-                    EXISTS(SELECT 1 FROM spamalias WHERE address = ?)",
-            (&new.username, &new.username),
-        )
-        .tx("checking aliases")?
-        .unwrap_or((false, false));
     if is_alias {
         return Err(TxError::Refused(format!(
             "address {} is already an alias",
@@ -743,22 +735,29 @@ fn refresh_sogo_view(
             .exec_drop("DELETE FROM _sogo_static_view WHERE c_uid = ?", (username,))
             .tx("removing the SOGo view row");
     }
-    // mailcow joins grouped_mail_aliases with `REGEXP '(^|,)<username>($|,)'` on the unescaped
-    // address; FIND_IN_SET is the same test on the comma-separated goto list.
+    // The three values of mailcow's grouped_* views, for this one mailbox. mailcow joins
+    // grouped_mail_aliases (one row per alias.goto list) with `REGEXP '(^|,)<username>($|,)'`
+    // on the unescaped address; FIND_IN_SET is the same test. Querying the base tables with
+    // the views' expressions gives the same strings without grouping every alias and mailbox
+    // of the installation into temporary tables on each login.
     tx.exec_drop(
         "REPLACE INTO _sogo_static_view (c_uid, domain, c_name, c_password, c_cn, mail, \
          aliases, ad_aliases, ext_acl, kind, multiple_bookings) \
-         SELECT m.username, MAX(m.domain), m.username, ?, MAX(m.name), m.username, \
-         IFNULL(GROUP_CONCAT(ga.aliases ORDER BY ga.aliases SEPARATOR ' '), ''), \
-         IFNULL(MAX(gda.ad_alias), ''), IFNULL(MAX(ea.send_as_acl), ''), \
-         MAX(m.kind), MAX(m.multiple_bookings) \
-         FROM mailbox m \
-         LEFT OUTER JOIN grouped_mail_aliases ga ON FIND_IN_SET(m.username, ga.username) \
-         LEFT OUTER JOIN grouped_domain_alias_address gda ON gda.username = m.username \
-         LEFT OUTER JOIN grouped_sender_acl_external ea ON ea.username = m.username \
-         WHERE m.active = '1' AND m.username = ? \
-         GROUP BY m.username",
-        (SOGO_STATIC_PASSWORD, username),
+         SELECT m.username, m.domain, m.username, ?, m.name, m.username, \
+         (SELECT IFNULL(GROUP_CONCAT(ga.aliases ORDER BY ga.aliases SEPARATOR ' '), '') FROM \
+            (SELECT IFNULL(GROUP_CONCAT(a.address ORDER BY a.address ASC SEPARATOR ' '), '') \
+               AS aliases FROM alias a \
+             WHERE a.address <> a.goto AND a.active = '1' AND a.sogo_visible = '1' \
+               AND a.address NOT LIKE '@%' AND FIND_IN_SET(?, a.goto) \
+             GROUP BY a.goto) ga), \
+         (SELECT IFNULL(GROUP_CONCAT(mb.local_part, '@', ad.alias_domain SEPARATOR ' '), '') \
+            FROM mailbox mb LEFT JOIN alias_domain ad ON ad.target_domain = mb.domain \
+            WHERE mb.username = ?), \
+         (SELECT IFNULL(GROUP_CONCAT(s.send_as SEPARATOR ' '), '') FROM sender_acl s \
+            WHERE s.logged_in_as = ? AND s.send_as NOT LIKE '@%' AND s.external = '1'), \
+         m.kind, m.multiple_bookings \
+         FROM mailbox m WHERE m.active = '1' AND m.username = ?",
+        (SOGO_STATIC_PASSWORD, username, username, username, username),
     )
     .tx("refreshing the SOGo view row")
 }

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Benchmark: wall time of a FIRST login, i.e. one checkpassword run that also provisions the
+# mailbox from a template (plain LDAP + MariaDB over TCP on loopback), process start to exit,
+# the way Dovecot runs it. Every measured login is a different LDAP user, so every run creates a
+# mailbox with all its side rows. Prints median and p90, next to the second login of the same
+# users (mailbox exists, template unchanged) and the cost of spawning /bin/true.
+#   scripts/bench-first-login.sh [N]   (default 50; needs root, installs packages like the tests)
+# Companion of scripts/bench-login.sh (existing users).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-50}
+WARMUP=5
+bash scripts/install-test-deps.sh
+cargo build --release --quiet
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/mailcow-ldap-auth
+# shellcheck source=examples/lib/servers.sh
+. examples/lib/servers.sh
+
+ROOT=$(mktemp -d /tmp/mla-bench-first.XXXXXX)
+trap 'srv_stop "$ROOT/slapd"; srv_stop "$ROOT/mariadb"; rm -rf "$ROOT"' EXIT
+mkdir -p "$ROOT/slapd" "$ROOT/mariadb"
+
+USER_PW=bench-pw-1
+SVC_DN=cn=mailcow,ou=services,dc=example,dc=org SVC_PW=mailcowsvc
+{
+  # the example directory's base entries and service account, then N + WARMUP bench users
+  awk '/^dn: uid=/{exit} {print}' examples/directory.ldif
+  hash=$(slappasswd -h '{SSHA}' -s "$USER_PW")
+  for i in $(seq 1 $((N + WARMUP))); do
+    printf 'dn: uid=fb%d,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: fb%d\n' "$i" "$i"
+    printf 'cn: First Bench %d\nsn: Bench\ndisplayName: First Bench %d\nmail: fb%d@example.org\n' "$i" "$i" "$i"
+    printf 'employeeType: staff\nuserPassword: %s\n\n' "$hash"
+  done
+} > "$ROOT/directory.ldif"
+srv_start_slapd "$ROOT/slapd" "$ROOT/directory.ldif"
+srv_start_mariadb "$ROOT/mariadb"
+srv_mysql "$ROOT/mariadb" -e "CREATE DATABASE mailcow; CREATE USER 'mailcow'@'%' IDENTIFIED BY 'pw';
+  GRANT ALL ON mailcow.* TO 'mailcow'@'%';"
+srv_mysql "$ROOT/mariadb" mailcow < tests/fixtures/mailcow-schema.sql
+
+# The domain and the StaffUI template of tests/fixtures/golden-provision-bob.json (tags, quota,
+# rate limit, pop3 off), with room for every bench user.
+TEMPLATE=$(python3 -c 'import json; print(json.load(open("tests/fixtures/golden-provision-bob.json"))["template"]["attributes_text"])')
+srv_mysql "$ROOT/mariadb" mailcow -e "
+  INSERT INTO domain (domain, description, aliases, mailboxes, defquota, maxquota, quota, active)
+    VALUES ('example.org', 'bench', 400, 100000, 3072, 10240, 1048576000, 1);
+  INSERT INTO templates (template, type, attributes) VALUES ('StaffUI', 'mailbox', '$TEMPLATE');"
+
+cat > "$ROOT/config.yml" <<YML
+ldap:
+  hosts: [127.0.0.1]
+  port: $SLAPD_PORT
+  base_dn: ou=people,dc=example,dc=org
+  bind_dn: $SVC_DN
+  bind_password: $SVC_PW
+  filter: "(objectClass=inetOrgPerson)"
+  attribute_field: employeeType
+attribute_mapping:
+  - { attribute: staff, template: StaffUI }
+database: { host: 127.0.0.1, port: $MARIADB_PORT, name: mailcow, user: mailcow, password: pw }
+dovecot: { userdb_fields: { uid: "5000", gid: "5000", home: "/var/vmail/{domain}/{local_part}" } }
+log: { syslog: false, stderr: errors }
+YML
+chmod 600 "$ROOT/config.yml"
+
+python3 - "$BIN" "$ROOT/config.yml" "$USER_PW" "$N" "$WARMUP" <<'PY'
+import os, statistics, sys, time
+binary, config, password = sys.argv[1:4]
+n, warmup = int(sys.argv[4]), int(sys.argv[5])
+env = {"SERVICE": "imap", "TCPREMOTEIP": "127.0.0.1"}
+login = [binary, "checkpassword", "--config", config, "/bin/true"]
+
+def run(argv, user, expect=0):
+    request = user.encode() + b"\0" + password.encode() + b"\0\0"
+    r, w = os.pipe()
+    os.write(w, request)              # fits in the pipe buffer; written before the child runs
+    os.close(w)
+    start = time.perf_counter()
+    pid = os.posix_spawn(argv[0], argv, env, file_actions=[(os.POSIX_SPAWN_DUP2, r, 3)])
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    elapsed = time.perf_counter() - start
+    code = os.waitstatus_to_exitcode(status)
+    if code != expect:
+        sys.exit(f"{argv[0]} for {user} exited {code}, expected {expect}")
+    return elapsed * 1000
+
+def stats(t):
+    t = sorted(t)
+    return statistics.median(t), t[min(len(t) - 1, int(len(t) * 0.9))]
+
+users = [f"fb{i}@example.org" for i in range(1, n + warmup + 1)]
+for u in users[:warmup]:          # warm caches (page cache, InnoDB, slapd) with throwaway users
+    run(login, u)
+base = stats([run(["/bin/true"], "x") for _ in range(n)])
+first = stats([run(login, u) for u in users[warmup:]])
+second = stats([run(login, u) for u in users[warmup:]])
+print(f"spawn /bin/true (baseline)               median {base[0]:6.2f} ms   p90 {base[1]:6.2f} ms")
+print(f"first login (provisions the mailbox)     median {first[0]:6.2f} ms   p90 {first[1]:6.2f} ms   (n={n} distinct users)")
+print(f"second login of the same users           median {second[0]:6.2f} ms   p90 {second[1]:6.2f} ms")
+PY

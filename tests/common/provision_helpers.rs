@@ -1,0 +1,175 @@
+//! Helpers for the provisioning tests (tests/provision.rs): mailcow rows as JSON, table
+//! snapshots, templates, domains with every limit, and LDAP attribute changes.
+//! Included from tests/provision.rs with `#[path]`, so it reaches the harness as `crate::common`.
+#![allow(dead_code)]
+
+use crate::common::{TestDb, slapd};
+use mysql::prelude::Queryable;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, HashSet};
+
+pub const MIB: i64 = 1_048_576;
+
+/// Every table provisioning writes, with the columns that order its rows.
+pub const PROVISIONED_TABLES: [(&str, &str); 7] = [
+    ("mailbox", "username"),
+    ("alias", "address"),
+    ("quota2", "username"),
+    ("quota2replica", "username"),
+    ("user_acl", "username"),
+    ("tags_mailbox", "username, tag_name"),
+    ("_sogo_static_view", "c_uid"),
+];
+
+/// One SQL value as JSON: integers as numbers, text as strings, DATETIME as
+/// "YYYY-MM-DD HH:MM:SS", NULL as null.
+pub fn sql_to_json(v: mysql::Value) -> Value {
+    match v {
+        mysql::Value::NULL => Value::Null,
+        mysql::Value::Int(i) => Value::from(i),
+        mysql::Value::UInt(u) => Value::from(u),
+        mysql::Value::Float(f) => Value::from(f64::from(f)),
+        mysql::Value::Double(f) => Value::from(f),
+        mysql::Value::Bytes(b) => Value::String(String::from_utf8_lossy(&b).into_owned()),
+        mysql::Value::Date(y, mo, d, h, mi, s, _) => {
+            Value::String(format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}"))
+        }
+        other => Value::String(other.as_sql(true)),
+    }
+}
+
+/// Rows of a query (binary protocol, so numbers stay numbers) as column → value maps.
+pub fn json_rows(db: &TestDb, sql: &str) -> Vec<Map<String, Value>> {
+    let rows: Vec<mysql::Row> = db
+        .conn()
+        .exec(sql, ())
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.into_iter()
+        .map(|row| {
+            let names: Vec<String> = row
+                .columns_ref()
+                .iter()
+                .map(|c| c.name_str().into_owned())
+                .collect();
+            names
+                .into_iter()
+                .zip(row.unwrap().into_iter().map(sql_to_json))
+                .collect()
+        })
+        .collect()
+}
+
+/// Every row of every provisioned table, all columns (time columns included).
+pub fn snapshot(db: &TestDb) -> BTreeMap<&'static str, Vec<Map<String, Value>>> {
+    PROVISIONED_TABLES
+        .iter()
+        .map(|(table, order)| {
+            (
+                *table,
+                json_rows(db, &format!("SELECT * FROM `{table}` ORDER BY {order}")),
+            )
+        })
+        .collect()
+}
+
+/// Number of rows per provisioned table that belong to `username`.
+pub fn row_counts(db: &TestDb, username: &str) -> BTreeMap<&'static str, i64> {
+    PROVISIONED_TABLES
+        .iter()
+        .map(|(table, _)| {
+            let column = match *table {
+                "alias" => "address",
+                "_sogo_static_view" => "c_uid",
+                _ => "username",
+            };
+            let n: i64 = db
+                .conn()
+                .exec_first(
+                    format!("SELECT COUNT(*) FROM `{table}` WHERE {column} = ?"),
+                    (username,),
+                )
+                .unwrap()
+                .unwrap();
+            (*table, n)
+        })
+        .collect()
+}
+
+/// A `domain` row with every limit given (MiB, as mailcow stores them).
+#[derive(Clone, Debug)]
+pub struct DomainRow {
+    pub domain: String,
+    pub description: String,
+    pub aliases: i64,
+    pub mailboxes: i64,
+    pub defquota: i64,
+    pub maxquota: i64,
+    pub quota: i64,
+    pub active: i64,
+}
+
+impl DomainRow {
+    /// The domain row of tests/fixtures/golden-provision-bob.json.
+    pub fn from_golden(golden: &Value) -> DomainRow {
+        let d = &golden["domain_row"];
+        DomainRow {
+            domain: d["domain"].as_str().unwrap().into(),
+            description: d["description"].as_str().unwrap().into(),
+            aliases: d["aliases"].as_i64().unwrap(),
+            mailboxes: d["mailboxes"].as_i64().unwrap(),
+            defquota: d["defquota"].as_i64().unwrap(),
+            maxquota: d["maxquota"].as_i64().unwrap(),
+            quota: d["quota"].as_i64().unwrap(),
+            active: d["active"].as_i64().unwrap(),
+        }
+    }
+
+    pub fn insert(&self, db: &TestDb) {
+        db.conn()
+            .exec_drop(
+                "INSERT INTO domain (domain, description, aliases, mailboxes, defquota, maxquota, \
+                 quota, active) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    &self.domain,
+                    &self.description,
+                    self.aliases,
+                    self.mailboxes,
+                    self.defquota,
+                    self.maxquota,
+                    self.quota,
+                    self.active,
+                ),
+            )
+            .unwrap_or_else(|e| panic!("insert domain {}: {e}", self.domain));
+    }
+}
+
+/// Adds a mailbox template with this exact attributes text.
+pub fn insert_template(db: &TestDb, name: &str, attributes_text: &str) {
+    db.conn()
+        .exec_drop(
+            "INSERT INTO templates (template, type, attributes) VALUES (?, 'mailbox', ?)",
+            (name, attributes_text),
+        )
+        .unwrap_or_else(|e| panic!("insert template {name}: {e}"));
+}
+
+/// Replaces the attributes text of a mailbox template.
+pub fn set_template_text(db: &TestDb, name: &str, attributes_text: &str) {
+    db.conn()
+        .exec_drop(
+            "UPDATE templates SET attributes = ? WHERE template = ? AND type = 'mailbox'",
+            (attributes_text, name),
+        )
+        .unwrap_or_else(|e| panic!("update template {name}: {e}"));
+}
+
+/// Replaces (or with an empty list removes) an attribute of an LDAP entry.
+pub fn ldap_replace(dn: &str, attribute: &str, values: &[&str]) {
+    let mut c = slapd().admin();
+    let values: HashSet<&str> = values.iter().copied().collect();
+    c.modify(dn, vec![ldap3::Mod::Replace(attribute, values)])
+        .and_then(|r| r.success())
+        .unwrap_or_else(|e| panic!("modify {dn} {attribute}: {e}"));
+    let _ = c.unbind();
+}
