@@ -45,7 +45,7 @@ srv_start_slapd() {
   if [ ! -f "$dir/slapd.conf" ]; then
     local rootpw
     rootpw=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
-    echo "$rootpw" > "$dir/rootpw"
+    printf %s "$rootpw" > "$dir/rootpw"   # ldapwhoami -y uses the whole file, no newline
     chmod 600 "$dir/rootpw"
     cat > "$dir/slapd.conf" <<EOF
 include         /etc/ldap/schema/core.schema
@@ -196,7 +196,7 @@ EOF
 # srv_alive PID: the process exists and is not a zombie.
 srv_alive() {
   local s
-  read -r s < "/proc/$1/stat" 2>/dev/null || return 1
+  read -r s 2>/dev/null < "/proc/$1/stat" || return 1
   s=${s##*) }
   [ "${s%% *}" != Z ]
 }
@@ -205,7 +205,7 @@ srv_alive() {
 srv_group_alive() {
   local pgid=$1 f s state pgrp
   for f in /proc/[0-9]*/stat; do
-    read -r s < "$f" 2>/dev/null || continue
+    read -r s 2>/dev/null < "$f" || continue
     s=${s##*) }
     # fields after "(comm) ": state ppid pgrp ...
     read -r state _ pgrp _ <<< "$s"

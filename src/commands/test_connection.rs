@@ -54,11 +54,14 @@ pub fn run(config_path: &Path) -> ExitCode {
                 ),
                 Err(e) => check(false, e.to_string()),
             }
-            let wanted = config
+            let mut wanted: Vec<&str> = config
                 .attribute_mapping
                 .iter()
                 .map(|m| m.template.as_str())
-                .chain(config.default_template.as_deref());
+                .chain(config.default_template.as_deref())
+                .collect();
+            wanted.sort_unstable();
+            wanted.dedup();
             match template::mailbox_template_names(&mut store) {
                 Ok(existing) => {
                     for name in wanted {

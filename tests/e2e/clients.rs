@@ -1,0 +1,228 @@
+//! Minimal real-protocol clients over TCP (IMAP, POP3, ManageSieve, SMTP): just enough to
+//! log in and return the server's answer line, so tests assert on exactly what a
+//! mail client sees.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// One line-oriented TCP session; every line read is kept for failure messages.
+pub struct Session {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    pub transcript: Vec<String>,
+}
+
+impl Session {
+    pub fn connect(port: u16) -> Session {
+        let s = TcpStream::connect(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("connect 127.0.0.1:{port}: {e}"));
+        // Generous: a checkpassword login normally answers in milliseconds (failures ~0.5 s).
+        s.set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("set_read_timeout");
+        s.set_nodelay(true).expect("nodelay");
+        let writer = s.try_clone().expect("clone stream");
+        Session {
+            reader: BufReader::new(s),
+            writer,
+            transcript: Vec::new(),
+        }
+    }
+
+    /// Next line without CRLF; panics on EOF or timeout (with the transcript so far).
+    pub fn line(&mut self) -> String {
+        let mut l = String::new();
+        match self.reader.read_line(&mut l) {
+            Ok(0) => panic!(
+                "connection closed; transcript:\n{}",
+                self.transcript.join("\n")
+            ),
+            Ok(_) => {}
+            Err(e) => panic!("read: {e}; transcript:\n{}", self.transcript.join("\n")),
+        }
+        let l = l.trim_end_matches(['\r', '\n']).to_string();
+        self.transcript.push(format!("S: {l}"));
+        l
+    }
+
+    /// Reads lines until one satisfies `last`; returns that line.
+    pub fn until(&mut self, last: impl Fn(&str) -> bool) -> String {
+        loop {
+            let l = self.line();
+            if last(&l) {
+                return l;
+            }
+        }
+    }
+
+    /// Sends one line (CRLF added). `shown` replaces the line in the transcript (secrets).
+    pub fn send(&mut self, line: &str, shown: Option<&str>) {
+        self.transcript
+            .push(format!("C: {}", shown.unwrap_or(line)));
+        self.writer
+            .write_all(format!("{line}\r\n").as_bytes())
+            .expect("write");
+    }
+
+    /// Reads an SMTP reply (continuation lines `250-...`), returns the last line.
+    pub fn smtp_reply(&mut self) -> String {
+        self.until(|l| l.len() < 4 || l.as_bytes()[3] != b'-')
+    }
+}
+
+pub fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// SASL PLAIN initial response: base64("\0user\0password").
+pub fn sasl_plain(user: &str, pass: &str) -> String {
+    base64(format!("\0{user}\0{pass}").as_bytes())
+}
+
+fn imap_quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// What an IMAP client saw.
+#[derive(Debug)]
+pub struct ImapLogin {
+    /// The tagged LOGIN response without the tag, e.g. `OK [CAPABILITY ...] Logged in` or
+    /// `NO [AUTHENTICATIONFAILED] Authentication failed.`
+    pub login: String,
+    /// When the login was OK: the tagged `SELECT INBOX` response (proves the mail process
+    /// runs with the userdb's uid/gid/home).
+    pub select: Option<String>,
+    pub transcript: Vec<String>,
+}
+
+impl ImapLogin {
+    pub fn ok(&self) -> bool {
+        self.login.starts_with("OK ")
+    }
+}
+
+/// IMAP `LOGIN user pass`, then `SELECT INBOX` and `LOGOUT` when it succeeded.
+pub fn imap_login(port: u16, user: &str, pass: &str) -> ImapLogin {
+    let mut s = Session::connect(port);
+    let greeting = s.line();
+    assert!(greeting.starts_with("* OK"), "IMAP greeting: {greeting}");
+    s.send(
+        &format!("a1 LOGIN {} {}", imap_quote(user), imap_quote(pass)),
+        Some(&format!("a1 LOGIN {} ***", imap_quote(user))),
+    );
+    let login = s.until(|l| l.starts_with("a1 "))[3..].to_string();
+    let mut select = None;
+    if login.starts_with("OK ") {
+        s.send("a2 SELECT INBOX", None);
+        select = Some(s.until(|l| l.starts_with("a2 "))[3..].to_string());
+        s.send("a3 LOGOUT", None);
+        s.until(|l| l.starts_with("a3 "));
+    }
+    ImapLogin {
+        login,
+        select,
+        transcript: s.transcript,
+    }
+}
+
+/// POP3 `USER`/`PASS`; returns the answer to PASS (`+OK Logged in.` / `-ERR [AUTH] ...`).
+/// After a successful login it also runs `STAT` (must be `+OK`) and `QUIT`.
+pub fn pop3_login(port: u16, user: &str, pass: &str) -> String {
+    let mut s = Session::connect(port);
+    let greeting = s.line();
+    assert!(greeting.starts_with("+OK"), "POP3 greeting: {greeting}");
+    s.send(&format!("USER {user}"), None);
+    let r = s.line();
+    assert!(r.starts_with("+OK"), "POP3 USER: {r}");
+    s.send(&format!("PASS {pass}"), Some("PASS ***"));
+    let r = s.line();
+    if r.starts_with("+OK") {
+        s.send("STAT", None);
+        let stat = s.line();
+        assert!(
+            stat.starts_with("+OK"),
+            "POP3 STAT after login: {stat}\n{}",
+            s.transcript.join("\n")
+        );
+        s.send("QUIT", None);
+        let _ = s.line();
+    }
+    r
+}
+
+/// ManageSieve `AUTHENTICATE "PLAIN"`; returns the answer (`OK "Logged in."`, `NO "..."`,
+/// `NO (TRYLATER) "..."`).
+pub fn sieve_login(port: u16, user: &str, pass: &str) -> String {
+    let mut s = Session::connect(port);
+    // capability lines, then OK "..."
+    s.until(|l| l.starts_with("OK"));
+    s.send(
+        &format!("AUTHENTICATE \"PLAIN\" \"{}\"", sasl_plain(user, pass)),
+        Some("AUTHENTICATE \"PLAIN\" ***"),
+    );
+    let r = s.until(|l| l.starts_with("OK") || l.starts_with("NO") || l.starts_with("BYE"));
+    if r.starts_with("OK") {
+        s.send("LISTSCRIPTS", None);
+        let l = s.until(|l| l.starts_with("OK") || l.starts_with("NO") || l.starts_with("BYE"));
+        assert!(
+            l.starts_with("OK"),
+            "LISTSCRIPTS after login: {l}\n{}",
+            s.transcript.join("\n")
+        );
+        s.send("LOGOUT", None);
+    }
+    r
+}
+
+/// SMTP `EHLO` + `AUTH PLAIN`; returns the AUTH reply line (`235 ...` / `535 ...`).
+pub fn smtp_auth(port: u16, user: &str, pass: &str) -> String {
+    let mut s = Session::connect(port);
+    let greeting = s.smtp_reply();
+    assert!(greeting.starts_with("220"), "SMTP greeting: {greeting}");
+    s.send("EHLO client.example.net", None);
+    let ehlo = s.smtp_reply();
+    assert!(ehlo.starts_with("250"), "EHLO: {ehlo}");
+    assert!(
+        s.transcript
+            .iter()
+            .any(|l| l.contains("AUTH") && l.contains("PLAIN")),
+        "EHLO does not offer AUTH PLAIN:\n{}",
+        s.transcript.join("\n")
+    );
+    s.send(
+        &format!("AUTH PLAIN {}", sasl_plain(user, pass)),
+        Some("AUTH PLAIN ***"),
+    );
+    let r = s.smtp_reply();
+    s.send("QUIT", None);
+    r
+}
+
+#[test]
+fn base64_matches_rfc4648_vectors() {
+    for (i, o) in [
+        ("", ""),
+        ("f", "Zg=="),
+        ("fo", "Zm8="),
+        ("foo", "Zm9v"),
+        ("foob", "Zm9vYg=="),
+        ("fooba", "Zm9vYmE="),
+        ("foobar", "Zm9vYmFy"),
+    ] {
+        assert_eq!(base64(i.as_bytes()), o);
+    }
+    assert_eq!(sasl_plain("u", "p"), "AHUAcA==");
+}

@@ -1,0 +1,481 @@
+//! One throwaway Dovecot 2.3 per test binary (dovecot-checkpassword.md Part B): IMAP, POP3 and
+//! ManageSieve on random loopback ports (delivery is tested with `dovecot-lda`: dovecot-lmtpd
+//! is not among the test dependencies), an auth listener inside the Postfix queue
+//! directory, and as passdb/userdb exactly the blocks of the shipped
+//! `contrib/dovecot/10-auth-mailcow-ldap.conf`, with only two paths replaced:
+//!
+//! * `/usr/local/bin/mailcow-ldap-auth` → a copy of the binary under test inside the instance
+//!   directory (mode 0755 all the way up, so the auth process, user `dovecot`, can run it);
+//! * `/etc/mailcow-ldap-auth/config.yml` → `<dir>/etc/%Ld.yml`: one config file per mail domain.
+//!   Every test uses its own domain, so it gets its own config, LDAP subtree and database while
+//!   all tests share this one Dovecot.
+//!
+//! Stopping: the master runs in its own process group; an atexit hook (registered after the
+//! shared harness's, so it runs before it) stops Postfix and SIGTERMs the whole group, because an
+//! auth process with SASL clients attached outlives its master.
+
+use crate::common::process::{
+    free_port, random_hex, scratch, scratch_subdir, spawn_server, stop_server,
+};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub const SNIPPET: &str = include_str!("../../contrib/dovecot/10-auth-mailcow-ldap.conf");
+pub const INSTALLED_BIN: &str = "/usr/local/bin/mailcow-ldap-auth";
+pub const INSTALLED_CONFIG: &str = "/etc/mailcow-ldap-auth/config.yml";
+/// The `args` line the snippet must contain (twice: passdb and userdb).
+pub const SNIPPET_ARGS: &str = "args = /usr/local/bin/mailcow-ldap-auth checkpassword --config /etc/mailcow-ldap-auth/config.yml";
+
+pub struct Dovecot {
+    pub dir: PathBuf,
+    pub conf: PathBuf,
+    /// The copy of the binary Dovecot runs.
+    pub bin: PathBuf,
+    /// `<domain>.yml` config files.
+    pub etc: PathBuf,
+    /// Parent of every mail home (`<mail>/<domain>/<local part>`), owned by `mail`.
+    pub mail: PathBuf,
+    pub imap_port: u16,
+    pub pop3_port: u16,
+    pub sieve_port: u16,
+    /// Postfix instance directory; Dovecot's SASL socket is `<postfix>/queue/private/auth`.
+    pub postfix_dir: PathBuf,
+    pub mail_uid: u32,
+    pub mail_gid: u32,
+    pub dovecot_gid: u32,
+    child: Mutex<Child>,
+    pub pgid: i32,
+    pub startup: Duration,
+}
+
+pub fn dovecot() -> &'static Dovecot {
+    static D: OnceLock<Dovecot> = OnceLock::new();
+    D.get_or_init(Dovecot::start)
+}
+
+/// uid of a user from /etc/passwd.
+pub fn uid_of(user: &str) -> u32 {
+    id_from("/etc/passwd", user, 2)
+}
+
+/// gid of a group from /etc/group.
+pub fn gid_of(group: &str) -> u32 {
+    id_from("/etc/group", group, 2)
+}
+
+fn id_from(file: &str, name: &str, field: usize) -> u32 {
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("read {file}: {e}"));
+    text.lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&name))
+        .and_then(|f| f.get(field).and_then(|v| v.parse().ok()))
+        .unwrap_or_else(|| panic!("{name} not found in {file} (are dovecot/postfix installed?)"))
+}
+
+fn mkdir(p: &Path, mode: u32) {
+    std::fs::create_dir_all(p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// The shipped conf.d snippet with the installed paths replaced (see the module docs).
+/// Panics when the snippet no longer has the blocks the tests (and the README) rely on.
+pub fn generated_snippet(bin: &Path, etc: &Path) -> String {
+    assert_eq!(
+        SNIPPET.matches(SNIPPET_ARGS).count(),
+        2,
+        "contrib/dovecot snippet must contain `{SNIPPET_ARGS}` in the passdb and the userdb block"
+    );
+    for block in ["driver = checkpassword", "driver = prefetch"] {
+        assert!(
+            SNIPPET.lines().any(|l| l.trim() == block),
+            "contrib/dovecot snippet lacks an active `{block}`"
+        );
+    }
+    SNIPPET
+        .replace(INSTALLED_BIN, bin.to_str().expect("utf-8 path"))
+        .replace(
+            INSTALLED_CONFIG,
+            etc.join("%Ld.yml").to_str().expect("utf-8 path"),
+        )
+}
+
+impl Dovecot {
+    fn start() -> Dovecot {
+        let t0 = Instant::now();
+        // SAFETY: trivial libc call.
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "the Dovecot/Postfix end-to-end tests need root (Dovecot switches to the dovecot, \
+             dovenull and mail users); run them as root, e.g. in CI or via scripts/test.sh"
+        );
+        let dir = scratch_subdir("dovecot");
+        for sub in ["run", "state", "conf.d", "bin", "etc"] {
+            mkdir(&dir.join(sub), 0o755);
+        }
+        let mail_uid = uid_of("mail");
+        let mail_gid = gid_of("mail");
+        let dovecot_gid = gid_of("dovecot");
+        let mail = dir.join("mail");
+        mkdir(&mail, 0o755);
+        std::os::unix::fs::chown(&mail, Some(mail_uid), Some(mail_gid)).expect("chown mail");
+
+        // The binary under test, copied where the `dovecot` user can execute it.
+        let bin = dir.join("bin/mailcow-ldap-auth");
+        std::fs::copy(crate::common::cmd::BIN, &bin).expect("copy binary");
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+
+        // Postfix's queue directory: its `private` dir belongs to postfix (Postfix creates its
+        // own sockets there as that user); Dovecot's master (root) puts the auth socket there.
+        let postfix_dir = scratch_subdir("postfix");
+        let private = postfix_dir.join("queue/private");
+        mkdir(&postfix_dir.join("queue"), 0o755);
+        mkdir(&private, 0o700);
+        std::os::unix::fs::chown(&private, Some(uid_of("postfix")), None).expect("chown private");
+
+        let etc = dir.join("etc");
+        std::fs::write(
+            dir.join("conf.d/10-auth-mailcow-ldap.conf"),
+            generated_snippet(&bin, &etc),
+        )
+        .expect("write snippet");
+
+        let conf = dir.join("dovecot.conf");
+        let log_path = dir.join("dovecot.log");
+        for attempt in 0..20 {
+            let ports = [free_port(), free_port(), free_port()];
+            let mut uniq = ports.to_vec();
+            uniq.sort();
+            uniq.dedup();
+            if uniq.len() != ports.len() {
+                continue;
+            }
+            let [imap_port, pop3_port, sieve_port] = ports;
+            let greeting = format!("mla-e2e-{}", &random_hex()[..12]);
+            let d = dir.display();
+            std::fs::write(
+                &conf,
+                format!(
+                    "# generated by tests/e2e/dovecot.rs
+instance_name = mla-e2e-{pid}-{attempt}
+base_dir = {d}/run
+state_dir = {d}/state
+protocols = imap pop3 sieve
+listen = 127.0.0.1
+log_path = {log}
+info_log_path = {log}
+auth_verbose = yes
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+# tests: no 2 s delay per failed login (production keeps the default)
+auth_failure_delay = 0
+default_internal_user = dovecot
+default_login_user = dovenull
+first_valid_uid = {mail_uid}
+first_valid_gid = {mail_gid}
+mail_location = maildir:~/Maildir
+login_greeting = {greeting}
+postmaster_address = postmaster@example.org
+hostname = localhost
+
+# passdb + userdb: the shipped contrib/dovecot/10-auth-mailcow-ldap.conf (paths replaced)
+!include conf.d/10-auth-mailcow-ldap.conf
+
+service imap-login {{
+  inet_listener imap {{
+    port = {imap_port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    port = {pop3_port}
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+}}
+service managesieve-login {{
+  inet_listener sieve {{
+    port = {sieve_port}
+  }}
+}}
+# Postfix SASL (contrib/postfix/main.cf.snippet: smtpd_sasl_path = private/auth)
+service auth {{
+  unix_listener {private}/auth {{
+    mode = 0666
+  }}
+}}
+# tests: no per-IP penalty after failed logins
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+plugin {{
+  sieve = file:~/sieve;active=~/.dovecot.sieve
+}}
+",
+                    pid = std::process::id(),
+                    log = log_path.display(),
+                    private = private.display(),
+                ),
+            )
+            .expect("write dovecot.conf");
+
+            let out = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("master.out"))
+                .expect("open master.out");
+            let mut cmd = Command::new("dovecot");
+            cmd.arg("-c")
+                .arg(&conf)
+                .arg("-F")
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().expect("clone"))
+                .stderr(out)
+                // own process group: stragglers are stopped with kill(-pgid)
+                .process_group(0);
+            let mut child = spawn_server(cmd).expect("spawn dovecot");
+            let pgid = child.id() as i32;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let ready = loop {
+                if let Some(status) = child.try_wait().expect("try_wait dovecot") {
+                    let log = std::fs::read_to_string(&log_path).unwrap_or_default()
+                        + &std::fs::read_to_string(dir.join("master.out")).unwrap_or_default();
+                    if !log.contains("Address already in use") || attempt == 19 {
+                        panic!("dovecot exited with {status}:\n{log}");
+                    }
+                    break false;
+                }
+                match imap_greeting(imap_port) {
+                    Some(g) if g.contains(&greeting) => break true,
+                    Some(g) => {
+                        // another test process's server on "our" port: ours cannot bind.
+                        eprintln!("e2e: port {imap_port} answered {g:?}; retrying");
+                        kill_group(pgid);
+                        stop_server(&mut child);
+                        break false;
+                    }
+                    None if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    None => panic!(
+                        "dovecot not ready after 20 s:\n{}",
+                        std::fs::read_to_string(&log_path).unwrap_or_default()
+                    ),
+                }
+            };
+            if ready {
+                install_atexit();
+                let d = Dovecot {
+                    dir,
+                    conf,
+                    bin,
+                    etc,
+                    mail,
+                    imap_port,
+                    pop3_port,
+                    sieve_port,
+                    postfix_dir,
+                    mail_uid,
+                    mail_gid,
+                    dovecot_gid,
+                    child: Mutex::new(child),
+                    pgid,
+                    startup: t0.elapsed(),
+                };
+                *DOVECOT_PGID.lock().unwrap_or_else(|e| e.into_inner()) = Some(pgid);
+                eprintln!(
+                    "e2e: dovecot pid {pgid} imap {imap_port} pop3 {pop3_port} sieve {sieve_port} \
+                     ready in {:?}",
+                    d.startup
+                );
+                return d;
+            }
+        }
+        panic!("dovecot: could not get free ports");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.lock().unwrap_or_else(|e| e.into_inner()).id()
+    }
+
+    /// The config file Dovecot's `%Ld.yml` resolves to for `domain`.
+    pub fn config_path(&self, domain: &str) -> PathBuf {
+        self.etc.join(format!("{}.yml", domain.to_lowercase()))
+    }
+
+    /// Writes a domain's config (YAML), root:dovecot 0640 like a production install.
+    pub fn write_config(&self, domain: &str, cfg: &serde_json::Value) {
+        let path = self.config_path(domain);
+        let tmp = path.with_extension("yml.tmp");
+        std::fs::write(&tmp, serde_norway::to_string(cfg).expect("config to YAML"))
+            .expect("write config");
+        std::os::unix::fs::chown(&tmp, Some(0), Some(self.dovecot_gid)).expect("chown config");
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        // atomic: a login running right now sees the old or the new file, never half of one
+        std::fs::rename(&tmp, &path).expect("rename config");
+    }
+
+    /// The whole Dovecot log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dovecot.log")).unwrap_or_default()
+    }
+
+    /// Log lines mentioning `needle` (e.g. a user address), for assertions and failure messages.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        let needle = needle.to_lowercase();
+        self.log()
+            .lines()
+            .filter(|l| l.to_lowercase().contains(&needle))
+            .map(String::from)
+            .collect()
+    }
+
+    /// `doveadm -c <conf> ARGS`.
+    pub fn doveadm(&self, args: &[&str]) -> Output {
+        Command::new("doveadm")
+            .arg("-c")
+            .arg(&self.conf)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run doveadm")
+    }
+
+    /// `dovecot-lda -c <conf> -d RCPT -f sender@example.net` with a message on stdin: local
+    /// delivery as Postfix's `mailbox_command` or a pipe transport runs it (userdb lookup
+    /// through the auth service, then it writes the mail as the user's uid).
+    pub fn lda(&self, rcpt: &str, subject: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new("/usr/lib/dovecot/dovecot-lda")
+            .arg("-c")
+            .arg(&self.conf)
+            .args(["-d", rcpt, "-f", "sender@example.net"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run dovecot-lda");
+        let msg = format!(
+            "From: sender@example.net\r\nTo: {rcpt}\r\nSubject: {subject}\r\n\r\n\
+             Delivered by the mailcow-ldap-auth end-to-end test.\r\n"
+        );
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(msg.as_bytes())
+            .expect("write message");
+        child.wait_with_output().expect("wait dovecot-lda")
+    }
+
+    /// `doveconf -c <conf> -n` (the effective non-default settings).
+    pub fn doveconf(&self) -> String {
+        let out = Command::new("doveconf")
+            .arg("-c")
+            .arg(&self.conf)
+            .arg("-n")
+            .output()
+            .expect("run doveconf");
+        assert!(
+            out.status.success(),
+            "doveconf failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+fn imap_greeting(port: u16) -> Option<String> {
+    use std::io::{BufRead, BufReader};
+    let s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut l = String::new();
+    BufReader::new(s).read_line(&mut l).ok()?;
+    (!l.is_empty()).then_some(l)
+}
+
+static DOVECOT_PGID: Mutex<Option<i32>> = Mutex::new(None);
+
+/// Set by the Postfix module once it started an instance (its config directory).
+pub static POSTFIX_STARTED: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+fn install_atexit() {
+    extern "C" fn on_exit() {
+        // Postfix first: its smtpd processes keep Dovecot's auth process alive.
+        if let Ok(mut g) = POSTFIX_STARTED.try_lock() {
+            if let Some(dir) = g.take() {
+                let _ = Command::new("postfix")
+                    .arg("-c")
+                    .arg(dir)
+                    .arg("stop")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        if let Ok(mut g) = DOVECOT_PGID.try_lock() {
+            if let Some(pgid) = g.take() {
+                kill_group(pgid);
+            }
+        }
+    }
+    // Registered after the shared harness's hook (scratch() ran before), so it runs first.
+    let _ = scratch();
+    // SAFETY: registering a plain extern "C" function.
+    let rc = unsafe { libc::atexit(on_exit) };
+    assert_eq!(rc, 0, "atexit failed");
+}
+
+/// `/proc/<pid>/stat` fields after "(comm) ": state, ppid, pgrp, ... (comm may contain spaces).
+fn stat_fields(pid_dir: &Path) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(pid_dir.join("stat")).ok()?;
+    let rest = stat.rsplit_once(") ")?.1;
+    Some(rest.split(' ').map(String::from).collect())
+}
+
+/// True while process `pid` exists and is not a zombie.
+pub fn pid_alive(pid: i32) -> bool {
+    stat_fields(Path::new(&format!("/proc/{pid}"))).is_some_and(|f| f[0] != "Z")
+}
+
+/// True while a live (non-zombie) process is in process group `pgid`.
+pub fn group_alive(pgid: i32) -> bool {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    let pgid = pgid.to_string();
+    rd.flatten()
+        .filter_map(|e| stat_fields(&e.path()))
+        .any(|f| f.len() > 2 && f[0] != "Z" && f[2] == pgid)
+}
+
+fn wait_while(cond: impl Fn() -> bool, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while cond() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM to the master (it stops its children), then to the whole group; SIGKILL what is
+/// left after 5 s. Does not reap the master (the shared harness's atexit hook does).
+pub fn kill_group(pgid: i32) {
+    // SAFETY: signals to the process group we created for the server.
+    unsafe { libc::kill(pgid, libc::SIGTERM) };
+    wait_while(|| pid_alive(pgid), Duration::from_millis(1500));
+    unsafe { libc::kill(-pgid, libc::SIGTERM) };
+    wait_while(|| group_alive(pgid), Duration::from_millis(3500));
+    if group_alive(pgid) {
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    }
+}

@@ -1,0 +1,132 @@
+//! End-to-end harness: the shared slapd + MariaDB of `tests/common`, plus one real Dovecot 2.3
+//! (and, on first use, one Postfix) per test binary, configured from the shipped `contrib/`
+//! snippets. Each test is a [`Site`]: its own mail domain, whose config file (selected by
+//! Dovecot through `%Ld` in the checkpassword args) points at the test's own LDAP subtree and
+//! database.
+#![allow(dead_code)]
+
+pub mod clients;
+pub mod dovecot;
+pub mod postfix;
+
+use crate::common::{Domain, LdapUser, TestEnv};
+use dovecot::dovecot;
+use serde_json::{Value, json};
+
+const GOLDEN: &str = include_str!("../fixtures/golden-provision-bob.json");
+
+/// The `Staff` template: the attributes text mailcow's UI wrote in the golden capture
+/// (quota 1 GiB, tag "staff", POP3 disabled, rate limit 10/h).
+pub fn staff_template_text() -> String {
+    let v: Value = serde_json::from_str(GOLDEN).expect("golden json");
+    v["template"]["attributes_text"]
+        .as_str()
+        .expect("attributes_text")
+        .to_string()
+}
+
+pub struct Site {
+    pub env: TestEnv,
+    pub domain: String,
+}
+
+impl Site {
+    /// Domain `<tag>.example.org` (active, room for 100 mailboxes), the `Staff` template next to
+    /// the built-in `Default`, mapping `staff` → Staff, default template Default, and the config
+    /// file Dovecot uses for this domain.
+    pub fn new(tag: &str) -> Site {
+        let d = dovecot();
+        let mut env = TestEnv::new(&[]);
+        let domain = format!("{tag}.example.org");
+        env.db.add_domain(&Domain::new(&domain));
+        add_template(&env, "Staff", &staff_template_text());
+        // plain LDAP on loopback: no CA file (the product refuses ca_file without TLS)
+        if let Some(ldap) = env.cfg["ldap"].as_object_mut() {
+            ldap.remove("ca_file");
+        }
+        env.cfg["dovecot"]["userdb_fields"] = json!({
+            "uid": d.mail_uid.to_string(),
+            "gid": d.mail_gid.to_string(),
+            "home": format!("{}/{{domain}}/{{local_part}}", d.mail.display()),
+        });
+        let site = Site { env, domain };
+        site.write_config();
+        site
+    }
+
+    /// (Re)writes this domain's config file from `env.cfg`.
+    pub fn write_config(&self) {
+        dovecot().write_config(&self.domain, &self.env.cfg);
+    }
+
+    pub fn addr(&self, local: &str) -> String {
+        format!("{local}@{}", self.domain)
+    }
+
+    /// Adds an LDAP user `local@<domain>` (displayName "<Local> Example") with optional
+    /// employeeType; returns the address.
+    pub fn user(&self, local: &str, password: &str, employee_type: Option<&str>) -> String {
+        let addr = self.addr(local);
+        let mut name: Vec<char> = local.chars().collect();
+        name[0] = name[0].to_ascii_uppercase();
+        let mut u = LdapUser::new(local, &addr, password)
+            .display_name(&format!("{} Example", name.into_iter().collect::<String>()));
+        if let Some(t) = employee_type {
+            u = u.employee_type(t);
+        }
+        self.env.ldap.add_user(&u);
+        addr
+    }
+
+    pub fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        self.env.db.rows(sql)
+    }
+
+    /// Number of rows in `table` whose `column` equals `addr`.
+    pub fn count(&self, table: &str, column: &str, addr: &str) -> usize {
+        let r = self.rows(&format!(
+            "SELECT COUNT(*) FROM `{table}` WHERE `{column}` = '{addr}'"
+        ));
+        r[0][0].as_deref().unwrap_or("0").parse().expect("count")
+    }
+
+    /// Every row a provisioned mailbox owns, table by table (for "nothing rewritten").
+    pub fn snapshot(&self, addr: &str) -> Vec<(String, Vec<Vec<Option<String>>>)> {
+        [
+            ("mailbox", "username"),
+            ("alias", "address"),
+            ("quota2", "username"),
+            ("quota2replica", "username"),
+            ("user_acl", "username"),
+            ("tags_mailbox", "username"),
+            ("_sogo_static_view", "c_uid"),
+        ]
+        .iter()
+        .map(|(t, c)| {
+            (
+                t.to_string(),
+                self.rows(&format!(
+                    "SELECT * FROM `{t}` WHERE `{c}` = '{addr}' ORDER BY 1"
+                )),
+            )
+        })
+        .collect()
+    }
+
+    /// The Dovecot log lines about `addr` (for failure messages).
+    pub fn log(&self, addr: &str) -> String {
+        dovecot().log_lines(addr).join("\n")
+    }
+}
+
+/// A mailbox template (`type='mailbox'`) in the test's database.
+pub fn add_template(env: &TestEnv, name: &str, attributes_text: &str) {
+    use mysql::prelude::Queryable;
+    env.db
+        .conn()
+        .exec_drop(
+            "INSERT INTO templates (template, type, attributes) VALUES (?, 'mailbox', ?)",
+            (name, attributes_text),
+        )
+        .unwrap_or_else(|e| panic!("insert template {name}: {e}"));
+}
