@@ -62,4 +62,25 @@ pub enum Command {
     },
     /// Check the configuration, every LDAP host, the base DN, the database and the templates.
     TestConnection,
+    /// Import LDAP users and re-apply changed templates (run by cron or a systemd timer).
+    ///
+    /// What it does is set by the config's `sync:` section: `import_users` creates mailboxes
+    /// for LDAP users without one, `periodic_full_sync` re-applies changed mapped templates to
+    /// LDAP-backed mailboxes. A run earlier than `sync.interval_minutes` after the last
+    /// completed one exits at once (0), as does a run while another holds the lock.
+    /// Exit codes: 0 run completed (per-user refusals are logged), 111 LDAP, database,
+    /// state directory or configuration fault.
+    #[command(verbatim_doc_comment)]
+    Sync {
+        /// Print what would be created or re-applied and write nothing (no database writes,
+        /// no lock, no state; the interval is not checked).
+        #[arg(long)]
+        dry_run: bool,
+        /// Run even if the last completed run is less than sync.interval_minutes ago.
+        #[arg(long)]
+        force: bool,
+        /// Directory for the lock file and the time of the last completed run (created 0700).
+        #[arg(long, value_name = "DIR", default_value = crate::sync::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
 }

@@ -2,7 +2,8 @@
 //! from mailcow mailbox templates.
 //!
 //! Layers: [`cli`] → [`config`] (validated) → runtime objects ([`ldap`], [`mailcow`]); the login
-//! flow in [`login`] is shared by every front end ([`checkpassword`], [`commands`]).
+//! flow in [`login`] is shared by every front end ([`checkpassword`], [`commands`]); [`sync`]
+//! shares its mapping and provisioning code.
 
 pub mod checkpassword;
 pub mod cli;
@@ -15,6 +16,7 @@ pub mod log;
 pub mod login;
 pub mod mailcow;
 pub mod mapping;
+pub mod sync;
 
 use cli::{Cli, Command};
 use exit::ExitCode;
@@ -25,5 +27,17 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Checkpassword { reply_program } => checkpassword::run(&cli.config, &reply_program),
         Command::Login { user, service } => commands::login::run(&cli.config, &user, &service),
         Command::TestConnection => commands::test_connection::run(&cli.config),
+        Command::Sync {
+            dry_run,
+            force,
+            state_dir,
+        } => sync::run(
+            &cli.config,
+            &sync::Options {
+                dry_run,
+                force,
+                state_dir,
+            },
+        ),
     }
 }

@@ -86,7 +86,7 @@ pub fn normalize_login(login: &str) -> Result<String, AddressError> {
 }
 
 /// The log note of a provisioning step, with what was left out.
-fn with_skipped(note: String, skipped: &[String]) -> String {
+pub(crate) fn with_skipped(note: String, skipped: &[String]) -> String {
     if skipped.is_empty() {
         note
     } else {
@@ -228,7 +228,7 @@ fn ldap_backed(mailbox: &Mailbox) -> Result<(), Refusal> {
     }
 }
 
-fn describe_values(values: &[String]) -> String {
+pub(crate) fn describe_values(values: &[String]) -> String {
     if values.is_empty() {
         "an entry without the attribute".to_owned()
     } else {

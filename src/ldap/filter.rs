@@ -1,4 +1,5 @@
-//! The user search filter: the admin's filter AND an escaped equality on the username field.
+//! The search filters: the admin's filter AND an escaped equality on the username field (logins),
+//! or AND a presence test of the username field (the sync's listing of every user).
 
 use ldap3::ldap_escape;
 
@@ -32,6 +33,17 @@ pub fn user_filter(admin_filter: Option<&str>, username_field: &str, logins: &[&
     match admin_filter {
         Some(f) => format!("(&{f}{equality})"),
         None => equality,
+    }
+}
+
+/// `(&<filter>(<field>=*))`, or just the presence test without an admin filter: every entry
+/// that carries a username, as the sync lists them. The admin filter is the one validated by
+/// [`validate_admin_filter`]; the field is a validated attribute name, so nothing is escaped.
+pub fn all_users_filter(admin_filter: Option<&str>, username_field: &str) -> String {
+    let presence = format!("({username_field}=*)");
+    match admin_filter {
+        Some(f) => format!("(&{f}{presence})"),
+        None => presence,
     }
 }
 
@@ -75,6 +87,14 @@ mod tests {
         // Still one equality assertion: the server sees no wildcard and no extra clause.
         assert!(ldap3::parse_filter(&f).is_ok());
         assert!(!f.contains("=*"));
+    }
+
+    #[test]
+    fn all_users_filter_is_a_presence_test() {
+        assert_eq!(all_users_filter(None, "mail"), "(mail=*)");
+        let f = all_users_filter(Some("(&(objectClass=person)(!(a=1)))"), "uid");
+        assert_eq!(f, "(&(&(objectClass=person)(!(a=1)))(uid=*))");
+        assert!(ldap3::parse_filter(&f).is_ok());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ldap3::adapters::PagedResults;
 use ldap3::{LdapConn, LdapConnSettings, LdapError, Scope, SearchEntry, StdStream};
 use secrecy::ExposeSecret;
 
@@ -63,6 +64,18 @@ pub struct UserEntry {
     pub display_name: Option<String>,
 }
 
+/// One entry of the sync's listing ([`Session::all_users`]).
+#[derive(Debug, Clone)]
+pub struct ListedUser {
+    /// All values of `ldap.username_field`, in server order (the sync uses the first).
+    pub usernames: Vec<String>,
+    pub entry: UserEntry,
+}
+
+/// Entries per page of the sync's paged search (Active Directory's MaxPageSize is 1000,
+/// OpenLDAP's default size limit 500).
+pub const PAGE_SIZE: i32 = 500;
+
 /// An open connection bound as the service account.
 pub struct Session<'a> {
     config: &'a LdapConfig,
@@ -78,10 +91,7 @@ pub fn connect<'a>(
     config: &'a LdapConfig,
     deadline: &Deadline,
 ) -> Result<Session<'a>, DirectoryError> {
-    let tls = match config.transport {
-        Transport::Plain => None,
-        _ => tls::client_config(config).map_err(DirectoryError::TlsSetup)?,
-    };
+    let tls = tls_config(config)?;
     let mut failures = Vec::new();
     for host in &config.hosts {
         match connect_host(config, host, tls.clone(), deadline) {
@@ -103,14 +113,20 @@ pub fn connect_to<'a>(
     host: &str,
     deadline: &Deadline,
 ) -> Result<Session<'a>, DirectoryError> {
-    let tls = match config.transport {
-        Transport::Plain => None,
-        _ => tls::client_config(config).map_err(DirectoryError::TlsSetup)?,
-    };
+    let tls = tls_config(config)?;
     connect_host(config, host, tls, deadline).map_err(|failure| match failure {
         HostFailure::TryNext(why) => DirectoryError::Unreachable(format!("{host}: {why}")),
         HostFailure::Fatal(e) => e,
     })
+}
+
+fn tls_config(config: &LdapConfig) -> Result<Option<Arc<rustls::ClientConfig>>, DirectoryError> {
+    match config.transport {
+        Transport::Plain => Ok(None),
+        _ => tls::client_config(config)
+            .map(Some)
+            .map_err(DirectoryError::TlsSetup),
+    }
 }
 
 enum HostFailure {
@@ -285,19 +301,82 @@ impl Session<'_> {
             .collect();
         match entries.len() {
             0 => Ok(UserSearch::NotFound),
-            1 => {
-                let entry = entries.remove(0);
-                Ok(UserSearch::Found(UserEntry {
-                    mapping_values: cfg
-                        .attribute_field
-                        .as_deref()
-                        .map(|a| values(&entry, a))
-                        .unwrap_or_default(),
-                    display_name: values(&entry, &cfg.name_field).into_iter().next(),
-                    dn: entry.dn,
-                }))
-            }
+            1 => Ok(UserSearch::Found(user_entry(cfg, entries.remove(0)))),
             n => Ok(UserSearch::Ambiguous(n.to_string())),
+        }
+    }
+
+    /// Every entry under `base_dn` (subtree) that matches the admin filter and has a username
+    /// field, fetched with the Simple Paged Results control ([`PAGE_SIZE`] per page), so that
+    /// the server's size limit per page does not cut the list short.
+    ///
+    /// Each operation (every page) gets `ldap.timeout_ms`; there is no overall deadline, as a
+    /// large directory takes as long as it takes. A listing the server cut short (size limit,
+    /// e.g. a server that ignores paging) is an error, never a silently partial list.
+    pub fn all_users(&mut self) -> Result<Vec<ListedUser>, DirectoryError> {
+        let cfg = self.config;
+        let filter = filter::all_users_filter(cfg.filter.as_deref(), &cfg.username_field);
+        let mut attrs: Vec<String> = Vec::new();
+        let wanted = [
+            Some(&cfg.username_field),
+            Some(&cfg.name_field),
+            cfg.attribute_field.as_ref(),
+        ];
+        for a in wanted.into_iter().flatten() {
+            if !attrs.iter().any(|x| x.eq_ignore_ascii_case(a)) {
+                attrs.push(a.clone());
+            }
+        }
+        let error = |host: &str, detail: String| DirectoryError::Operation {
+            host: host.to_owned(),
+            operation: "paged search",
+            detail,
+        };
+        let host = self.host.clone();
+        let mut stream = self
+            .conn
+            .with_timeout(cfg.timeout)
+            .streaming_search_with(
+                PagedResults::new(PAGE_SIZE),
+                &cfg.base_dn,
+                Scope::Subtree,
+                &filter,
+                attrs,
+            )
+            .map_err(|e| error(&host, describe(&e)))?;
+        let mut users = Vec::new();
+        loop {
+            match stream.next() {
+                Ok(Some(entry)) if entry.is_ref() || entry.is_intermediate() => {}
+                Ok(Some(entry)) => {
+                    let entry = SearchEntry::construct(entry);
+                    users.push(ListedUser {
+                        usernames: values(&entry, &cfg.username_field),
+                        entry: user_entry(cfg, entry),
+                    });
+                }
+                Ok(None) => break,
+                Err(e) => return Err(error(&host, describe(&e))),
+            }
+        }
+        let status = stream.result();
+        match status.rc {
+            rc::SUCCESS => Ok(users),
+            rc::SIZE_LIMIT_EXCEEDED => Err(error(
+                &host,
+                format!(
+                    "the server's size limit stopped the listing after {} entries (rc=4); \
+                     allow paged searches past it for {} (OpenLDAP: limits ... \
+                     size.prtotal=unlimited)",
+                    users.len(),
+                    cfg.bind_dn
+                ),
+            )),
+            rc::NO_SUCH_OBJECT => Err(error(
+                &host,
+                format!("base DN {} does not exist", cfg.base_dn),
+            )),
+            code => Err(error(&host, format!("rc={code} {}", status.text))),
         }
     }
 
@@ -338,6 +417,19 @@ impl Session<'_> {
             rc::INVALID_CREDENTIALS => Ok(false),
             code => Err(self.op_error(deadline, "user bind", format!("rc={code} {}", result.text))),
         }
+    }
+}
+
+/// The mapping values and display name of an entry, as the login and the sync read them.
+fn user_entry(cfg: &LdapConfig, entry: SearchEntry) -> UserEntry {
+    UserEntry {
+        mapping_values: cfg
+            .attribute_field
+            .as_deref()
+            .map(|a| values(&entry, a))
+            .unwrap_or_default(),
+        display_name: values(&entry, &cfg.name_field).into_iter().next(),
+        dn: entry.dn,
     }
 }
 

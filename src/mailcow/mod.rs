@@ -113,61 +113,90 @@ impl Store {
 
     /// The mailbox with this address (case-insensitive, as mailcow's collation), if any.
     pub fn mailbox(&mut self, username: &str) -> Result<Option<Mailbox>, StoreError> {
-        type Row = (
-            String,
-            Option<String>,
-            u64,
-            String,
-            String,
-            Option<String>,
-            String,
-            Option<String>,
-            i64,
-            Option<i64>,
-        );
-        let row: Option<Row> = self
+        let row: Option<MailboxRow> = self
             .conn
             .exec_first(
-                "SELECT m.username, m.name, m.quota, m.local_part, m.domain, m.attributes, m.kind, \
-                 m.authsource, m.active, d.active \
-                 FROM mailbox m LEFT JOIN domain d ON d.domain = m.domain WHERE m.username = ?",
+                format!("{MAILBOX_SELECT} WHERE m.username = ?"),
                 (username,),
             )
             .context("looking up the mailbox")?;
-        let Some((
-            username,
-            name,
-            quota,
-            local_part,
-            domain,
-            attributes,
-            kind,
-            authsource,
-            active,
-            domain_active,
-        )) = row
-        else {
-            return Ok(None);
-        };
-        let attributes = match attributes.as_deref() {
-            None | Some("") => Map::new(),
-            Some(text) => serde_json::from_str(text).map_err(|e| {
-                StoreError::Data(format!(
-                    "mailbox.attributes of {username} is not a JSON object: {e}"
-                ))
-            })?,
-        };
-        Ok(Some(Mailbox {
-            username,
-            name: name.unwrap_or_default(),
-            quota,
-            local_part,
-            domain,
-            attributes,
-            kind,
-            authsource,
-            active,
-            domain_active,
-        }))
+        row.map(mailbox_from_row).transpose()
     }
+
+    /// Every mailbox, in one query (the sync compares the whole directory with it). A row
+    /// whose `attributes` is not a JSON object comes back as an [`UnreadableMailbox`], so that
+    /// one broken row does not stop the others.
+    pub fn all_mailboxes(&mut self) -> Result<Vec<Result<Mailbox, UnreadableMailbox>>, StoreError> {
+        let rows: Vec<MailboxRow> = self
+            .conn
+            .query(MAILBOX_SELECT)
+            .context("loading all mailboxes")?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let username = row.0.clone();
+                mailbox_from_row(row).map_err(|error| UnreadableMailbox { username, error })
+            })
+            .collect())
+    }
+}
+
+/// A `mailbox` row that could not be read, and why.
+#[derive(Debug)]
+pub struct UnreadableMailbox {
+    pub username: String,
+    pub error: StoreError,
+}
+
+/// The columns of [`Mailbox`], with the domain's `active` flag.
+const MAILBOX_SELECT: &str = "SELECT m.username, m.name, m.quota, m.local_part, m.domain, \
+     m.attributes, m.kind, m.authsource, m.active, d.active \
+     FROM mailbox m LEFT JOIN domain d ON d.domain = m.domain";
+
+type MailboxRow = (
+    String,
+    Option<String>,
+    u64,
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    i64,
+    Option<i64>,
+);
+
+fn mailbox_from_row(row: MailboxRow) -> Result<Mailbox, StoreError> {
+    let (
+        username,
+        name,
+        quota,
+        local_part,
+        domain,
+        attributes,
+        kind,
+        authsource,
+        active,
+        domain_active,
+    ) = row;
+    let attributes = match attributes.as_deref() {
+        None | Some("") => Map::new(),
+        Some(text) => serde_json::from_str(text).map_err(|e| {
+            StoreError::Data(format!(
+                "mailbox.attributes of {username} is not a JSON object: {e}"
+            ))
+        })?,
+    };
+    Ok(Mailbox {
+        username,
+        name: name.unwrap_or_default(),
+        quota,
+        local_part,
+        domain,
+        attributes,
+        kind,
+        authsource,
+        active,
+        domain_active,
+    })
 }

@@ -115,11 +115,20 @@ pub fn create(
     display_name: Option<&str>,
     template: &str,
 ) -> Result<Provisioned, ProvisionError> {
-    let address = address::normalize(username)
-        .map_err(|e| ProvisionError::Refused(format!("malformed address {username}: {e}")))?;
-    let template = Template::load(store, template)?
-        .ok_or_else(|| ProvisionError::Refused(format!("template {template} missing")))?;
-    let new = NewMailbox::build(&address, display_name, &template)?;
+    let loaded = Template::load(store, template)?;
+    create_from(store, username, display_name, template, loaded.as_ref())
+}
+
+/// [`create`] with the template already loaded (`None`: no template called `name` exists), for
+/// callers that use one template many times (the sync).
+pub fn create_from(
+    store: &mut Store,
+    username: &str,
+    display_name: Option<&str>,
+    name: &str,
+    template: Option<&Template>,
+) -> Result<Provisioned, ProvisionError> {
+    let (new, template) = new_mailbox(username, display_name, name, template)?;
     prepare_session(store)?;
     let created = with_retries(|| try_create(store.conn(), &new)).map_err(|e| match e {
         TxError::Refused(why) => ProvisionError::Refused(why),
@@ -132,7 +141,7 @@ pub fn create(
         ))
     })?;
     let skipped = if created {
-        outside_mysql(&new.username, &template)
+        outside_mysql(&new.username, template)
     } else {
         Vec::new()
     };
@@ -151,12 +160,22 @@ pub fn apply_template(
     display_name: Option<&str>,
     template: &str,
 ) -> Result<Applied, ProvisionError> {
-    let Some(template) = Template::load(store, template)? else {
-        return Ok(Applied::Skipped(format!(
-            "template {template} missing, mailbox left unchanged"
-        )));
+    let loaded = Template::load(store, template)?;
+    apply_loaded(store, mailbox, display_name, template, loaded.as_ref())
+}
+
+/// [`apply_template`] with the template already loaded (`None`: no template called `name`).
+pub fn apply_loaded(
+    store: &mut Store,
+    mailbox: &Mailbox,
+    display_name: Option<&str>,
+    name: &str,
+    template: Option<&Template>,
+) -> Result<Applied, ProvisionError> {
+    let Some(template) = template else {
+        return Ok(Applied::Skipped(missing_for_update(name)));
     };
-    let update = Update::build(mailbox, display_name, &template);
+    let update = Update::build(mailbox, display_name, template);
     if update.matches(
         &mailbox.name,
         mailbox.attribute("attribute_hash").as_deref(),
@@ -173,7 +192,7 @@ pub fn apply_template(
                     mailbox.username
                 ))
             })?;
-            let skipped = outside_mysql(&mailbox.username, &template);
+            let skipped = outside_mysql(&mailbox.username, template);
             Ok(Applied::Reapplied {
                 mailbox: Box::new(mailbox),
                 skipped,
@@ -184,6 +203,84 @@ pub fn apply_template(
         Err(TxError::Refused(why)) => Ok(Applied::Skipped(why)),
         Err(other) => Err(ProvisionError::Store(other.into_store())),
     }
+}
+
+/// What [`create_from`] or [`apply_loaded`] would do, found out without writing anything (the
+/// sync's `--dry-run`): the same template, domain and limit checks, without locks. Each call
+/// sees the database as it is, not what earlier previews would have written.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Preview {
+    /// The mailbox would be created, or the template re-applied.
+    Write,
+    /// Nothing to write: the mailbox exists already (create), or is up to date (apply).
+    Nothing,
+    /// An update would be skipped, for this reason.
+    Skipped(String),
+}
+
+/// [`create_from`] without writing: `Ok(Write)`, `Ok(Nothing)` when the mailbox exists, or the
+/// refusal `create_from` would answer.
+pub fn preview_create(
+    store: &mut Store,
+    username: &str,
+    display_name: Option<&str>,
+    name: &str,
+    template: Option<&Template>,
+) -> Result<Preview, ProvisionError> {
+    let (new, _) = new_mailbox(username, display_name, name, template)?;
+    match check_create(store.conn(), &new, false) {
+        Ok(true) => Ok(Preview::Write),
+        Ok(false) => Ok(Preview::Nothing),
+        Err(TxError::Refused(why)) => Err(ProvisionError::Refused(why)),
+        Err(other) => Err(ProvisionError::Store(other.into_store())),
+    }
+}
+
+/// [`apply_loaded`] without writing.
+pub fn preview_apply(
+    store: &mut Store,
+    mailbox: &Mailbox,
+    display_name: Option<&str>,
+    name: &str,
+    template: Option<&Template>,
+) -> Result<Preview, ProvisionError> {
+    let Some(template) = template else {
+        return Ok(Preview::Skipped(missing_for_update(name)));
+    };
+    let update = Update::build(mailbox, display_name, template);
+    if update.matches(
+        &mailbox.name,
+        mailbox.attribute("attribute_hash").as_deref(),
+    ) {
+        return Ok(Preview::Nothing);
+    }
+    match check_apply(store.conn(), mailbox, &update, false) {
+        Ok(Some(_)) => Ok(Preview::Write),
+        Ok(None) => Ok(Preview::Nothing),
+        Err(TxError::Refused(why)) => Ok(Preview::Skipped(why)),
+        Err(other) => Err(ProvisionError::Store(other.into_store())),
+    }
+}
+
+/// The validated new mailbox, or the refusal (malformed address, template missing or invalid).
+fn new_mailbox<'t>(
+    username: &str,
+    display_name: Option<&str>,
+    name: &str,
+    template: Option<&'t Template>,
+) -> Result<(NewMailbox, &'t Template), ProvisionError> {
+    let address = address::normalize(username)
+        .map_err(|e| ProvisionError::Refused(format!("malformed address {username}: {e}")))?;
+    let template =
+        template.ok_or_else(|| ProvisionError::Refused(format!("template {name} missing")))?;
+    Ok((
+        NewMailbox::build(&address, display_name, template)?,
+        template,
+    ))
+}
+
+fn missing_for_update(name: &str) -> String {
+    format!("template {name} missing, mailbox left unchanged")
 }
 
 /// One leading `<` and one trailing `>` stripped, at most 255 characters (`mailbox.name`).
@@ -451,7 +548,7 @@ fn prepare_session(store: &mut Store) -> Result<(), StoreError> {
         })
 }
 
-/// The `domain` row, locked until the transaction ends.
+/// The `domain` row (locked until the transaction ends when read with `lock`).
 struct DomainRow {
     active: i64,
     mailboxes: i64,
@@ -459,10 +556,17 @@ struct DomainRow {
     quota_mib: i64,
 }
 
-fn lock_domain(tx: &mut mysql::Transaction, domain: &str) -> Result<Option<DomainRow>, TxError> {
-    let row: Option<(i64, i64, i64, i64)> = tx
+fn read_domain(
+    q: &mut impl Queryable,
+    domain: &str,
+    lock: bool,
+) -> Result<Option<DomainRow>, TxError> {
+    let row: Option<(i64, i64, i64, i64)> = q
         .exec_first(
-            "SELECT active, mailboxes, maxquota, quota FROM domain WHERE domain = ? FOR UPDATE",
+            format!(
+                "SELECT active, mailboxes, maxquota, quota FROM domain WHERE domain = ?{}",
+                for_update(lock)
+            ),
             (domain,),
         )
         .tx("locking the domain row")?;
@@ -476,14 +580,13 @@ fn lock_domain(tx: &mut mysql::Transaction, domain: &str) -> Result<Option<Domai
     )
 }
 
-/// Ok(true): created; Ok(false): the mailbox already existed, nothing written.
-fn try_create(conn: &mut Conn, new: &NewMailbox) -> Result<bool, TxError> {
-    let mut tx = conn
-        .start_transaction(TxOpts::default())
-        .tx("starting the provisioning transaction")?;
+/// mailcow's checks for a new mailbox, in mailcow's order and units (domain limits in MiB):
+/// Ok(true) when it may be created, Ok(false) when it exists already, `Refused` otherwise.
+/// With `lock`, the domain row stays locked until the caller's transaction ends.
+fn check_create(q: &mut impl Queryable, new: &NewMailbox, lock: bool) -> Result<bool, TxError> {
     let d = &new.domain;
-    let Some(domain) = lock_domain(&mut tx, d)? else {
-        let target: Option<String> = tx
+    let Some(domain) = read_domain(q, d, lock)? else {
+        let target: Option<String> = q
             .exec_first(
                 "SELECT target_domain FROM alias_domain WHERE alias_domain = ?",
                 (d,),
@@ -502,7 +605,7 @@ fn try_create(conn: &mut Conn, new: &NewMailbox) -> Result<bool, TxError> {
     // One statement after the lock: under READ COMMITTED it sees what the previous holder
     // of the domain lock committed.
     type Checks = (bool, i64, i64, bool, bool);
-    let (exists, count, used_mib, is_alias, is_spam_alias): Checks = tx
+    let (exists, count, used_mib, is_alias, is_spam_alias): Checks = q
         .exec_first(
             "SELECT EXISTS(SELECT 1 FROM mailbox WHERE username = ?), \
              (SELECT COUNT(*) FROM mailbox WHERE kind = '' AND domain = ?), \
@@ -517,7 +620,6 @@ fn try_create(conn: &mut Conn, new: &NewMailbox) -> Result<bool, TxError> {
     if exists {
         return Ok(false);
     }
-    // mailcow's checks, in mailcow's order and units (domain limits in MiB).
     if is_alias {
         return Err(TxError::Refused(format!(
             "address {} is already an alias",
@@ -551,7 +653,22 @@ fn try_create(conn: &mut Conn, new: &NewMailbox) -> Result<bool, TxError> {
             domain.quota_mib
         )));
     }
+    Ok(true)
+}
 
+fn for_update(lock: bool) -> &'static str {
+    if lock { " FOR UPDATE" } else { "" }
+}
+
+/// Ok(true): created; Ok(false): the mailbox already existed, nothing written.
+fn try_create(conn: &mut Conn, new: &NewMailbox) -> Result<bool, TxError> {
+    let mut tx = conn
+        .start_transaction(TxOpts::default())
+        .tx("starting the provisioning transaction")?;
+    if !check_create(&mut tx, new, true)? {
+        return Ok(false);
+    }
+    let d = &new.domain;
     tx.exec_drop(
         "INSERT INTO mailbox (username, password, name, quota, local_part, domain, attributes, \
          authsource, active, modified) \
@@ -589,19 +706,26 @@ fn try_create(conn: &mut Conn, new: &NewMailbox) -> Result<bool, TxError> {
     Ok(true)
 }
 
-/// Ok(true): re-applied; Ok(false): already up to date (another login did it).
-fn try_apply(conn: &mut Conn, mailbox: &Mailbox, update: &Update) -> Result<bool, TxError> {
-    let mut tx = conn
-        .start_transaction(TxOpts::default())
-        .tx("starting the template update")?;
+/// The checks of a template update: Ok(None) when the stored mailbox is up to date already
+/// (another login re-applied it), Ok(Some(quota in bytes)) to go ahead, `Refused` to skip it.
+/// With `lock`, the domain and mailbox rows stay locked until the caller's transaction ends.
+fn check_apply(
+    q: &mut impl Queryable,
+    mailbox: &Mailbox,
+    update: &Update,
+    lock: bool,
+) -> Result<Option<i64>, TxError> {
     let d = &mailbox.domain;
-    let Some(domain) = lock_domain(&mut tx, d)? else {
+    let Some(domain) = read_domain(q, d, lock)? else {
         return Err(TxError::Refused(format!("domain {d} missing")));
     };
-    let current: Option<(Option<String>, Option<String>, i64)> = tx
+    let current: Option<(Option<String>, Option<String>, i64)> = q
         .exec_first(
-            "SELECT name, JSON_VALUE(attributes, '$.attribute_hash'), quota \
-             FROM mailbox WHERE username = ? FOR UPDATE",
+            format!(
+                "SELECT name, JSON_VALUE(attributes, '$.attribute_hash'), quota \
+                 FROM mailbox WHERE username = ?{}",
+                for_update(lock)
+            ),
             (&mailbox.username,),
         )
         .tx("locking the mailbox")?;
@@ -612,7 +736,7 @@ fn try_apply(conn: &mut Conn, mailbox: &Mailbox, update: &Update) -> Result<bool
         )));
     };
     if update.matches(name.as_deref().unwrap_or(""), hash.as_deref()) {
-        return Ok(false);
+        return Ok(None);
     }
 
     let quota = update
@@ -630,7 +754,7 @@ fn try_apply(conn: &mut Conn, mailbox: &Mailbox, update: &Update) -> Result<bool
             domain.maxquota_mib
         )));
     }
-    let others: i64 = tx
+    let others: i64 = q
         .exec_first(
             "SELECT CAST(COALESCE(SUM(quota), 0) AS SIGNED) FROM mailbox \
              WHERE kind = '' AND domain = ? AND username <> ?",
@@ -648,7 +772,17 @@ fn try_apply(conn: &mut Conn, mailbox: &Mailbox, update: &Update) -> Result<bool
             domain.quota_mib
         )));
     }
+    Ok(Some(quota))
+}
 
+/// Ok(true): re-applied; Ok(false): already up to date (another login did it).
+fn try_apply(conn: &mut Conn, mailbox: &Mailbox, update: &Update) -> Result<bool, TxError> {
+    let mut tx = conn
+        .start_transaction(TxOpts::default())
+        .tx("starting the template update")?;
+    let Some(quota) = check_apply(&mut tx, mailbox, update, true)? else {
+        return Ok(false);
+    };
     let active = update.active.unwrap_or(mailbox.active);
     let mut sql = String::from(
         "UPDATE mailbox SET quota = ?, active = ?, name = ?, \
