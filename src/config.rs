@@ -81,6 +81,7 @@ struct RawLdap {
     #[serde(default = "default_name_field")]
     name_field: String,
     bind_dn: String,
+    #[serde(default, deserialize_with = "inline_secret")]
     bind_password: Option<SecretString>,
     bind_password_file: Option<PathBuf>,
     #[serde(default = "default_connect_timeout_ms")]
@@ -97,8 +98,41 @@ struct RawDatabase {
     port: Option<u16>,
     name: String,
     user: String,
+    #[serde(default, deserialize_with = "inline_secret")]
     password: Option<SecretString>,
     password_file: Option<PathBuf>,
+}
+
+/// A password written in the file. Only strings are accepted, and an error never repeats
+/// the value: serde's usual "invalid type: integer `1234`" would put an unquoted numeric
+/// password into Dovecot's log.
+fn inline_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
+    struct SecretVisitor;
+    impl serde::de::Visitor<'_> for SecretVisitor {
+        type Value = SecretString;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a quoted string")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(SecretString::from(v.to_owned()))
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Err(not_a_string())
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Err(not_a_string())
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Err(not_a_string())
+        }
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Err(not_a_string())
+        }
+    }
+    fn not_a_string<E: serde::de::Error>() -> E {
+        E::custom("a password must be a quoted string (value not shown)")
+    }
+    d.deserialize_any(SecretVisitor).map(Some)
 }
 
 fn yes() -> bool {
@@ -562,6 +596,7 @@ database:
             let e = load(&text).unwrap_err().to_string();
             assert!(e.contains(key), "{e:?} should name {key}");
             assert!(!e.contains('\n'), "one line: {e:?}");
+            assert!(!e.contains("987654"), "no secret in errors: {e:?}");
         }
     }
 
