@@ -62,6 +62,26 @@ pub enum Command {
     },
     /// Check the configuration, every LDAP host, the base DN, the database and the templates.
     TestConnection,
+    /// Switch mailboxes between mailcow's own passwords and LDAP (mailbox.authsource).
+    ///
+    /// To `ldap`: the mailbox must exist, not be a resource, and its address must find exactly
+    /// one LDAP entry (service bind and the login's user search; no password is involved).
+    /// To `mailcow`: the mailbox must exist; LDAP is not contacted. Only mailbox.authsource
+    /// changes: the mailcow password is kept, so switching back restores it. One line per
+    /// address. Exit codes: 0 all switched or unchanged, 1 at least one refused, 111 LDAP,
+    /// database or configuration fault (then nothing is written).
+    #[command(verbatim_doc_comment)]
+    Authsource {
+        /// Where the passwords of these mailboxes are checked from now on.
+        #[arg(value_enum)]
+        target: crate::commands::authsource::Target,
+        /// Mailbox addresses.
+        #[arg(required = true, value_name = "ADDRESS")]
+        addresses: Vec<String>,
+        /// Print what would be switched or refused, and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Import LDAP users and re-apply changed templates (run by cron or a systemd timer).
     ///
     /// What it does is set by the config's `sync:` section: `import_users` creates mailboxes

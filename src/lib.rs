@@ -27,6 +27,11 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Checkpassword { reply_program } => checkpassword::run(&cli.config, &reply_program),
         Command::Login { user, service } => commands::login::run(&cli.config, &user, &service),
         Command::TestConnection => commands::test_connection::run(&cli.config),
+        Command::Authsource {
+            target,
+            addresses,
+            dry_run,
+        } => commands::authsource::run(&cli.config, target, &addresses, dry_run),
         Command::Sync {
             dry_run,
             force,

@@ -1,5 +1,6 @@
 //! The shell-facing subcommands.
 
+pub mod authsource;
 pub mod login;
 pub mod test_connection;
 

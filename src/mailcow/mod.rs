@@ -141,6 +141,66 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Whether the mailbox's SQL password is the empty string, as mailcow leaves it for a
+    /// mailbox created with another authsource (it can then not log in with a mailcow
+    /// password). Only the comparison leaves the database, never the hash. `None`: no mailbox.
+    pub fn password_is_empty(&mut self, username: &str) -> Result<Option<bool>, StoreError> {
+        self.conn
+            .exec_first(
+                "SELECT password = '' FROM mailbox WHERE username = ?",
+                (username,),
+            )
+            .context("reading whether the mailbox has a password")
+    }
+
+    /// Sets `mailbox.authsource` for each change, one UPDATE per mailbox, all in one
+    /// transaction: either every change is written or none. A row is only switched while its
+    /// authsource still is `from` (`None` = NULL), the value read before; no other column is
+    /// written (`modified` follows through its ON UPDATE). Per change: whether it was switched.
+    pub fn switch_authsources(
+        &mut self,
+        changes: &[AuthsourceChange],
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut tx = self
+            .conn
+            .start_transaction(mysql::TxOpts::default())
+            .context("starting the authsource switch")?;
+        let mut switched = Vec::with_capacity(changes.len());
+        for change in changes {
+            // As mailcow's own switch: an external authsource cannot change a password, so a
+            // pending "force password update" is cleared (only then is `attributes` touched).
+            tx.exec_drop(
+                "UPDATE mailbox SET authsource = ?, attributes = IF(? <> 'mailcow' \
+                 AND JSON_VALUE(attributes, '$.force_pw_update') = '1', \
+                 JSON_SET(attributes, '$.force_pw_update', '0'), attributes) \
+                 WHERE username = ? AND authsource <=> ?",
+                (
+                    change.to,
+                    change.to,
+                    &change.username,
+                    change.from.as_deref(),
+                ),
+            )
+            .context("switching the mailbox authsource")?;
+            switched.push(tx.affected_rows() == 1);
+        }
+        tx.commit().context("committing the authsource switch")?;
+        Ok(switched)
+    }
+}
+
+/// One `mailbox.authsource` change for [`Store::switch_authsources`].
+#[derive(Debug, Clone)]
+pub struct AuthsourceChange {
+    /// `mailbox.username` as stored.
+    pub username: String,
+    /// The authsource read before (`None` = NULL).
+    pub from: Option<String>,
+    /// `mailcow` or `ldap`.
+    pub to: &'static str,
+}
+
 /// A `mailbox` row that could not be read, and why.
 #[derive(Debug)]
 pub struct UnreadableMailbox {
