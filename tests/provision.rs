@@ -10,27 +10,8 @@ use provision_helpers::*;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
-const GOLDEN: &str = include_str!("fixtures/golden-provision-bob.json");
-const VECTORS: &str = include_str!("fixtures/attribute_hash_vectors.json");
 const BOB: &str = "bob@example.org";
 const PW: &str = "Secret-pw-1";
-
-fn golden() -> Value {
-    serde_json::from_str(GOLDEN).unwrap()
-}
-
-/// The raw template text of the PHP vector called `name`, and its hash.
-fn vector(name: &str) -> (String, String) {
-    let all: Vec<Value> = serde_json::from_str(VECTORS).unwrap();
-    let v = all
-        .iter()
-        .find(|v| v["name"] == name)
-        .unwrap_or_else(|| panic!("no vector {name}"));
-    (
-        v["raw"].as_str().unwrap().into(),
-        v["attribute_hash"].as_str().unwrap().into(),
-    )
-}
 
 fn staff_text() -> String {
     golden()["template"]["attributes_text"]

@@ -911,18 +911,9 @@ mod tests {
         assert_eq!(clean_name(Some(&"é".repeat(300))).chars().count(), 255);
     }
 
-    fn template(text: &str) -> Template {
-        Template {
-            id: 1,
-            name: "T".into(),
-            raw: text.into(),
-            attributes: serde_json::from_str(text).unwrap(),
-        }
-    }
-
     #[test]
     fn new_mailbox_attributes_have_mailcows_keys_in_order() {
-        let t = template(
+        let t = Template::from_text(
             r#"{"quota":1073741824,"tags":["staff","staff","","x"],"pop3_access":0,"force_pw_update":1,"active":2,"acl_spam_alias":1,"acl_pw_reset":"0","acl_syncjobs":"1"}"#,
         );
         let address = address::normalize("Bob@Example.org").unwrap();
@@ -978,7 +969,7 @@ mod tests {
             r#"{"quota":-1}"#,
         ] {
             assert!(matches!(
-                NewMailbox::build(&address, None, &template(text)),
+                NewMailbox::build(&address, None, &Template::from_text(text)),
                 Err(ProvisionError::Refused(_))
             ));
         }
@@ -987,7 +978,7 @@ mod tests {
     #[test]
     fn tags_are_limited() {
         let tags: Vec<String> = (0..40).map(|i| format!("t{i}")).collect();
-        let t = template(&serde_json::json!({ "tags": tags }).to_string());
+        let t = Template::from_text(&serde_json::json!({ "tags": tags }).to_string());
         assert_eq!(template_tags(&t).len(), TAG_LIMIT);
         assert_eq!(template_tags(&t)[24], "t24");
     }

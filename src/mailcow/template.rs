@@ -23,6 +23,19 @@ pub struct Template {
     pub attributes: Map<String, Value>,
 }
 
+#[cfg(test)]
+impl Template {
+    /// A template called "T" with this attributes text, for unit tests.
+    pub(crate) fn from_text(text: &str) -> Template {
+        Template {
+            id: 1,
+            name: "T".into(),
+            raw: text.into(),
+            attributes: serde_json::from_str(text).unwrap(),
+        }
+    }
+}
+
 impl Template {
     /// The mailbox template called `name` (the lowest id when several share the name, compared
     /// with the column's case-insensitive collation as mailcow's own query does), if any.
@@ -249,18 +262,9 @@ mod tests {
         }
     }
 
-    fn template(text: &str) -> Template {
-        Template {
-            id: 1,
-            name: "T".into(),
-            raw: text.into(),
-            attributes: serde_json::from_str(text).unwrap(),
-        }
-    }
-
     #[test]
     fn quota_tags_and_strings() {
-        let t = template(
+        let t = Template::from_text(
             r#"{"quota":1073741824,"tags":["a","b",3],"active":"2","quarantine_category":"reject"}"#,
         );
         assert_eq!(t.quota_mib(), 1024);
@@ -270,10 +274,10 @@ mod tests {
         assert_eq!(t.string("quarantine_category").as_deref(), Some("reject"));
         assert!(!t.nonzero("acl_missing"));
         // bytes that are not a whole MiB are rounded down, as mailcow's integer conversion
-        assert_eq!(template(r#"{"quota":1048575}"#).quota_mib(), 0);
-        assert_eq!(template(r#"{"quota":"3145729"}"#).quota_mib(), 3);
-        assert_eq!(template(r#"{}"#).quota_mib(), 0);
-        assert_eq!(template(r#"{"tags":"solo"}"#).tags(), ["solo"]);
+        assert_eq!(Template::from_text(r#"{"quota":1048575}"#).quota_mib(), 0);
+        assert_eq!(Template::from_text(r#"{"quota":"3145729"}"#).quota_mib(), 3);
+        assert_eq!(Template::from_text(r#"{}"#).quota_mib(), 0);
+        assert_eq!(Template::from_text(r#"{"tags":"solo"}"#).tags(), ["solo"]);
         assert_eq!(t.attribute_hash(), attribute_hash(&t.raw));
     }
 

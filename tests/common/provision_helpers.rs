@@ -173,3 +173,22 @@ pub fn ldap_replace(dn: &str, attribute: &str, values: &[&str]) {
         .unwrap_or_else(|e| panic!("modify {dn} {attribute}: {e}"));
     let _ = c.unbind();
 }
+
+/// tests/fixtures/golden-provision-bob.json: the rows mailcow's PHP wrote for one LDAP user.
+pub fn golden() -> Value {
+    serde_json::from_str(include_str!("../fixtures/golden-provision-bob.json")).unwrap()
+}
+
+/// The raw template text of the PHP `attribute_hash` vector called `name`, and its hash.
+pub fn vector(name: &str) -> (String, String) {
+    let all: Vec<Value> =
+        serde_json::from_str(include_str!("../fixtures/attribute_hash_vectors.json")).unwrap();
+    let v = all
+        .iter()
+        .find(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("no vector {name}"));
+    (
+        v["raw"].as_str().unwrap().into(),
+        v["attribute_hash"].as_str().unwrap().into(),
+    )
+}
