@@ -6,9 +6,7 @@
 // option. All files in the project carrying such notice may not be copied,
 // modified, or distributed except according to those terms.
 
-use btoi::btoi;
 use bytes::BufMut;
-use regex::bytes::Regex;
 use uuid::Uuid;
 
 use std::{
@@ -20,7 +18,7 @@ use std::{
     marker::PhantomData,
     mem,
     str::FromStr,
-    sync::{Arc, LazyLock},
+    sync::Arc,
 };
 
 use crate::{
@@ -53,10 +51,36 @@ use crate::{
 
 use self::session_state_change::SessionStateChange;
 
-static MARIADB_VERSION_RE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^(?:5.5.5-)?(\d{1,2})\.(\d{1,2})\.(\d{1,3})-MariaDB").unwrap());
-static VERSION_RE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^(\d{1,2})\.(\d{1,2})\.(\d{1,3})(.*)").unwrap());
+/// `^(\d{1,2})\.(\d{1,2})\.(\d{1,3})` over ASCII digits: the three numbers and what follows.
+///
+/// Patched for mailcow-ldap-auth: this replaces two regexes whose compilation cost ~0.65 ms in
+/// every process that opens a connection (see vendor/README.md).
+fn parse_version_prefix(version: &[u8]) -> Option<((u16, u16, u16), &[u8])> {
+    fn number(bytes: &[u8], max_digits: usize) -> Option<(u16, &[u8])> {
+        let len = bytes
+            .iter()
+            .take(max_digits)
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if len == 0 {
+            return None;
+        }
+        let value = bytes[..len]
+            .iter()
+            .fold(0u16, |acc, digit| acc * 10 + u16::from(digit - b'0'));
+        Some((value, &bytes[len..]))
+    }
+    let (major, rest) = number(version, 2)?;
+    let (minor, rest) = number(rest.strip_prefix(b".")?, 2)?;
+    let (patch, rest) = number(rest.strip_prefix(b".")?, 3)?;
+    Some(((major, minor, patch), rest))
+}
+
+/// `^(\d{1,2})\.(\d{1,2})\.(\d{1,3})-MariaDB`
+fn parse_mariadb_version(version: &[u8]) -> Option<(u16, u16, u16)> {
+    let (parsed, rest) = parse_version_prefix(version)?;
+    rest.starts_with(b"-MariaDB").then_some(parsed)
+}
 
 macro_rules! define_header {
     ($name:ident, $err:ident($msg:literal), $val:literal) => {
@@ -1882,30 +1906,18 @@ impl<'a> HandshakePacket<'a> {
     ///
     /// Will parse first \d+.\d+.\d+ of a server version string (if any).
     pub fn server_version_parsed(&self) -> Option<(u16, u16, u16)> {
-        VERSION_RE
-            .captures(self.server_version_ref())
-            .map(|captures| {
-                // Should not panic because validated with regex
-                (
-                    btoi::<u16>(captures.get(1).unwrap().as_bytes()).unwrap(),
-                    btoi::<u16>(captures.get(2).unwrap().as_bytes()).unwrap(),
-                    btoi::<u16>(captures.get(3).unwrap().as_bytes()).unwrap(),
-                )
-            })
+        parse_version_prefix(self.server_version_ref()).map(|(parsed, _)| parsed)
     }
 
     /// Parsed mariadb server version.
     pub fn maria_db_server_version_parsed(&self) -> Option<(u16, u16, u16)> {
-        MARIADB_VERSION_RE
-            .captures(self.server_version_ref())
-            .map(|captures| {
-                // Should not panic because validated with regex
-                (
-                    btoi::<u16>(captures.get(1).unwrap().as_bytes()).unwrap(),
-                    btoi::<u16>(captures.get(2).unwrap().as_bytes()).unwrap(),
-                    btoi::<u16>(captures.get(3).unwrap().as_bytes()).unwrap(),
-                )
-            })
+        // `^(?:5.5.5-)?…`: the optional prefix (any character for each `.`) is tried first.
+        let version = self.server_version_ref();
+        let prefixed = match version {
+            [b'5', _, b'5', _, b'5', b'-', rest @ ..] => parse_mariadb_version(rest),
+            _ => None,
+        };
+        prefixed.or_else(|| parse_mariadb_version(version))
     }
 
     /// Value of the connection_id field of an initial handshake packet.
