@@ -3,7 +3,8 @@
 # process start to exit, the way Dovecot runs it:
 #   - first login: a different LDAP user every run, so every run provisions a mailbox from a
 #     template with all its side rows;
-#   - existing user: the same users again (mailbox exists, template unchanged: nothing written);
+#   - existing user: the same users again (mailbox exists, template unchanged: nothing written),
+#     and with a config that maps no template (no template read at all);
 #   - wrong password;
 # next to the cost of spawning /bin/true the same way. Prints median and p90 of each.
 #   scripts/bench-login.sh [N]   (default 100; needs root, installs packages like the tests)
@@ -62,7 +63,9 @@ database: { host: 127.0.0.1, port: $MARIADB_PORT, name: mailcow, user: mailcow, 
 dovecot: { userdb_fields: { uid: "5000", gid: "5000", home: "/var/vmail/{domain}/{local_part}" } }
 log: { syslog: false, stderr: errors }
 YML
-chmod 600 "$ROOT/config.yml"
+# The same without a mapped template: the login path before provisioning existed (no template read).
+grep -v -e '^attribute_mapping:' -e 'template: StaffUI' "$ROOT/config.yml" > "$ROOT/config-nomap.yml"
+chmod 600 "$ROOT/config.yml" "$ROOT/config-nomap.yml"
 
 python3 - "$BIN" "$ROOT/config.yml" "$USER_PW" "$N" "$WARMUP" <<'PY'
 import os, statistics, sys, time
@@ -96,10 +99,13 @@ for u in users[:warmup]:          # warm caches (page cache, InnoDB, slapd) with
 base = stats([run(["/bin/true"], "x") for _ in range(n)])
 first = stats([run(login, u) for u in users[warmup:]])
 existing = stats([run(login, u) for _ in range(3) for u in users[warmup:]])
+nomap = [binary, "checkpassword", "--config", config.replace("config.yml", "config-nomap.yml"), "/bin/true"]
+unmapped = stats([run(nomap, u) for _ in range(3) for u in users[warmup:]])
 password = "wrong-password"
 wrong = stats([run(login, u, expect=1) for u in users[warmup:]])
 print(f"spawn /bin/true (baseline)               median {base[0]:6.2f} ms   p90 {base[1]:6.2f} ms")
 print(f"first login (provisions the mailbox)     median {first[0]:6.2f} ms   p90 {first[1]:6.2f} ms   (n={n} distinct users)")
 print(f"existing user, template unchanged        median {existing[0]:6.2f} ms   p90 {existing[1]:6.2f} ms   (n={3 * n})")
+print(f"existing user, no template mapped        median {unmapped[0]:6.2f} ms   p90 {unmapped[1]:6.2f} ms   (n={3 * n})")
 print(f"wrong password                           median {wrong[0]:6.2f} ms   p90 {wrong[1]:6.2f} ms")
 PY
