@@ -61,7 +61,12 @@ pub enum Command {
         service: String,
     },
     /// Check the configuration, every LDAP host, the base DN, the database and the templates.
-    TestConnection,
+    TestConnection {
+        /// Also look this login up: its LDAP entry, the template it maps to, and whether a
+        /// first login could create its mailbox (no bind as the user, nothing written).
+        #[arg(long, value_name = "ADDRESS")]
+        user: Option<String>,
+    },
     /// Switch mailboxes between mailcow's own passwords and LDAP (mailbox.authsource).
     ///
     /// To `ldap`: the mailbox must exist, not be a resource, and its address must find exactly

@@ -26,7 +26,9 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Checkpassword { reply_program } => checkpassword::run(&cli.config, &reply_program),
         Command::Login { user, service } => commands::login::run(&cli.config, &user, &service),
-        Command::TestConnection => commands::test_connection::run(&cli.config),
+        Command::TestConnection { user } => {
+            commands::test_connection::run(&cli.config, user.as_deref())
+        }
         Command::Authsource {
             target,
             addresses,

@@ -145,15 +145,7 @@ pub fn authenticate(
     }
 
     let mut session = ldap::connect(&config.ldap, deadline)?;
-    // mailcow keys mailboxes by the ASCII form of an IDN domain; the directory may hold
-    // either form, so it is asked for the name as typed and in that ASCII form.
-    let typed = request.username.trim();
-    let spellings: &[&str] = if typed.eq_ignore_ascii_case(&username) {
-        &[&username]
-    } else {
-        &[typed, &username]
-    };
-    let entry = match session.find_user(spellings, deadline)? {
+    let entry = match session.find_login(request.username, &username, deadline)? {
         UserSearch::Found(entry) => entry,
         UserSearch::NotFound => return rejected(Refusal::NoLdapEntry),
         UserSearch::Ambiguous(count) => return rejected(Refusal::Ambiguous(count)),

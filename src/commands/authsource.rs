@@ -180,15 +180,8 @@ fn decide(
                         &Deadline::after(config.deadline),
                     )?),
                 };
-                // The login's search: the name as typed and in mailcow's (ASCII) form.
-                let typed = raw.trim();
-                let spellings: &[&str] = if typed.eq_ignore_ascii_case(&addr) {
-                    &[&addr]
-                } else {
-                    &[typed, &addr]
-                };
                 let deadline = Deadline::after(config.deadline);
-                match session.find_user(spellings, &deadline)? {
+                match session.find_login(raw, &addr, &deadline)? {
                     UserSearch::Found(_) => false,
                     UserSearch::NotFound => {
                         let why = Refusal::NoLdapEntry.to_string();

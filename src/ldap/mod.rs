@@ -255,9 +255,26 @@ impl Session<'_> {
         }
     }
 
+    /// The entry of a login: `typed` is the name as the user typed it, `address` its mailcow
+    /// form (lower case, IDN domain in ASCII). The directory may hold either spelling, so it is
+    /// asked for both when they differ.
+    pub fn find_login(
+        &mut self,
+        typed: &str,
+        address: &str,
+        deadline: &Deadline,
+    ) -> Result<UserSearch, DirectoryError> {
+        let typed = typed.trim();
+        if typed.eq_ignore_ascii_case(address) {
+            self.find_user(&[address], deadline)
+        } else {
+            self.find_user(&[typed, address], deadline)
+        }
+    }
+
     /// Searches `base_dn` (subtree) for the one entry whose username field equals one of
     /// `logins` (spellings of the same name).
-    pub fn find_user(
+    fn find_user(
         &mut self,
         logins: &[&str],
         deadline: &Deadline,

@@ -1,0 +1,187 @@
+//! The shell commands an admin runs by hand: `login` (the real login flow from a shell) and
+//! `test-connection` (the troubleshooting checklist), against a throwaway slapd and MariaDB.
+mod common;
+#[path = "common/provision_helpers.rs"]
+mod provision_helpers;
+
+use common::*;
+use provision_helpers::{golden, insert_template};
+use serde_json::json;
+
+const PW: &str = "Alice-Pw-1 ä*()\\";
+const ALICE: &str = "alice@example.org";
+
+/// alice (employeeType staff → template Staff) in LDAP, domain example.org, template Staff.
+fn env() -> TestEnv {
+    let env = TestEnv::new(&[LdapUser::new("alice", ALICE, PW)
+        .employee_type("staff")
+        .display_name("Alice Example")]);
+    env.db.add_domain(&Domain::new("example.org"));
+    let staff = golden()["template"]["attributes_text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    insert_template(&env.db, "Staff", &staff);
+    env
+}
+
+fn command(env: &TestEnv, args: &[&str]) -> Run {
+    Run::subcommand(&env.cfg, args)
+}
+
+fn mailbox_count(env: &TestEnv) -> String {
+    env.db.rows("SELECT COUNT(*) FROM mailbox")[0][0]
+        .clone()
+        .unwrap()
+}
+
+#[track_caller]
+fn assert_stdout_has(out: &Outcome, line: &str) {
+    assert!(
+        out.stdout.lines().any(|l| l.contains(line)),
+        "stdout lacks {line:?}:\n{out}"
+    );
+}
+
+#[test]
+fn login_command_runs_the_login_flow_with_the_password_from_stdin() {
+    let mut env = env();
+    let out = command(&env, &["login", ALICE, "--service", "imap"])
+        .stdin(format!("{PW}\n").as_bytes())
+        .run();
+    out.assert_code(0).assert_never_printed(PW);
+    assert_eq!(
+        out.stdout.trim(),
+        "ok: alice@example.org (mailbox created from template Staff; skipped outside MySQL: \
+         Redis rate limit (RL_VALUE alice@example.org = 10 / 1h), memcached flush)"
+    );
+    assert_eq!(mailbox_count(&env), "1");
+
+    let out = command(&env, &["login", ALICE])
+        .stdin(b"not-her-password\n")
+        .run();
+    out.assert_code(1);
+    assert_eq!(out.stdout.trim(), "rejected: wrong password");
+
+    // the template disables POP3: the same refusal Dovecot would get
+    let out = command(&env, &["login", ALICE, "--service", "pop3"])
+        .stdin(format!("{PW}\n").as_bytes())
+        .run();
+    out.assert_code(1);
+    assert_eq!(
+        out.stdout.trim(),
+        "rejected: service pop3 disabled for this mailbox"
+    );
+
+    env.ldap_at(&["127.0.0.1"], dead_port());
+    let out = command(&env, &["login", ALICE])
+        .stdin(format!("{PW}\n").as_bytes())
+        .run();
+    out.assert_code(111);
+    assert!(
+        out.stdout
+            .starts_with("tempfail: all LDAP hosts unreachable"),
+        "{out}"
+    );
+}
+
+#[test]
+fn test_connection_passes_on_a_working_setup() {
+    let env = env();
+    let out = command(&env, &["test-connection"]).run();
+    out.assert_code(0).assert_never_printed(SVC_PW);
+    let port = slapd().port;
+    assert_stdout_has(
+        &out,
+        &format!("ok    LDAP 127.0.0.1:{port} bind as {SVC_DN}"),
+    );
+    assert_stdout_has(&out, &format!("ok    LDAP base DN {}", env.ldap.dn));
+    assert_stdout_has(&out, "(mailcow schema 19022026_1220)");
+    assert_stdout_has(&out, "ok    mailbox template 'Staff' exists");
+    assert_stdout_has(&out, "ok    mailbox template 'Default' exists");
+    assert!(!out.stdout.contains("FAIL"), "{out}");
+}
+
+#[test]
+fn test_connection_names_each_broken_piece() {
+    let mut env = env();
+    env.db
+        .exec("DELETE FROM templates WHERE template = 'Staff'");
+    let dead = dead_port();
+    env.cfg["ldap"]["hosts"] = json!([format!("127.0.0.2"), "127.0.0.1"]);
+    env.cfg["ldap"]["port"] = json!(slapd().port);
+    // 127.0.0.2 has nothing listening on slapd's port: refused, the next host works
+    let out = command(&env, &["test-connection"]).run();
+    out.assert_code(111);
+    assert_stdout_has(&out, "FAIL  all LDAP hosts unreachable: 127.0.0.2");
+    assert_stdout_has(&out, "ok    LDAP 127.0.0.1");
+    assert_stdout_has(&out, "FAIL  mailbox template 'Staff' exists");
+
+    env.cfg["ldap"]["hosts"] = json!(["127.0.0.1"]);
+    env.cfg["ldap"]["bind_password"] = json!("wrong");
+    env.cfg["database"]["port"] = json!(dead);
+    let out = command(&env, &["test-connection"]).run();
+    out.assert_code(111).assert_never_printed("wrong");
+    assert_stdout_has(&out, "FAIL  LDAP service bind as");
+    assert_stdout_has(&out, "FAIL  database unreachable");
+}
+
+#[test]
+fn test_connection_user_shows_what_a_first_login_would_do_without_writing() {
+    let env = env();
+    let out = command(&env, &["test-connection", "--user", "Alice@Example.org"]).run();
+    out.assert_code(0);
+    assert_stdout_has(
+        &out,
+        &format!(
+            "ok    alice@example.org: LDAP entry uid=alice,{}",
+            env.ldap.dn
+        ),
+    );
+    assert_stdout_has(&out, "employeeType: [\"staff\"]");
+    assert_stdout_has(
+        &out,
+        "ok    alice@example.org: a first login creates the mailbox from template Staff",
+    );
+    assert_eq!(mailbox_count(&env), "0", "test-connection must not write");
+
+    let out = command(&env, &["test-connection", "--user", "nobody@example.org"]).run();
+    out.assert_code(111);
+    assert_stdout_has(&out, "FAIL  nobody@example.org: no such LDAP entry");
+
+    env.db.exec("UPDATE domain SET mailboxes = 0");
+    let out = command(&env, &["test-connection", "--user", ALICE]).run();
+    out.assert_code(111);
+    assert_stdout_has(
+        &out,
+        "FAIL  alice@example.org: a first login is refused: mailbox limit of domain example.org reached",
+    );
+    assert_eq!(mailbox_count(&env), "0");
+}
+
+#[test]
+fn test_connection_user_with_a_mailbox_reports_its_template_state() {
+    let env = env();
+    command(&env, &["login", ALICE])
+        .stdin(format!("{PW}\n").as_bytes())
+        .run()
+        .assert_code(0);
+    let out = command(&env, &["test-connection", "--user", ALICE]).run();
+    out.assert_code(0);
+    assert_stdout_has(
+        &out,
+        "ok    alice@example.org: mailbox exists (authsource ldap, active 1, domain active Some(1))",
+    );
+    assert_stdout_has(&out, "template Staff is up to date");
+
+    let changed = golden()["template"]["attributes_text"]
+        .as_str()
+        .unwrap()
+        .replace("\"rl_value\":\"10\"", "\"rl_value\":\"20\"");
+    env.db.exec(&format!(
+        "UPDATE templates SET attributes = '{changed}' WHERE template = 'Staff'"
+    ));
+    let out = command(&env, &["test-connection", "--user", ALICE]).run();
+    out.assert_code(0);
+    assert_stdout_has(&out, "the next login re-applies template Staff");
+}
