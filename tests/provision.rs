@@ -566,6 +566,226 @@ fn update_with_a_missing_template_logs_in_unchanged() {
     assert_eq!(snapshot(&env.db), before);
 }
 
+/// The StaffUI text with `from` replaced by `to` (which must occur exactly once).
+fn staff_with(changes: &[(&str, &str)]) -> String {
+    let mut text = staff_text();
+    for (from, to) in changes {
+        assert_eq!(text.matches(from).count(), 1, "{from} in the StaffUI text");
+        text = text.replace(from, to);
+    }
+    text
+}
+
+/// A domain of 1500 MiB where bob (1024 MiB, from StaffUI) and old@ (1000 MiB, added after
+/// bob's first login, as when an admin lowers the domain quota) together hold more than that.
+fn over_committed_env(first_text: &str) -> TestEnv {
+    let mut domain = golden_domain();
+    domain.quota = 1500;
+    let env = staff_env_with(&[bob()], domain);
+    set_template_text(&env.db, "StaffUI", first_text);
+    login(&env, BOB).assert_code(0);
+    other_mailbox(&env, "old@example.org", 1000 * MIB, "");
+    env
+}
+
+fn bob_column(env: &TestEnv, column: &str) -> Option<String> {
+    single(
+        &env.db,
+        &format!("SELECT {column} FROM mailbox WHERE username = 'bob@example.org'"),
+    )
+}
+
+#[test]
+fn deactivating_template_with_the_same_quota_applies_on_an_over_committed_domain() {
+    let env = over_committed_env(&staff_text());
+    let text = staff_with(&[("\"active\":1", "\"active\":0")]);
+    set_template_text(&env.db, "StaffUI", &text);
+    login(&env, BOB)
+        .assert_code(1)
+        .assert_stderr_contains("result=rejected")
+        .assert_stderr_contains("mailbox inactive")
+        .assert_stderr_contains("template StaffUI re-applied")
+        .assert_stderr_lacks("template not applied");
+    // the update was written, not only obeyed
+    assert_eq!(bob_column(&env, "active").as_deref(), Some("0"));
+    assert_eq!(
+        bob_column(&env, "quota"),
+        Some((1024 * MIB).to_string()),
+        "the quota stays"
+    );
+    assert_eq!(
+        bob_column(&env, "JSON_VALUE(attributes, '$.attribute_hash')"),
+        Some(provision_hash(&text))
+    );
+    assert_eq!(
+        single(
+            &env.db,
+            "SELECT active FROM alias WHERE address = 'bob@example.org'"
+        )
+        .as_deref(),
+        Some("0")
+    );
+    assert!(
+        env.db
+            .rows("SELECT * FROM _sogo_static_view WHERE c_uid = 'bob@example.org'")
+            .is_empty()
+    );
+}
+
+/// mailcow's `attribute_hash` of a template text (the PHP algorithm, unit-tested against
+/// every vector of tests/fixtures/attribute_hash_vectors.json).
+fn provision_hash(text: &str) -> String {
+    mailcow_ldap_auth::mailcow::template::attribute_hash(text)
+}
+
+#[test]
+fn template_quota_shrinking_on_an_over_committed_domain_is_applied() {
+    let env = over_committed_env(&staff_text());
+    set_template_text(
+        &env.db,
+        "StaffUI",
+        &staff_with(&[
+            ("1073741824", &(512 * MIB).to_string()),
+            ("\"acl_syncjobs\":0", "\"acl_syncjobs\":1"),
+        ]),
+    );
+    login(&env, BOB)
+        .assert_code(0)
+        .assert_stderr_contains("result=ok")
+        .assert_stderr_contains("template StaffUI re-applied")
+        .assert_stderr_lacks("template not applied");
+    assert_eq!(bob_column(&env, "quota"), Some((512 * MIB).to_string()));
+    assert_eq!(
+        single(
+            &env.db,
+            "SELECT syncjobs FROM user_acl WHERE username = 'bob@example.org'"
+        )
+        .as_deref(),
+        Some("1")
+    );
+    // the same quota again, with another change: still applied on the over-committed domain
+    set_template_text(
+        &env.db,
+        "StaffUI",
+        &staff_with(&[("1073741824", &(512 * MIB).to_string())]),
+    );
+    login(&env, BOB)
+        .assert_code(0)
+        .assert_stderr_contains("template StaffUI re-applied");
+    assert_eq!(
+        single(
+            &env.db,
+            "SELECT syncjobs FROM user_acl WHERE username = 'bob@example.org'"
+        )
+        .as_deref(),
+        Some("0")
+    );
+}
+
+#[test]
+fn skipped_update_still_obeys_the_templates_access_and_active_flags() {
+    // bob starts with POP3 allowed
+    let pop3_on = staff_with(&[("\"pop3_access\":0", "\"pop3_access\":1")]);
+    let mut domain = golden_domain();
+    domain.quota = 1500;
+    let env = staff_env_with(&[bob()], domain);
+    set_template_text(&env.db, "StaffUI", &pop3_on);
+    other_mailbox(&env, "old@example.org", 400 * MIB, "");
+    env.cp().service("pop3").login(BOB, PW).run().assert_code(0);
+    let before = snapshot(&env.db);
+
+    // 2 GiB does not fit (400 + 2048 > 1500), and the template also disables POP3
+    set_template_text(
+        &env.db,
+        "StaffUI",
+        &staff_with(&[("1073741824", "2147483648")]),
+    );
+    env.cp()
+        .service("pop3")
+        .login(BOB, PW)
+        .run()
+        .assert_code(1)
+        .assert_stderr_contains("result=rejected")
+        .assert_stderr_contains("service pop3 disabled")
+        .assert_stderr_contains("quota")
+        .assert_stderr_contains("template not applied");
+    assert_eq!(
+        snapshot(&env.db),
+        before,
+        "the update is skipped as a whole"
+    );
+    let out = env.cp().service("imap").login(BOB, PW).run();
+    out.assert_code(0)
+        .assert_stderr_contains("result=ok")
+        .assert_stderr_contains("template not applied");
+    // the stored quota, not the refused one
+    assert_eq!(
+        out.userdb().get("userdb_quota_rule").map(String::as_str),
+        Some("*:bytes=1073741824")
+    );
+    assert_eq!(snapshot(&env.db), before);
+
+    // a refused quota increase that also deactivates the mailbox refuses every login
+    set_template_text(
+        &env.db,
+        "StaffUI",
+        &staff_with(&[
+            ("1073741824", "2147483648"),
+            ("\"active\":1", "\"active\":0"),
+        ]),
+    );
+    env.cp()
+        .service("imap")
+        .login(BOB, PW)
+        .run()
+        .assert_code(1)
+        .assert_stderr_contains("mailbox inactive")
+        .assert_stderr_contains("template not applied");
+    assert_eq!(snapshot(&env.db), before);
+}
+
+const BROKEN_TEMPLATES: [(&str, &str); 2] = [
+    ("'[]'", "not a JSON object"),
+    ("NULL", "no attributes (NULL)"),
+];
+
+#[test]
+fn update_with_an_unreadable_template_logs_in_unchanged() {
+    let env = staff_env(&[bob()]);
+    login(&env, BOB).assert_code(0);
+    let before = snapshot(&env.db);
+    for (text, problem) in BROKEN_TEMPLATES {
+        env.db.exec(&format!(
+            "UPDATE templates SET attributes = {text} WHERE template = 'StaffUI'"
+        ));
+        login(&env, BOB)
+            .assert_code(0)
+            .assert_stderr_contains("result=ok")
+            .assert_stderr_contains("StaffUI")
+            .assert_stderr_contains(problem)
+            .assert_stderr_contains("mailbox left unchanged");
+        assert_eq!(snapshot(&env.db), before, "{text}");
+    }
+}
+
+#[test]
+fn first_login_with_an_unreadable_template_is_refused() {
+    let env = staff_env(&[bob()]);
+    for (text, problem) in BROKEN_TEMPLATES {
+        env.db.exec(&format!(
+            "UPDATE templates SET attributes = {text} WHERE template = 'StaffUI'"
+        ));
+        let before = snapshot(&env.db);
+        login(&env, BOB)
+            .assert_code(1)
+            .assert_stderr_contains("result=rejected")
+            .assert_stderr_contains("StaffUI")
+            .assert_stderr_contains(problem);
+        assert_eq!(snapshot(&env.db), before, "{text}");
+        assert_eq!(mailbox_count(&env.db), 0);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Limits: each refused with exit 1, nothing written
 // ---------------------------------------------------------------------------------------------

@@ -8,8 +8,13 @@
 //! - an empty display name falls back to the local part (mailcow's fallback never happens);
 //! - an empty LDAP display name keeps the stored name and does not count as a change (mailcow
 //!   re-applies the template on every login then);
-//! - a re-applied template that breaks the domain's quota is skipped as a whole (mailcow
-//!   silently applies everything but the mailbox columns);
+//! - a re-applied template that raises the quota beyond the domain's limits is skipped as a
+//!   whole (mailcow silently applies everything but the mailbox columns); a quota that stays or
+//!   shrinks is never checked, so it cannot hold up the rest of the template. The login of a
+//!   skipped update is still checked against the mailbox as the template would leave it
+//!   (`active`, `*_access`), so a deactivating template never fails open;
+//! - an unreadable template (attributes NULL or not a JSON object) is treated like a missing
+//!   one by an update (the mailbox is left as it is) and refuses a creation;
 //! - the `_sogo_static_view` refresh only touches this mailbox's row;
 //! - Redis (`RL_VALUE`) and memcached are not written; the caller logs that they were skipped.
 
@@ -100,9 +105,16 @@ pub enum Applied {
         /// Side effects outside MySQL that were not performed.
         skipped: Vec<String>,
     },
-    /// Nothing was written, for this reason (template missing, quota); the login goes on with
-    /// the mailbox as it was.
-    Skipped(String),
+    /// Nothing was written, for this reason (template missing or unreadable, quota).
+    Skipped {
+        reason: String,
+        /// The mailbox as the template would leave it, for the login's access checks: the
+        /// stored row with the template's `active` and `*_access` keys applied in memory only
+        /// (quota, name and everything else as stored). Without a readable template, the
+        /// stored row. A template that deactivates the mailbox or disables a protocol thus
+        /// refuses the login even when its update was refused.
+        mailbox: Box<Mailbox>,
+    },
 }
 
 /// Creates the mailbox `username` from `template`, with every row mailcow writes.
@@ -115,7 +127,12 @@ pub fn create(
     display_name: Option<&str>,
     template: &str,
 ) -> Result<Provisioned, ProvisionError> {
-    let loaded = Template::load(store, template)?;
+    let loaded = match Template::load(store, template) {
+        Ok(loaded) => loaded,
+        // The admin's data, not a transient fault: this first login is refused.
+        Err(StoreError::Data(why)) => return Err(ProvisionError::Refused(unreadable(&why))),
+        Err(e) => return Err(e.into()),
+    };
     create_from(store, username, display_name, template, loaded.as_ref())
 }
 
@@ -160,7 +177,17 @@ pub fn apply_template(
     display_name: Option<&str>,
     template: &str,
 ) -> Result<Applied, ProvisionError> {
-    let loaded = Template::load(store, template)?;
+    let loaded = match Template::load(store, template) {
+        Ok(loaded) => loaded,
+        // Like a missing template: the login goes on with the mailbox as it is.
+        Err(StoreError::Data(why)) => {
+            return Ok(Applied::Skipped {
+                reason: format!("{}, mailbox left unchanged", unreadable(&why)),
+                mailbox: Box::new(mailbox.clone()),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
     apply_loaded(store, mailbox, display_name, template, loaded.as_ref())
 }
 
@@ -173,7 +200,10 @@ pub fn apply_loaded(
     template: Option<&Template>,
 ) -> Result<Applied, ProvisionError> {
     let Some(template) = template else {
-        return Ok(Applied::Skipped(missing_for_update(name)));
+        return Ok(Applied::Skipped {
+            reason: missing_for_update(name),
+            mailbox: Box::new(mailbox.clone()),
+        });
     };
     let update = Update::build(mailbox, display_name, template);
     if update.matches(
@@ -200,7 +230,10 @@ pub fn apply_loaded(
         }
         // another login re-applied it first
         Ok(false) => Ok(Applied::Unchanged),
-        Err(TxError::Refused(why)) => Ok(Applied::Skipped(why)),
+        Err(TxError::Refused(why)) => Ok(Applied::Skipped {
+            reason: why,
+            mailbox: Box::new(update.would_leave(mailbox)),
+        }),
         Err(other) => Err(ProvisionError::Store(other.into_store())),
     }
 }
@@ -281,6 +314,12 @@ fn new_mailbox<'t>(
 
 fn missing_for_update(name: &str) -> String {
     format!("template {name} missing, mailbox left unchanged")
+}
+
+/// The reason for a template whose stored attributes cannot be read ([`Template::load`]'s
+/// message names the template and the problem).
+fn unreadable(why: &str) -> String {
+    format!("template unreadable: {why}")
 }
 
 /// One leading `<` and one trailing `>` stripped, at most 255 characters (`mailbox.name`).
@@ -444,6 +483,23 @@ impl Update {
             tags: template_tags(template),
             template: template.name.clone(),
         }
+    }
+
+    /// The mailbox as this update would leave it, as far as the login checks go: `active` and
+    /// the `*_access` keys from the template, everything else as given. Nothing is written.
+    fn would_leave(&self, mailbox: &Mailbox) -> Mailbox {
+        let mut mailbox = mailbox.clone();
+        if let Some(active) = self.active {
+            mailbox.active = active;
+        }
+        for (key, value) in &self.attributes {
+            if ACCESS_KEYS.contains(key) {
+                mailbox
+                    .attributes
+                    .insert((*key).to_owned(), Value::String(value.clone()));
+            }
+        }
+        mailbox
     }
 
     /// mailcow's change detection: stored hash and stored name both equal the new ones.
@@ -742,6 +798,12 @@ fn check_apply(
     let quota = update
         .quota_mib
         .map_or(current_quota.max(0), |mib| mib * MIB);
+    // mailcow's quota checks exist to stop increases: a quota that stays or shrinks cannot
+    // break the domain's limits (even on a domain already over them), and must not hold up the
+    // rest of the template (`active`, access keys, ACLs).
+    if quota <= current_quota {
+        return Ok(Some(quota));
+    }
     if update
         .quota_mib
         .is_some_and(|mib| mib > domain.maxquota_mib)
