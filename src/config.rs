@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// Where the configuration lives unless `--config` or `MAILCOW_LDAP_AUTH_CONFIG` says otherwise.
@@ -138,8 +138,11 @@ fn inline_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Secret
 fn yes() -> bool {
     true
 }
+/// `deadline_ms` when the file does not set it.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(10_000);
+
 fn default_deadline_ms() -> u64 {
-    10_000
+    DEFAULT_DEADLINE.as_millis() as u64
 }
 fn default_username_field() -> String {
     "mail".into()
@@ -442,6 +445,22 @@ fn validate_ldap(raw: RawLdap, warnings: &mut Vec<String>) -> Result<LdapConfig,
         "ldap.bind_password",
         warnings,
     )?;
+    if bind_password.expose_secret().is_empty() {
+        return Err(
+            "ldap.bind_password: empty (a simple bind without a password is an anonymous bind)"
+                .into(),
+        );
+    }
+    if transport != Transport::Plain {
+        if let Some(ip6) = hosts
+            .iter()
+            .find(|h| h.parse::<std::net::Ipv6Addr>().is_ok())
+        {
+            return Err(format!(
+                "ldap.hosts: '{ip6}': with TLS use a host name or an IPv4 address (the certificate check cannot use an IPv6 literal)"
+            ));
+        }
+    }
     Ok(LdapConfig {
         hosts,
         port,
@@ -590,6 +609,21 @@ database:
             (
                 format!("{MINIMAL}dovecot:\n  userdb_fields: {{ home: \"/x/{{user}}\" }}\n"),
                 "{user}",
+            ),
+            (
+                MINIMAL.replace("bind_password: secret", "bind_password: 987654"),
+                "quoted string",
+            ),
+            (
+                MINIMAL.replace("bind_password: secret", "bind_password: \"\""),
+                "anonymous bind",
+            ),
+            (
+                MINIMAL.replace(
+                    "hosts: ldap1.example.org, ldap2.example.org",
+                    "hosts: [\"::1\"]\n  use_tls: true",
+                ),
+                "IPv6",
             ),
         ];
         for (text, key) in cases {

@@ -10,8 +10,12 @@ pub struct Deadline {
 
 impl Deadline {
     pub fn after(budget: Duration) -> Self {
+        Self::starting_at(Instant::now(), budget)
+    }
+
+    pub fn starting_at(start: Instant, budget: Duration) -> Self {
         Deadline {
-            end: Instant::now() + budget,
+            end: start + budget,
         }
     }
 

@@ -60,7 +60,8 @@ impl Logger {
         }
         let to_stderr = match self.stderr {
             StderrLevel::None => false,
-            StderrLevel::Errors => severity != Severity::Info,
+            // Dovecot logs every stderr line as an error: only real errors go there.
+            StderrLevel::Errors => severity == Severity::Error,
             StderrLevel::All => true,
         };
         if to_stderr {
@@ -83,9 +84,20 @@ pub fn printable(value: &str) -> String {
     out
 }
 
+/// A value for an unquoted `key=value` field (`user=`, `service=`, `rip=`): spaces and `=`
+/// escaped as well, so that a login name cannot add fields of its own.
+pub fn printable_word(value: &str) -> String {
+    printable(value).replace(' ', "\\x20").replace('=', "\\x3d")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::printable;
+    use super::{printable, printable_word};
+
+    #[test]
+    fn words_cannot_add_fields() {
+        assert_eq!(printable_word("x result=ok"), "x\\x20result\\x3dok");
+    }
 
     #[test]
     fn control_characters_are_escaped() {

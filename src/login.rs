@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::deadline::Deadline;
-use crate::ldap::{self, DirectoryError, UserSearch};
+use crate::ldap::{self, DirectoryError, Rejected, UserSearch};
 use crate::mailcow::address::{self, AddressError};
 use crate::mailcow::provision::{self, Applied, ProvisionError};
 use crate::mailcow::{Mailbox, Store, StoreError};
@@ -50,8 +50,9 @@ pub enum Refusal {
     NoLdapEntry,
     #[error("ambiguous LDAP entry: {0} entries match")]
     Ambiguous(String),
-    #[error("wrong password")]
-    WrongPassword,
+    /// With the server's diagnostic text, if it gave one.
+    #[error("wrong password{0}")]
+    WrongPassword(String),
     #[error("no mailbox, and login_provisioning is off")]
     ProvisioningOff,
     #[error("no attribute mapping for {0} and no default_template")]
@@ -150,8 +151,8 @@ pub fn authenticate(
         UserSearch::NotFound => return rejected(Refusal::NoLdapEntry),
         UserSearch::Ambiguous(count) => return rejected(Refusal::Ambiguous(count)),
     };
-    if !session.check_password(&entry.dn, request.password, deadline)? {
-        return rejected(Refusal::WrongPassword);
+    if let Err(Rejected(detail)) = session.check_password(&entry.dn, request.password, deadline)? {
+        return rejected(Refusal::WrongPassword(server_says(detail)));
     }
     drop(session);
 
@@ -172,8 +173,9 @@ pub fn authenticate(
                         &skipped,
                     )),
                 ),
-                // mailcow lets the login succeed when the update cannot be made
-                Ok(Applied::Skipped(reason)) => (mailbox, Some(reason)),
+                // mailcow lets the login succeed when the update cannot be made; the access
+                // checks below still obey the template (`mailbox` is as it would leave it).
+                Ok(Applied::Skipped { reason, mailbox }) => (*mailbox, Some(reason)),
                 Err(e) => return provisioning_failed(e),
             },
         },
@@ -209,6 +211,16 @@ pub fn authenticate(
         }),
         (Err(refusal), None) => rejected(refusal),
         (Err(refusal), Some(note)) => rejected(Refusal::Provisioning(format!("{refusal}; {note}"))),
+    }
+}
+
+/// `" (server: …)"` for a diagnostic text, or nothing.
+fn server_says(detail: String) -> String {
+    let detail = detail.trim();
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(" (server: {detail})")
     }
 }
 

@@ -899,3 +899,16 @@ fn fd3_is_closed_before_the_reply_program_runs() {
     );
     assert_eq!(out.env["USER"], "alice@example.org", "{out}");
 }
+
+#[test]
+fn deadline_holds_even_when_stderr_blocks() {
+    // Dovecot stops draining the helper's stderr: every log write blocks. The answer must
+    // still come at the deadline, as a temporary failure.
+    let mut env = alice_env();
+    let bh = BlackHole::new();
+    env.ldap_at(&["127.0.0.1"], bh.port());
+    env.cfg["deadline_ms"] = json!(300);
+    env.cfg["ldap"]["timeout_ms"] = json!(30000);
+    let out = env.cp().login("alice@example.org", PW).stderr_full().run();
+    out.assert_code(111);
+}

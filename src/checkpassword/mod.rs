@@ -5,13 +5,13 @@ pub mod reply;
 
 use std::ffi::OsString;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::exit::ExitCode;
-use crate::log::{Logger, Severity, printable};
+use crate::log::{Logger, Severity, printable, printable_word};
 use crate::login::{self, LoginRequest, Outcome};
 
 /// What Dovecot tells us about the request through the environment.
@@ -50,12 +50,12 @@ impl Report {
         let rip = if self.lookup {
             String::new()
         } else {
-            format!(" rip={}", printable(&self.remote_ip))
+            format!(" rip={}", printable_word(&self.remote_ip))
         };
         format!(
             "{kind} user={} service={}{rip} result={result} reason=\"{}\" ms={}",
-            printable(&self.user),
-            printable(&self.service),
+            printable_word(&self.user),
+            printable_word(&self.service),
             printable(reason),
             self.started.elapsed().as_millis()
         )
@@ -73,6 +73,7 @@ pub fn run(config_path: &Path, reply_program: &[OsString]) -> ExitCode {
             return ExitCode::Misuse;
         }
     };
+    let watchdog = Watchdog::start(started);
     let env = RequestEnv::from_env();
     let report = Arc::new(Report {
         user: String::from_utf8_lossy(credentials.user()).into_owned(),
@@ -89,16 +90,16 @@ pub fn run(config_path: &Path, reply_program: &[OsString]) -> ExitCode {
         }
     };
     let logger = Arc::new(Logger::new(&config.log));
+    let deadline = Deadline::starting_at(started, config.deadline);
+    watchdog.arm(Armed {
+        deadline,
+        budget_ms: config.deadline.as_millis(),
+        logger: logger.clone(),
+        report: report.clone(),
+    });
     for warning in &config.warnings {
         logger.log(Severity::Warning, warning);
     }
-    let deadline = Deadline::after(config.deadline);
-    start_watchdog(
-        deadline,
-        config.deadline.as_millis(),
-        logger.clone(),
-        report.clone(),
-    );
 
     let (user, password) = match (
         std::str::from_utf8(credentials.user()),
@@ -183,14 +184,59 @@ fn result_word(code: ExitCode, lookup: bool) -> &'static str {
     }
 }
 
-/// Dovecot waits forever for a checkpassword child; past the deadline we answer "try later".
-fn start_watchdog(deadline: Deadline, budget_ms: u128, logger: Arc<Logger>, report: Arc<Report>) {
-    std::thread::spawn(move || {
-        std::thread::sleep(deadline.end().saturating_duration_since(Instant::now()));
-        logger.log(
-            Severity::Error,
-            &report.line("tempfail", &format!("deadline of {budget_ms} ms exceeded")),
-        );
-        ExitCode::TempFail.exit();
-    });
+/// Dovecot waits forever for a checkpassword child and never kills it: past the deadline the
+/// watchdog answers "try later" itself.
+struct Watchdog(mpsc::Sender<Armed>);
+
+/// What the watchdog needs once the configuration is known.
+struct Armed {
+    deadline: Deadline,
+    budget_ms: u128,
+    logger: Arc<Logger>,
+    report: Arc<Report>,
+}
+
+impl Watchdog {
+    /// Starts before the configuration is read: should reading it, or logging why it failed,
+    /// block for the default deadline, the process ends with 111 all the same.
+    fn start(started: Instant) -> Watchdog {
+        let (tx, rx) = mpsc::channel::<Armed>();
+        std::thread::spawn(move || {
+            let unarmed = Deadline::starting_at(started, crate::config::DEFAULT_DEADLINE);
+            let Ok(armed) =
+                rx.recv_timeout(unarmed.end().saturating_duration_since(Instant::now()))
+            else {
+                hard_exit();
+            };
+            std::thread::sleep(
+                armed
+                    .deadline
+                    .end()
+                    .saturating_duration_since(Instant::now()),
+            );
+            // The log line may block (a full stderr pipe, a stalled syslog, or the main thread
+            // holding the logger while blocked there): it gets a moment, then the answer stands.
+            std::thread::spawn(|| {
+                std::thread::sleep(Duration::from_millis(200));
+                hard_exit();
+            });
+            let reason = format!("deadline of {} ms exceeded", armed.budget_ms);
+            armed
+                .logger
+                .log(Severity::Error, &armed.report.line("tempfail", &reason));
+            ExitCode::TempFail.exit();
+        });
+        Watchdog(tx)
+    }
+
+    fn arm(&self, armed: Armed) {
+        // The watchdog thread only goes away by ending the process.
+        let _ = self.0.send(armed);
+    }
+}
+
+/// Exit 111 at once, without exit handlers or buffer flushes that could block too.
+fn hard_exit() -> ! {
+    // SAFETY: _exit only ends the process.
+    unsafe { libc::_exit(ExitCode::TempFail as i32) }
 }

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::exit::ExitCode;
 use crate::ldap::{self, DirectoryError, Session, UserSearch};
-use crate::log::{Logger, Severity, printable};
+use crate::log::{Logger, Severity, printable, printable_word};
 use crate::login::Refusal;
 use crate::mailcow::address;
 use crate::mailcow::{AuthsourceChange, Store, StoreError};
@@ -112,7 +112,7 @@ pub fn run(config_path: &Path, target: Target, addresses: &[String], dry_run: bo
                             Severity::Info,
                             &format!(
                                 "authsource user={} result=switched reason=\"{change}\"",
-                                printable(&addr)
+                                printable_word(&addr)
                             ),
                         );
                     }

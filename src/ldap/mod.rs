@@ -292,7 +292,9 @@ impl Session<'_> {
         let ldap3::SearchResult(entries, status) = result;
         match status.rc {
             rc::SUCCESS => {}
-            rc::SIZE_LIMIT_EXCEEDED => {
+            // Cut short by the server's size limit: several entries match. Without any entry
+            // the limit itself is broken, which says nothing about the user.
+            rc::SIZE_LIMIT_EXCEEDED if !entries.is_empty() => {
                 return Ok(UserSearch::Ambiguous(format!("at least {}", entries.len())));
             }
             rc::NO_SUCH_OBJECT => {
@@ -416,13 +418,15 @@ impl Session<'_> {
         }
     }
 
-    /// Binds as `dn` with the user's password: `Ok(false)` means invalid credentials.
+    /// Binds as `dn` with the user's password. `Err(Rejected)` is invalid credentials (49),
+    /// with the server's diagnostic text: Active Directory says there why (`data 52e` wrong
+    /// password, `775` locked, `533` disabled, `532` expired, …).
     pub fn check_password(
         &mut self,
         dn: &str,
         password: &str,
         deadline: &Deadline,
-    ) -> Result<bool, DirectoryError> {
+    ) -> Result<Result<(), Rejected>, DirectoryError> {
         let timeout = self.op_timeout(deadline, "user bind")?;
         let result = self
             .conn
@@ -430,12 +434,16 @@ impl Session<'_> {
             .simple_bind(dn, password)
             .map_err(|e| self.op_error(deadline, "user bind", describe(&e)))?;
         match result.rc {
-            rc::SUCCESS => Ok(true),
-            rc::INVALID_CREDENTIALS => Ok(false),
+            rc::SUCCESS => Ok(Ok(())),
+            rc::INVALID_CREDENTIALS => Ok(Err(Rejected(result.text))),
             code => Err(self.op_error(deadline, "user bind", format!("rc={code} {}", result.text))),
         }
     }
 }
+
+/// The server refused the user's password; its diagnostic text (often empty).
+#[derive(Debug)]
+pub struct Rejected(pub String);
 
 /// The mapping values and display name of an entry, as the login and the sync read them.
 fn user_entry(cfg: &LdapConfig, entry: SearchEntry) -> UserEntry {

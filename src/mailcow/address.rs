@@ -86,9 +86,9 @@ fn valid_local_part(local: &str) -> bool {
         && local.split('.').all(|atom| {
             !atom.is_empty()
                 && atom.chars().all(|c| {
-                    c.is_ascii_alphanumeric()
-                        || ATEXT_SPECIALS.contains(c)
-                        || (!c.is_ascii() && !c.is_whitespace() && !c.is_control())
+                    // ASCII only, as PHP's FILTER_VALIDATE_EMAIL (without the Unicode flag)
+                    // that mailcow checks addresses with.
+                    c.is_ascii_alphanumeric() || ATEXT_SPECIALS.contains(c)
                 })
         })
 }

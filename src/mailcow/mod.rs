@@ -74,8 +74,13 @@ impl Mailbox {
     }
 
     /// mailcow's protocol rule: refused when `<service>_access` exists and is not "1".
+    /// Dovecot's submission service sends mail, so it answers to `smtp_access`.
     pub fn service_allowed(&self, service: &str) -> bool {
-        let key = format!("{}_access", service.to_ascii_lowercase());
+        let service = service.to_ascii_lowercase();
+        let key = match service.as_str() {
+            "submission" => "smtp_access".to_owned(),
+            other => format!("{other}_access"),
+        };
         self.attributes.get(&key).is_none() || self.attribute(&key).as_deref() == Some("1")
     }
 }
@@ -216,7 +221,8 @@ const MAILBOX_SELECT: &str = "SELECT m.username, m.name, m.quota, m.local_part, 
 type MailboxRow = (
     String,
     Option<String>,
-    u64,
+    // Signed as the column is: a negative quota is bad data, not a reason to panic.
+    i64,
     String,
     String,
     Option<String>,
@@ -247,6 +253,8 @@ fn mailbox_from_row(row: MailboxRow) -> Result<Mailbox, StoreError> {
             ))
         })?,
     };
+    let quota = u64::try_from(quota)
+        .map_err(|_| StoreError::Data(format!("mailbox.quota of {username} is negative")))?;
     Ok(Mailbox {
         username,
         name: name.unwrap_or_default(),
@@ -259,4 +267,41 @@ fn mailbox_from_row(row: MailboxRow) -> Result<Mailbox, StoreError> {
         active,
         domain_active,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mailbox(attributes: Value) -> Mailbox {
+        Mailbox {
+            username: "a@example.org".into(),
+            name: String::new(),
+            quota: 0,
+            local_part: "a".into(),
+            domain: "example.org".into(),
+            attributes: attributes.as_object().unwrap().clone(),
+            kind: String::new(),
+            authsource: Some("ldap".into()),
+            active: 1,
+            domain_active: Some(1),
+        }
+    }
+
+    #[test]
+    fn service_access_follows_mailcows_rule() {
+        let m = mailbox(serde_json::json!({
+            "imap_access": "1", "pop3_access": "0", "smtp_access": 0, "sieve_access": 1
+        }));
+        assert!(m.service_allowed("imap"));
+        assert!(m.service_allowed("IMAP"));
+        assert!(!m.service_allowed("pop3"));
+        assert!(!m.service_allowed("smtp"));
+        assert!(
+            !m.service_allowed("submission"),
+            "submission sends mail: smtp_access"
+        );
+        assert!(m.service_allowed("sieve"));
+        assert!(m.service_allowed("doveadm"), "no key: allowed");
+    }
 }

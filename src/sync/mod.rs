@@ -22,7 +22,7 @@ use crate::config::{Config, StderrLevel};
 use crate::deadline::Deadline;
 use crate::exit::ExitCode;
 use crate::ldap::{self, DirectoryError, ListedUser};
-use crate::log::{Logger, Severity, printable};
+use crate::log::{Logger, Severity, printable, printable_word};
 use crate::login::{describe_values, with_skipped};
 use crate::mailcow::address;
 use crate::mailcow::provision::{self, Applied, Preview, ProvisionError};
@@ -251,7 +251,7 @@ fn synchronise(config: &Config, out: &Output) -> Result<Counts, SyncError> {
                 } else {
                     run.entry(addr, user, mailboxes.get(addr))?
                 };
-                (format!("user={}", printable(addr)), outcome)
+                (format!("user={}", printable_word(addr)), outcome)
             }
         };
         counts.entries += 1;
@@ -467,7 +467,7 @@ impl Run<'_> {
                 Kind::Reapplied,
                 with_skipped(format!("template {template_name} re-applied"), &skipped),
             )),
-            Ok(Applied::Skipped(why)) => Ok(Outcome::warn(Kind::Skipped, why)),
+            Ok(Applied::Skipped { reason, .. }) => Ok(Outcome::warn(Kind::Skipped, reason)),
             Err(e) => refused(e),
         }
     }

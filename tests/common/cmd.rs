@@ -7,7 +7,7 @@ use command_fds::{CommandFdExt, FdMapping};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
@@ -26,6 +26,24 @@ pub enum ConfigAt {
     AfterSubcommand,
     /// `MAILCOW_LDAP_AUTH_CONFIG=PATH BIN checkpassword REPLY`
     Env,
+}
+
+/// A pipe whose buffer is already full: writes to the write end block.
+fn full_pipe() -> (OwnedFd, OwnedFd) {
+    let (r, w) = pipe();
+    let fd = w.as_raw_fd();
+    // SAFETY: fcntl/write on a pipe fd we own; O_NONBLOCK is set only while filling and
+    // cleared before the child inherits the (shared) file description.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        // Writes up to PIPE_BUF are all-or-nothing: finish with single bytes.
+        let chunk = [b'x'; 4096];
+        while libc::write(fd, chunk.as_ptr().cast(), chunk.len()) > 0 {}
+        while libc::write(fd, chunk.as_ptr().cast(), 1) > 0 {}
+        libc::fcntl(fd, libc::F_SETFL, flags);
+    }
+    (r, w)
 }
 
 pub fn pipe() -> (OwnedFd, OwnedFd) {
@@ -56,6 +74,8 @@ pub struct Run {
     fd3: Option<Vec<u8>>,
     fd4: bool,
     stdin: Option<Vec<u8>>,
+    /// The child's stderr is a pipe that is full and never read (a stalled log reader).
+    stderr_full: bool,
     timeout: Duration,
 }
 
@@ -78,6 +98,7 @@ impl Run {
             fd3: None,
             fd4: false,
             stdin: None,
+            stderr_full: false,
             timeout: Duration::from_secs(60),
         }
     }
@@ -93,6 +114,7 @@ impl Run {
             fd3: None,
             fd4: false,
             stdin: None,
+            stderr_full: false,
             timeout: Duration::from_secs(60),
         }
     }
@@ -177,6 +199,13 @@ impl Run {
     }
 
     /// Runs the binary (killing it after a generous safety timeout) and collects the outcome.
+    /// Hands the child a stderr pipe that is already full and never read: every write to
+    /// stderr blocks (Dovecot not draining the pipe). The outcome's stderr is then empty.
+    pub fn stderr_full(mut self) -> Self {
+        self.stderr_full = true;
+        self
+    }
+
     pub fn run(self) -> Outcome {
         let dir = tempfile::Builder::new()
             .prefix("run.")
@@ -244,8 +273,16 @@ impl Run {
         } else {
             Stdio::null()
         })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stdout(Stdio::piped());
+        // Kept open (never read) until the child is gone, so its writes block instead of failing.
+        let mut _full_stderr_reader = None;
+        if self.stderr_full {
+            let (r, w) = full_pipe();
+            cmd.stderr(Stdio::from(w));
+            _full_stderr_reader = Some(r);
+        } else {
+            cmd.stderr(Stdio::piped());
+        }
         let argv = format!("{cmd:?}");
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
         drop(cmd); // closes our copies of the fds handed to the child
