@@ -912,3 +912,28 @@ fn deadline_holds_even_when_stderr_blocks() {
     let out = env.cp().login("alice@example.org", PW).stderr_full().run();
     out.assert_code(111);
 }
+
+#[test]
+fn host_that_binds_but_never_answers_a_search_fails_over() {
+    // 127.0.0.2 on slapd's port: binds pass through to slapd, searches are swallowed.
+    let mut env = alice_env();
+    let port = slapd().port;
+    let _proxy = FirstRequestProxy::start(
+        &format!("127.0.0.2:{port}"),
+        format!("127.0.0.1:{port}").parse().unwrap(),
+    )
+    .expect("proxy on 127.0.0.2");
+    env.ldap_at(&["127.0.0.2", "127.0.0.1"], port);
+    env.cfg["ldap"]["timeout_ms"] = json!(500);
+    let out = env.cp().login("alice@example.org", PW).run();
+    out.assert_code(0);
+    assert_eq!(out.env["USER"], "alice@example.org", "{out}");
+
+    // with no other host to ask, the hung search is a temporary failure
+    env.ldap_at(&["127.0.0.2"], port);
+    env.cp()
+        .login("alice@example.org", PW)
+        .run()
+        .assert_code(111)
+        .assert_stderr_contains("search on 127.0.0.2 failed: timed out");
+}

@@ -40,6 +40,9 @@ pub enum DirectoryError {
         host: String,
         operation: &'static str,
         detail: String,
+        /// The connection failed (I/O, timeout, busy/unavailable), not the request: another
+        /// host may answer.
+        transport: bool,
     },
     #[error("TLS setup failed: {0}")]
     TlsSetup(String),
@@ -81,6 +84,9 @@ pub struct Session<'a> {
     config: &'a LdapConfig,
     conn: LdapConn,
     host: String,
+    /// Position of `host` in `ldap.hosts`, and the TLS setup, to move on to the next host.
+    host_index: usize,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Opens a connection to the first host that answers and binds as the service account.
@@ -91,10 +97,19 @@ pub fn connect<'a>(
     config: &'a LdapConfig,
     deadline: &Deadline,
 ) -> Result<Session<'a>, DirectoryError> {
-    let tls = tls_config(config)?;
+    connect_from(config, tls_config(config)?, 0, deadline)
+}
+
+/// [`connect`], starting at `ldap.hosts[first]`.
+fn connect_from<'a>(
+    config: &'a LdapConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    first: usize,
+    deadline: &Deadline,
+) -> Result<Session<'a>, DirectoryError> {
     let mut failures = Vec::new();
-    for host in &config.hosts {
-        match connect_host(config, host, tls.clone(), deadline) {
+    for (index, host) in config.hosts.iter().enumerate().skip(first) {
+        match connect_host(config, index, tls.clone(), deadline) {
             Ok(session) => return Ok(session),
             // A timeout cut short by the deadline says nothing about the host.
             Err(HostFailure::TryNext(_)) if deadline.expired() => {
@@ -113,8 +128,12 @@ pub fn connect_to<'a>(
     host: &str,
     deadline: &Deadline,
 ) -> Result<Session<'a>, DirectoryError> {
-    let tls = tls_config(config)?;
-    connect_host(config, host, tls, deadline).map_err(|failure| match failure {
+    let index = config
+        .hosts
+        .iter()
+        .position(|h| h == host)
+        .unwrap_or_default();
+    connect_host(config, index, tls_config(config)?, deadline).map_err(|failure| match failure {
         HostFailure::TryNext(why) => DirectoryError::Unreachable(format!("{host}: {why}")),
         HostFailure::Fatal(e) => e,
     })
@@ -136,10 +155,11 @@ enum HostFailure {
 
 fn connect_host<'a>(
     config: &'a LdapConfig,
-    host: &str,
+    host_index: usize,
     tls: Option<Arc<rustls::ClientConfig>>,
     deadline: &Deadline,
 ) -> Result<Session<'a>, HostFailure> {
+    let host = config.hosts[host_index].as_str();
     let connect_timeout = deadline
         .cap(config.connect_timeout)
         .ok_or(HostFailure::Fatal(DirectoryError::Deadline("connect")))?;
@@ -160,8 +180,8 @@ fn connect_host<'a>(
         .set_std_stream(StdStream::Tcp(stream))
         .set_starttls(config.transport == Transport::StartTls)
         .set_no_tls_verify(config.ignore_ssl_errors);
-    if let Some(tls) = tls {
-        settings = settings.set_config(tls);
+    if let Some(tls) = &tls {
+        settings = settings.set_config(tls.clone());
     }
     let conn =
         LdapConn::with_settings(settings, &url).map_err(|e| HostFailure::TryNext(describe(&e)))?;
@@ -169,6 +189,8 @@ fn connect_host<'a>(
         config,
         conn,
         host: host.to_owned(),
+        host_index,
+        tls,
     };
     let timeout = deadline
         .cap(config.timeout)
@@ -245,6 +267,17 @@ impl Session<'_> {
         operation: &'static str,
         detail: String,
     ) -> DirectoryError {
+        self.failed(deadline, operation, detail, false)
+    }
+
+    /// A failed operation; one that ran into the overall deadline is reported as such.
+    fn failed(
+        &self,
+        deadline: &Deadline,
+        operation: &'static str,
+        detail: String,
+        transport: bool,
+    ) -> DirectoryError {
         if deadline.expired() {
             return DirectoryError::Deadline(operation);
         }
@@ -252,6 +285,7 @@ impl Session<'_> {
             host: self.host.clone(),
             operation,
             detail,
+            transport,
         }
     }
 
@@ -265,10 +299,23 @@ impl Session<'_> {
         deadline: &Deadline,
     ) -> Result<UserSearch, DirectoryError> {
         let typed = typed.trim();
-        if typed.eq_ignore_ascii_case(address) {
-            self.find_user(&[address], deadline)
+        let spellings: &[&str] = if typed.eq_ignore_ascii_case(address) {
+            &[address]
         } else {
-            self.find_user(&[typed, address], deadline)
+            &[typed, address]
+        };
+        loop {
+            match self.find_user(spellings, deadline) {
+                // A host that took the service bind but cannot search (a hung or overloaded
+                // directory server): the next host is asked, as when connecting.
+                Err(DirectoryError::Operation {
+                    transport: true, ..
+                }) if self.host_index + 1 < self.config.hosts.len() => {
+                    *self =
+                        connect_from(self.config, self.tls.clone(), self.host_index + 1, deadline)?;
+                }
+                answer => return answer,
+            }
         }
     }
 
@@ -288,10 +335,14 @@ impl Session<'_> {
             .conn
             .with_timeout(timeout)
             .search(&cfg.base_dn, Scope::Subtree, &filter, attrs)
-            .map_err(|e| self.op_error(deadline, "search", describe(&e)))?;
+            .map_err(|e| self.failed(deadline, "search", describe(&e), true))?;
         let ldap3::SearchResult(entries, status) = result;
         match status.rc {
             rc::SUCCESS => {}
+            rc::BUSY | rc::UNAVAILABLE => {
+                let detail = format!("server busy or unavailable (rc={})", status.rc);
+                return Err(self.failed(deadline, "search", detail, true));
+            }
             // Cut short by the server's size limit: several entries match. Without any entry
             // the limit itself is broken, which says nothing about the user.
             rc::SIZE_LIMIT_EXCEEDED if !entries.is_empty() => {
@@ -350,6 +401,7 @@ impl Session<'_> {
             host: host.to_owned(),
             operation: "paged search",
             detail,
+            transport: false,
         };
         let host = self.host.clone();
         let mut stream = self

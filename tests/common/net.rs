@@ -109,3 +109,40 @@ impl Drop for BlackHole {
 pub fn dead_port() -> u16 {
     super::process::free_port()
 }
+
+/// A TCP proxy that passes the first request of each connection (the service bind) to
+/// `target` and swallows everything after it, while passing every answer back: a directory
+/// server that accepts binds but never answers a search. Runs until the test process ends.
+pub struct FirstRequestProxy {
+    pub addr: SocketAddr,
+}
+
+impl FirstRequestProxy {
+    pub fn start(listen: &str, target: SocketAddr) -> std::io::Result<FirstRequestProxy> {
+        use std::io::{Read, Write};
+        let listener = TcpListener::bind(listen)?;
+        let addr = listener.local_addr()?;
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let (mut from_client, mut to_server) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut from_server, mut to_client) = (server, client);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_server, &mut to_client);
+                });
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    if let Ok(n @ 1..) = from_client.read(&mut buf) {
+                        let _ = to_server.write_all(&buf[..n]);
+                    }
+                    // everything else goes nowhere
+                    while matches!(from_client.read(&mut buf), Ok(1..)) {}
+                });
+            }
+        });
+        Ok(FirstRequestProxy { addr })
+    }
+}
