@@ -185,3 +185,40 @@ fn test_connection_user_with_a_mailbox_reports_its_template_state() {
     out.assert_code(0);
     assert_stdout_has(&out, "the next login re-applies template Staff");
 }
+
+#[test]
+fn quotes_in_login_and_template_names_reach_mysql_as_data() {
+    let mut env = TestEnv::new(&[LdapUser::new("obrien", "o'brien@example.org", PW)
+        .employee_type("staff")
+        .display_name("Pat O'Brien")]);
+    env.db.add_domain(&Domain::new("example.org"));
+    let staff = golden()["template"]["attributes_text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    insert_template(&env.db, "Staff's \\ \"own\"", &staff);
+    env.cfg["attribute_mapping"] =
+        json!([{ "attribute": "staff", "template": "Staff's \\ \"own\"" }]);
+    for _ in 0..2 {
+        let out = env.cp().login("o'brien@example.org", PW).run();
+        out.assert_code(0);
+        assert_eq!(out.env["USER"], "o'brien@example.org", "{out}");
+    }
+    assert_eq!(
+        env.db.rows("SELECT username, name FROM mailbox"),
+        vec![vec![
+            Some("o'brien@example.org".into()),
+            Some("Pat O'Brien".into())
+        ]]
+    );
+    env.cp()
+        .login("x'or'1'='1@example.org", PW)
+        .run()
+        .assert_code(1)
+        .assert_stderr_contains("no such LDAP entry");
+    env.cp()
+        .lookup("x'or'1'='1@example.org")
+        .run()
+        .assert_code(3);
+    assert_eq!(mailbox_count(&env), "1");
+}

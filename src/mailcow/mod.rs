@@ -116,15 +116,37 @@ impl Store {
         &mut self.conn
     }
 
+    /// A read in one round trip, for the per-login queries: `sql` with each `?` replaced by
+    /// the string literal the driver's own escaper makes of the parameter (honouring the
+    /// server's NO_BACKSLASH_ESCAPES). A prepared statement costs a prepare, an execute and a
+    /// close instead, on a connection that lives for one login.
+    pub(crate) fn read_row<T: mysql::prelude::FromRow>(
+        &mut self,
+        sql: &str,
+        params: &[&str],
+        context: &'static str,
+    ) -> Result<Option<T>, StoreError> {
+        let no_backslash_escapes = self.conn.no_backslash_escape();
+        let mut params = params.iter();
+        let mut text = String::with_capacity(sql.len() + 64);
+        for (i, part) in sql.split('?').enumerate() {
+            if i > 0 {
+                let param = params.next().expect("a parameter for every placeholder");
+                text.push_str(&mysql::Value::from(*param).as_sql(no_backslash_escapes));
+            }
+            text.push_str(part);
+        }
+        debug_assert!(params.next().is_none(), "a placeholder for every parameter");
+        self.conn.query_first(text).context(context)
+    }
+
     /// The mailbox with this address (case-insensitive, as mailcow's collation), if any.
     pub fn mailbox(&mut self, username: &str) -> Result<Option<Mailbox>, StoreError> {
-        let row: Option<MailboxRow> = self
-            .conn
-            .exec_first(
-                format!("{MAILBOX_SELECT} WHERE m.username = ?"),
-                (username,),
-            )
-            .context("looking up the mailbox")?;
+        let row: Option<MailboxRow> = self.read_row(
+            &format!("{MAILBOX_SELECT} WHERE m.username = ?"),
+            &[username],
+            "looking up the mailbox",
+        )?;
         row.map(mailbox_from_row).transpose()
     }
 
@@ -286,6 +308,16 @@ mod tests {
             active: 1,
             domain_active: Some(1),
         }
+    }
+
+    #[test]
+    fn literals_come_from_the_drivers_escaper() {
+        let hostile = "a'b\\c\0d";
+        assert_eq!(
+            mysql::Value::from(hostile).as_sql(false),
+            "'a\\'b\\\\c\\0d'"
+        );
+        assert_eq!(mysql::Value::from(hostile).as_sql(true), "'a''b\\c\0d'");
     }
 
     #[test]

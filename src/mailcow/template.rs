@@ -40,14 +40,12 @@ impl Template {
     /// The mailbox template called `name` (the lowest id when several share the name, compared
     /// with the column's case-insensitive collation as mailcow's own query does), if any.
     pub fn load(store: &mut Store, name: &str) -> Result<Option<Template>, StoreError> {
-        let row: Option<(i64, String, Option<String>)> = store
-            .conn()
-            .exec_first(
-                "SELECT id, template, attributes FROM templates \
-                 WHERE type = 'mailbox' AND template = ? ORDER BY id LIMIT 1",
-                (name,),
-            )
-            .context("loading the mailbox template")?;
+        let row: Option<(i64, String, Option<String>)> = store.read_row(
+            "SELECT id, template, attributes FROM templates \
+             WHERE type = 'mailbox' AND template = ? ORDER BY id LIMIT 1",
+            &[name],
+            "loading the mailbox template",
+        )?;
         let Some((id, name, raw)) = row else {
             return Ok(None);
         };
