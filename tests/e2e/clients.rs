@@ -71,20 +71,8 @@ impl Session {
 }
 
 pub fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in data.chunks(3) {
-        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(data)
 }
 
 /// SASL PLAIN initial response: base64("\0user\0password").
@@ -212,17 +200,6 @@ pub fn smtp_auth(port: u16, user: &str, pass: &str) -> String {
 }
 
 #[test]
-fn base64_matches_rfc4648_vectors() {
-    for (i, o) in [
-        ("", ""),
-        ("f", "Zg=="),
-        ("fo", "Zm8="),
-        ("foo", "Zm9v"),
-        ("foob", "Zm9vYg=="),
-        ("fooba", "Zm9vYmE="),
-        ("foobar", "Zm9vYmFy"),
-    ] {
-        assert_eq!(base64(i.as_bytes()), o);
-    }
+fn sasl_plain_is_base64_of_nul_user_nul_password() {
     assert_eq!(sasl_plain("u", "p"), "AHUAcA==");
 }
