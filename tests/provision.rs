@@ -8,7 +8,6 @@ mod provision_helpers;
 use common::*;
 use provision_helpers::*;
 use serde_json::{Map, Value, json};
-use std::collections::BTreeMap;
 
 const BOB: &str = "bob@example.org";
 const PW: &str = "Secret-pw-1";
@@ -121,25 +120,6 @@ fn assert_row(table: &str, actual: &Map<String, Value>, expected: &Map<String, V
         }
         assert_eq!(got, want, "{table}.{col}");
     }
-}
-
-/// The rows of every provisioned table that belong to `username`.
-fn rows_of(db: &TestDb, username: &str) -> BTreeMap<&'static str, Vec<Map<String, Value>>> {
-    snapshot(db)
-        .into_iter()
-        .map(|(table, rows)| {
-            let key = match table {
-                "alias" => "address",
-                "_sogo_static_view" => "c_uid",
-                _ => "username",
-            };
-            let rows = rows
-                .into_iter()
-                .filter(|r| r[key] == username)
-                .collect::<Vec<_>>();
-            (table, rows)
-        })
-        .collect()
 }
 
 #[track_caller]

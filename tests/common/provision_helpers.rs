@@ -192,3 +192,19 @@ pub fn vector(name: &str) -> (String, String) {
         v["attribute_hash"].as_str().unwrap().into(),
     )
 }
+
+/// The rows of every provisioned table that belong to `username`.
+pub fn rows_of(db: &TestDb, username: &str) -> BTreeMap<&'static str, Vec<Map<String, Value>>> {
+    snapshot(db)
+        .into_iter()
+        .map(|(table, rows)| {
+            let key = match table {
+                "alias" => "address",
+                "_sogo_static_view" => "c_uid",
+                _ => "username",
+            };
+            let rows = rows.into_iter().filter(|r| r[key] == username).collect();
+            (table, rows)
+        })
+        .collect()
+}
