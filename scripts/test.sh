@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-test-deps.sh
+# Man pages and completions in contrib/ must match src/cli.rs (regenerate: cargo xtask docs).
+cargo xtask docs --check
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

@@ -46,5 +46,6 @@ pub fn run(cli: Cli) -> ExitCode {
                 state_dir,
             },
         ),
+        Command::Completions { shell } => commands::completions::run(shell),
     }
 }
