@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages the test suite and the demo need, when they are missing.
+# Installs the Debian 12 packages the test suite and the demo need, when they are missing,
+# then cargo-deb (scripts/build-deb.sh).
 # Blocks service starts during the install: every server the tests use is a throwaway
 # instance they start themselves, never the system one.
 set -euo pipefail
@@ -7,11 +8,18 @@ set -euo pipefail
 packages=(slapd ldap-utils openssl mariadb-server-core mariadb-client-core
           dovecot-core dovecot-imapd dovecot-pop3d dovecot-managesieved dovecot-sieve
           postfix python3 pkg-config build-essential)
+# After the packages (build-essential): cargo-deb's dependencies compile C code.
+install_cargo_deb() {
+  cargo deb --version >/dev/null 2>&1 && return
+  echo "install-test-deps: installing cargo-deb" >&2
+  cargo install --locked --quiet cargo-deb --version 3.8.0
+}
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+[ ${#missing[@]} -eq 0 ] && { install_cargo_deb; exit 0; }
 
 if [ "$(id -u)" != 0 ]; then
   echo "install-test-deps: missing packages: ${missing[*]} (run as root to install them)" >&2
@@ -30,3 +38,4 @@ fi
 trap '[ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d' EXIT
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+install_cargo_deb
