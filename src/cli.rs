@@ -67,6 +67,11 @@ pub enum Command {
         /// first login could create its mailbox (no bind as the user, nothing written).
         #[arg(long, value_name = "ADDRESS")]
         user: Option<String>,
+        /// Print one JSON object instead of lines (for monitoring): "result" (ok, warn,
+        /// fail), "checks" (name, status, detail, duration_ms each), "user" (with --user: the
+        /// entry, its mapping and what the next login would do). Exit codes unchanged.
+        #[arg(long)]
+        json: bool,
     },
     /// Switch mailboxes between mailcow's own passwords and LDAP (mailbox.authsource).
     ///

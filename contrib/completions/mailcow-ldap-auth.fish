@@ -43,6 +43,7 @@ complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand logi
 complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand login" -s V -l version -d 'Print version'
 complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand test-connection" -l user -d 'Also look this login up: its LDAP entry, the template it maps to, and whether a first login could create its mailbox (no bind as the user, nothing written)' -r
 complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand test-connection" -l config -d 'Configuration file (YAML)' -r -F
+complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand test-connection" -l json -d 'Print one JSON object instead of lines (for monitoring): "result" (ok, warn, fail), "checks" (name, status, detail, duration_ms each), "user" (with --user: the entry, its mapping and what the next login would do). Exit codes unchanged'
 complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand test-connection" -s h -l help -d 'Print help'
 complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand test-connection" -s V -l version -d 'Print version'
 complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand authsource" -l config -d 'Configuration file (YAML)' -r -F
