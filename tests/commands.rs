@@ -5,7 +5,7 @@ mod common;
 mod provision_helpers;
 
 use common::*;
-use provision_helpers::{golden, insert_template};
+use provision_helpers::{golden, insert_golden_template};
 use serde_json::json;
 
 const PW: &str = "Alice-Pw-1 ä*()\\";
@@ -17,11 +17,7 @@ fn env() -> TestEnv {
         .employee_type("staff")
         .display_name("Alice Example")]);
     env.db.add_domain(&Domain::new("example.org"));
-    let staff = golden()["template"]["attributes_text"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    insert_template(&env.db, "Staff", &staff);
+    insert_golden_template(&env.db, "Staff");
     env
 }
 
@@ -328,11 +324,7 @@ fn quotes_in_login_and_template_names_reach_mysql_as_data() {
         .employee_type("staff")
         .display_name("Pat O'Brien")]);
     env.db.add_domain(&Domain::new("example.org"));
-    let staff = golden()["template"]["attributes_text"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    insert_template(&env.db, "Staff's \\ \"own\"", &staff);
+    insert_golden_template(&env.db, "Staff's \\ \"own\"");
     env.cfg["attribute_mapping"] =
         json!([{ "attribute": "staff", "template": "Staff's \\ \"own\"" }]);
     for _ in 0..2 {

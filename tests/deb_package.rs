@@ -10,7 +10,7 @@ mod common;
 mod provision_helpers;
 
 use common::*;
-use provision_helpers::{golden, insert_template};
+use provision_helpers::insert_golden_template;
 use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -258,11 +258,7 @@ fn package_installs_logs_in_and_purges_cleanly() {
         .display_name("Alice Example")]);
     env.cfg["log"]["stderr"] = "errors".into();
     env.db.add_domain(&Domain::new("example.org"));
-    let staff = golden()["template"]["attributes_text"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    insert_template(&env.db, "Staff", &staff);
+    insert_golden_template(&env.db, "Staff");
     // Overwriting keeps the file's owner and mode: what an admin's editor does.
     std::fs::write(
         CONFFILE,
