@@ -12,6 +12,9 @@ use std::process::ExitCode;
 use clap::{CommandFactory, ValueEnum};
 use mailcow_ldap_auth::cli::Cli;
 use mailcow_ldap_auth::commands::completions::{self, Shell};
+use mailcow_ldap_auth::config::DEFAULT_PATH;
+use mailcow_ldap_auth::sync::DEFAULT_STATE_DIR;
+use roff::{Roff, bold, roman};
 
 const MAN_DIR: &str = "contrib/man";
 const COMPLETIONS_DIR: &str = "contrib/completions";
@@ -50,7 +53,7 @@ fn generated_files() -> BTreeMap<PathBuf, Vec<u8>> {
     let mut command = Cli::command().disable_help_subcommand(true);
     // build() names subcommands "mailcow-ldap-auth-login" etc., which the man pages use.
     command.build();
-    add_man_pages(&command, &mut files);
+    add_man_pages(&command, None, &mut files);
     for shell in Shell::value_variants() {
         let mut script = Vec::new();
         completions::write(*shell, &mut script);
@@ -59,14 +62,96 @@ fn generated_files() -> BTreeMap<PathBuf, Vec<u8>> {
     files
 }
 
-fn add_man_pages(command: &clap::Command, files: &mut BTreeMap<PathBuf, Vec<u8>>) {
+/// The page of `command` and of each of its subcommands; `main` is the program's own command
+/// when `command` is a subcommand.
+fn add_man_pages(
+    command: &clap::Command,
+    main: Option<&str>,
+    files: &mut BTreeMap<PathBuf, Vec<u8>>,
+) {
     let man = clap_mangen::Man::new(command.clone());
     let mut page = Vec::new();
     man.render(&mut page).expect("render into memory");
-    files.insert(Path::new(MAN_DIR).join(man.get_filename()), page);
-    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
-        add_man_pages(sub, files);
+    // What clap does not know: exit codes, files, the other pages.
+    let mut extra = Roff::new();
+    match main {
+        None => {
+            main_page_sections(&mut extra);
+            let mut pages: Vec<String> = command
+                .get_subcommands()
+                .filter(|s| !s.is_hide_set())
+                .map(|s| format!("{}-{}(1)", command.get_name(), s.get_name()))
+                .collect();
+            pages.push("dovecot(1)".into());
+            see_also(&mut extra, &pages);
+        }
+        Some(main) => see_also(&mut extra, &[format!("{main}(1)")]),
     }
+    page.extend(extra.render().into_bytes());
+    files.insert(Path::new(MAN_DIR).join(man.get_filename()), page);
+    let main = main.unwrap_or(command.get_name());
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+        add_man_pages(sub, Some(main), files);
+    }
+}
+
+fn main_page_sections(roff: &mut Roff) {
+    let mut entries = |heading: &str, items: &[(&str, &str)]| {
+        roff.control("SH", [heading]);
+        for (term, text) in items {
+            roff.control("TP", [])
+                .text([bold(*term)])
+                .text([roman(*text)]);
+        }
+    };
+    entries(
+        "EXIT STATUS",
+        &[
+            ("0", "Success (checkpassword: through the reply program)."),
+            (
+                "1",
+                "Wrong password, unknown user or refused login; authsource: an address was refused.",
+            ),
+            (
+                "2",
+                "Misuse (checkpassword: fd 3 missing or malformed); lookup mode, through the reply \
+                 program: the mailbox exists.",
+            ),
+            ("3", "Lookup mode: no such mailbox."),
+            (
+                "111",
+                "Temporary failure: LDAP, database, TLS, timeout, deadline or configuration \
+                 fault; test-connection: a check failed.",
+            ),
+        ],
+    );
+    entries(
+        "FILES",
+        &[
+            (
+                DEFAULT_PATH,
+                "The configuration (YAML). It holds the LDAP and database passwords: mode 0640, \
+                 owner root, group dovecot.",
+            ),
+            (
+                DEFAULT_STATE_DIR,
+                "The sync lock and the start time of the last completed sync run.",
+            ),
+            (
+                "/usr/share/mailcow-ldap-auth/",
+                "Dovecot, Postfix and cron snippets (Debian package).",
+            ),
+            (
+                "/usr/share/doc/mailcow-ldap-auth/README.md",
+                "The full documentation: configuration reference, log lines, troubleshooting.",
+            ),
+        ],
+    );
+}
+
+fn see_also(roff: &mut Roff, pages: &[String]) {
+    roff.control("SH", ["SEE ALSO"])
+        .text([roman(pages.join(", "))]);
 }
 
 /// The files now in the generated directories.
