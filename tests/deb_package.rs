@@ -104,6 +104,10 @@ fn expected_files() -> Vec<(PathBuf, PathBuf)> {
         ),
         (CONFFILE.into(), repo("examples/config.yml")),
         (
+            "/usr/share/lintian/overrides/mailcow-ldap-auth".into(),
+            repo("debian/lintian-overrides"),
+        ),
+        (
             "/usr/share/bash-completion/completions/mailcow-ldap-auth".into(),
             repo("contrib/completions/mailcow-ldap-auth"),
         ),
@@ -195,6 +199,14 @@ fn package_installs_logs_in_and_purges_cleanly() {
     assert_eq!(
         version.trim(),
         format!("mailcow-ldap-auth {}", env!("CARGO_PKG_VERSION"))
+    );
+    // a version bump needs its debian/changelog entry
+    let package_version = stdout(run("dpkg-query", &["-W", "-f=${Version}", PACKAGE]));
+    assert_eq!(package_version, format!("{}-1", env!("CARGO_PKG_VERSION")));
+    let changelog = std::fs::read_to_string(repo("debian/changelog")).expect("changelog");
+    assert!(
+        changelog.starts_with(&format!("{PACKAGE} ({package_version}) ")),
+        "debian/changelog does not start with {package_version}"
     );
 
     // -- the files, and only these (dpkg -L also lists the directories)
