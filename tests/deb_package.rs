@@ -85,14 +85,26 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// A contrib file as the package ships it: the binary in /usr/bin instead of /usr/local/bin.
+/// A contrib file as the package ships it: the hand-install paths under /usr/local moved to
+/// /usr (scripts/build-deb.sh).
 fn packaged_text(contrib_file: &Path) -> String {
-    std::fs::read_to_string(contrib_file)
-        .unwrap_or_else(|e| panic!("{}: {e}", contrib_file.display()))
-        .replace(
-            "/usr/local/bin/mailcow-ldap-auth",
-            "/usr/bin/mailcow-ldap-auth",
+    let text = std::fs::read_to_string(contrib_file)
+        .unwrap_or_else(|e| panic!("{}: {e}", contrib_file.display()));
+    ["bin", "share"].iter().fold(text, |text, dir| {
+        text.replace(
+            &format!("/usr/local/{dir}/mailcow-ldap-auth"),
+            &format!("/usr/{dir}/mailcow-ldap-auth"),
         )
+    })
+}
+
+/// Every path under /usr/share/mailcow-ldap-auth or /usr/bin/mailcow-ldap-auth that `text`
+/// names (what a snippet tells Dovecot or the admin to use).
+fn package_paths_named(text: &str) -> Vec<String> {
+    text.split(|c: char| c.is_whitespace() || "\"'=,;()".contains(c))
+        .filter(|word| word.starts_with(SHARE) || word.starts_with(INSTALLED_BIN))
+        .map(|word| word.trim_end_matches(['.', ':']).to_owned())
+        .collect()
 }
 
 /// Each file the package must install, with the repository file it must hold.
@@ -126,7 +138,12 @@ fn expected_files() -> Vec<(PathBuf, PathBuf)> {
     }
     for dir in ["dovecot", "cron", "postfix"] {
         for file in files_under(&repo(&format!("contrib/{dir}"))) {
-            let installed = Path::new(SHARE).join(dir).join(&file);
+            // Lua scripts at the top, where the snippets load them from
+            let installed = if file.extension().is_some_and(|e| e == "lua") {
+                Path::new(SHARE).join(file.file_name().unwrap())
+            } else {
+                Path::new(SHARE).join(dir).join(&file)
+            };
             files.push((installed, repo(&format!("contrib/{dir}")).join(file)));
         }
     }
@@ -233,6 +250,20 @@ fn package_installs_logs_in_and_purges_cleanly() {
             path.display(),
             source.display()
         );
+    }
+    // what the shipped snippets and units name is there
+    for (path, _) in expected
+        .iter()
+        .filter(|(p, _)| p.starts_with(SHARE) || p.starts_with(UNITS) || p.starts_with("/etc"))
+    {
+        let text = std::fs::read_to_string(path).expect("installed text file");
+        for named in package_paths_named(&text) {
+            assert!(
+                Path::new(&named).exists(),
+                "{} names {named}, which the package does not install",
+                path.display()
+            );
+        }
     }
     let unexpected: Vec<&PathBuf> = listed
         .iter()
