@@ -4,13 +4,16 @@
 //! show up in Dovecot's log as the admin's fault (temporary failure), never as a wrong password.
 
 use std::collections::BTreeMap;
-use std::fs;
+use std::fs::{self, File};
+use std::io::Read as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+
+use crate::file_trust;
 
 /// Where the configuration lives unless `--config` or `MAILCOW_LDAP_AUTH_CONFIG` says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/mailcow-ldap-auth/config.yml";
@@ -290,8 +293,8 @@ pub const USERDB_PLACEHOLDERS: [&str; 3] = ["username", "local_part", "domain"];
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = fs::read_to_string(path)
-            .map_err(|e| ConfigError::new(path, format!("cannot read the file: {e}")))?;
+        let text =
+            zeroize::Zeroizing::new(read_trusted(path).map_err(|e| ConfigError::new(path, e))?);
         let raw: RawConfig =
             serde_norway::from_str(&text).map_err(|e| ConfigError::new(path, e.to_string()))?;
         let mut warnings = Vec::new();
@@ -331,6 +334,17 @@ impl Config {
     }
 }
 
+/// Reads a file only root or the effective user can change (see [`file_trust`]): whoever can
+/// rewrite the configuration, a secret or the CA decides who logs in.
+fn read_trusted(path: &Path) -> Result<String, String> {
+    let mut file = File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    file_trust::check_read_only_for_others(path, &file)?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(text)
+}
+
 fn readable_by_others(path: &Path) -> bool {
     fs::metadata(path)
         .map(|m| m.permissions().mode() & 0o004 != 0)
@@ -348,8 +362,9 @@ fn secret(
         (Some(_), Some(_)) => Err(format!("{key} and {key}_file: set only one")),
         (Some(s), None) => Ok(s),
         (None, Some(file)) => {
-            let text = fs::read_to_string(&file)
-                .map_err(|e| format!("{key}_file: cannot read {}: {e}", file.display()))?;
+            let text = zeroize::Zeroizing::new(
+                read_trusted(&file).map_err(|e| format!("{key}_file: {e}"))?,
+            );
             if readable_by_others(&file) {
                 warnings.push(format!(
                     "{} ({key}_file) is readable by other users; chmod o-r it",
@@ -410,7 +425,7 @@ fn validate_ldap(raw: RawLdap, warnings: &mut Vec<String>) -> Result<LdapConfig,
         if transport == Transport::Plain {
             warnings.push("ldap.ca_file is set but neither use_ssl nor use_tls is on: the connection is not encrypted".into());
         }
-        fs::metadata(ca).map_err(|e| format!("ldap.ca_file: {}: {e}", ca.display()))?;
+        read_trusted(ca).map_err(|e| format!("ldap.ca_file: {e}"))?;
     }
     if raw.base_dn.trim().is_empty() {
         return Err("ldap.base_dn: must not be empty".into());

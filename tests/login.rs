@@ -882,6 +882,74 @@ fn secret_files_work_and_world_readable_ones_warn() {
 }
 
 #[test]
+fn config_and_secret_files_others_could_change_are_a_tempfail() {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    let chmod = |p: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let mut env = alice_env();
+    let top = tempfile::Builder::new()
+        .prefix("perm.")
+        .tempdir_in(common::process::scratch())
+        .unwrap();
+    let dir = top.path().join("etc");
+    std::fs::create_dir(&dir).unwrap();
+    chmod(&dir, 0o755);
+    let config = dir.join("config.yml");
+    let run = env.cp().login("alice@example.org", PW);
+    let login = |config: &std::path::Path| run.clone().config_file(config.to_str().unwrap()).run();
+    let write_config = |cfg: &serde_json::Value| {
+        std::fs::write(&config, serde_norway::to_string(cfg).unwrap()).unwrap();
+        chmod(&config, 0o640);
+    };
+    write_config(&env.cfg);
+    login(&config).assert_code(0);
+
+    chmod(&config, 0o660);
+    login(&config).assert_code(111).assert_stderr_contains(&format!(
+        "result=tempfail reason=\"configuration error in {0}: {0} is writable by group/others (mode 0660): chmod go-w it\"",
+        config.display()
+    ));
+    chmod(&config, 0o640);
+    chown(&config, Some(65534), None).unwrap();
+    login(&config)
+        .assert_code(111)
+        .assert_stderr_contains(&format!(
+            "{} is owned by uid 65534, neither root nor this user (uid 0)",
+            config.display()
+        ));
+    chown(&config, Some(0), None).unwrap();
+    chmod(&dir, 0o775);
+    login(&config).assert_code(111).assert_stderr_contains(&format!(
+        "{} is writable by group/others (mode 0775): chmod go-w it, or move the file, a directory above {}",
+        dir.display(),
+        config.display()
+    ));
+    // sticky and root's, like /tmp: others cannot replace a file they do not own
+    chmod(&dir, 0o1777);
+    login(&config).assert_code(0);
+    chmod(&dir, 0o755);
+
+    // a secret file, the same rules
+    let secret = dir.join("ldap.pw");
+    std::fs::write(&secret, format!("{SVC_PW}\n")).unwrap();
+    chmod(&secret, 0o620);
+    let ldap = env.cfg["ldap"].as_object_mut().unwrap();
+    ldap.remove("bind_password");
+    ldap.insert("bind_password_file".into(), json!(secret));
+    write_config(&env.cfg);
+    login(&config)
+        .assert_code(111)
+        .assert_stderr_contains(&format!(
+            "ldap.bind_password_file: {} is writable by group/others (mode 0620)",
+            secret.display()
+        ))
+        .assert_never_printed(SVC_PW);
+    chmod(&secret, 0o600);
+    login(&config).assert_code(0);
+}
+
+#[test]
 fn fd3_is_closed_before_the_reply_program_runs() {
     let env = alice_env();
     let script = "if [ -e /proc/self/fd/3 ]; then echo FD3=open; else echo FD3=closed; fi; \
