@@ -76,6 +76,8 @@ struct RawLdap {
     #[serde(default)]
     ignore_ssl_errors: bool,
     ca_file: Option<PathBuf>,
+    #[serde(default)]
+    ca_only: bool,
     base_dn: String,
     #[serde(default = "default_username_field")]
     username_field: String,
@@ -195,6 +197,8 @@ pub struct LdapConfig {
     pub transport: Transport,
     pub ignore_ssl_errors: bool,
     pub ca_file: Option<PathBuf>,
+    /// Trust only `ca_file`, not the system roots.
+    pub ca_only: bool,
     pub base_dn: String,
     pub username_field: String,
     pub filter: Option<String>,
@@ -427,6 +431,9 @@ fn validate_ldap(raw: RawLdap, warnings: &mut Vec<String>) -> Result<LdapConfig,
         }
         read_trusted(ca).map_err(|e| format!("ldap.ca_file: {e}"))?;
     }
+    if raw.ca_only && raw.ca_file.is_none() {
+        return Err("ldap.ca_only: needs ldap.ca_file (the only CA it trusts)".into());
+    }
     if raw.base_dn.trim().is_empty() {
         return Err("ldap.base_dn: must not be empty".into());
     }
@@ -482,6 +489,7 @@ fn validate_ldap(raw: RawLdap, warnings: &mut Vec<String>) -> Result<LdapConfig,
         transport,
         ignore_ssl_errors: raw.ignore_ssl_errors,
         ca_file: raw.ca_file,
+        ca_only: raw.ca_only,
         base_dn: raw.base_dn,
         username_field: raw.username_field,
         filter,
@@ -639,6 +647,10 @@ database:
                     "hosts: [\"::1\"]\n  use_tls: true",
                 ),
                 "IPv6",
+            ),
+            (
+                MINIMAL.replace("  base_dn", "  ca_only: true\n  base_dn"),
+                "ldap.ca_only: needs ldap.ca_file",
             ),
         ];
         for (text, key) in cases {

@@ -625,6 +625,56 @@ fn wrong_ca_is_tempfail() {
 }
 
 #[test]
+fn tls_wrong_hostname_is_tempfail() {
+    // the right CA, but slapd reached as 127.0.0.2: its certificate names localhost and 127.0.0.1
+    let mut env = alice_env();
+    let s = slapd();
+    for (port, key) in [(s.port, "use_tls"), (s.ldaps_port, "use_ssl")] {
+        let target = format!("127.0.0.1:{port}").parse().unwrap();
+        let fwd = Forwarder::start("127.0.0.2:0", target).expect("forwarder on 127.0.0.2");
+        env.ldap_at(&["127.0.0.2"], fwd.addr.port());
+        env.cfg["ldap"]["use_tls"] = json!(key == "use_tls");
+        env.cfg["ldap"]["use_ssl"] = json!(key == "use_ssl");
+        env.cfg["ldap"]["ignore_ssl_errors"] = json!(false);
+        env.cp()
+            .login("alice@example.org", PW)
+            .run()
+            .assert_code(111)
+            .assert_stderr_contains(
+                "TLS: invalid peer certificate: certificate not valid for name",
+            );
+        // the same path works when the name is not checked: the name was the only fault
+        env.cfg["ldap"]["ignore_ssl_errors"] = json!(true);
+        env.cp().login("alice@example.org", PW).run().assert_code(0);
+    }
+}
+
+#[test]
+fn ca_only_trusts_the_ca_file_and_not_the_system_roots() {
+    let mut env = alice_env();
+    env.cfg["ldap"]["use_ssl"] = json!(true);
+    env.cfg["ldap"]["port"] = json!(slapd().ldaps_port);
+    env.cfg["ldap"]["ca_only"] = json!(true);
+    env.cp().login("alice@example.org", PW).run().assert_code(0);
+
+    // the test CA as the only system root (SSL_CERT_FILE), an unrelated CA in ca_file
+    let system = certs().ca.to_str().unwrap().to_owned();
+    env.cfg["ldap"]["ca_file"] = json!(certs().other_ca);
+    env.cfg["ldap"]["ca_only"] = json!(false);
+    let login = |env: &TestEnv| {
+        env.cp()
+            .env("SSL_CERT_FILE", &system)
+            .login("alice@example.org", PW)
+            .run()
+    };
+    login(&env).assert_code(0);
+    env.cfg["ldap"]["ca_only"] = json!(true);
+    login(&env)
+        .assert_code(111)
+        .assert_stderr_contains("TLS: invalid peer certificate");
+}
+
+#[test]
 fn ignore_ssl_errors_accepts_wrong_ca() {
     let mut env = alice_env();
     env.cfg["ldap"]["ca_file"] = json!(certs().other_ca);
