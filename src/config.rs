@@ -210,6 +210,43 @@ pub struct LdapConfig {
     pub timeout: Duration,
 }
 
+impl LdapConfig {
+    /// Settings that expose the passwords on the network: `test-connection` warns about them
+    /// on every run (logins do not, to keep the mail log for logins).
+    pub fn exposure_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.ignore_ssl_errors {
+            warnings.push(
+                "ldap.ignore_ssl_errors is on: the LDAP server's certificate is not verified, \
+                 so whoever sits on the network path can pose as the server and read every \
+                 password; ldap.ca_file and ldap.ca_only are ignored"
+                    .into(),
+            );
+        }
+        let remote: Vec<&str> = self
+            .hosts
+            .iter()
+            .map(String::as_str)
+            .filter(|h| !is_loopback(h))
+            .collect();
+        if self.transport == Transport::Plain && !remote.is_empty() {
+            warnings.push(format!(
+                "ldap: neither use_ssl nor use_tls is on: passwords travel in clear to {}",
+                remote.join(", ")
+            ));
+        }
+        warnings
+    }
+}
+
+/// A host that traffic to never leaves the machine for.
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mapping {
