@@ -106,6 +106,8 @@ struct RawDatabase {
     #[serde(default, deserialize_with = "inline_secret")]
     password: Option<SecretString>,
     password_file: Option<PathBuf>,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
 }
 
 /// A password written in the file. Only strings are accepted, and an error never repeats
@@ -266,6 +268,8 @@ pub struct DatabaseConfig {
     pub name: String,
     pub user: String,
     pub password: SecretString,
+    /// Connect, and each read or write.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -555,6 +559,9 @@ fn validate_database(
     if raw.name.is_empty() || raw.user.is_empty() {
         return Err("database.name and database.user: must not be empty".into());
     }
+    if raw.timeout_ms == 0 {
+        return Err("database.timeout_ms: must be greater than 0".into());
+    }
     let password = secret(
         raw.password,
         raw.password_file,
@@ -566,6 +573,7 @@ fn validate_database(
         name: raw.name,
         user: raw.user,
         password,
+        timeout: Duration::from_millis(raw.timeout_ms),
     })
 }
 
@@ -633,6 +641,8 @@ database:
         assert_eq!(c.ldap.name_field, "displayName");
         assert!(c.login_provisioning);
         assert_eq!(c.deadline, Duration::from_secs(10));
+        assert_eq!(c.database.timeout, Duration::from_secs(5));
+        assert!(!c.ldap.ca_only);
         assert!(c.warnings.is_empty());
     }
 

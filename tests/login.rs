@@ -585,6 +585,25 @@ fn database_down_is_tempfail() {
     env.cp().lookup("alice@example.org").run().assert_code(111);
 }
 
+#[test]
+fn database_timeout_is_its_own() {
+    // a database that accepts the connection and never greets: database.timeout_ms ends the
+    // wait, long before the LDAP timeouts (which used to be the database's) or the deadline
+    let mut env = alice_env();
+    let bh = BlackHole::new();
+    env.cfg["database"]["host"] = json!("127.0.0.1");
+    env.cfg["database"]["port"] = json!(bh.port());
+    env.cfg["database"]["timeout_ms"] = json!(300);
+    env.cfg["ldap"]["connect_timeout_ms"] = json!(30000);
+    env.cfg["ldap"]["timeout_ms"] = json!(30000);
+    env.cfg["deadline_ms"] = json!(20000);
+    let out = env.cp().login("alice@example.org", PW).run();
+    out.assert_code(111)
+        .assert_stderr_contains("reason=\"database unreachable")
+        .assert_stderr_lacks("deadline");
+    assert!(bh.connections() >= 1, "{out}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // TLS
 // ---------------------------------------------------------------------------------------------

@@ -63,9 +63,7 @@ pub fn run(config_path: &Path, user: Option<&str>) -> ExitCode {
     }
 
     let deadline = Deadline::after(config.deadline);
-    let timeout = deadline
-        .cap(config.ldap.connect_timeout)
-        .unwrap_or_default();
+    let timeout = deadline.cap(config.database.timeout).unwrap_or_default();
     let mut store = match Store::connect(&config.database, timeout) {
         Ok(store) => Some(store),
         Err(e) => {

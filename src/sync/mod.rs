@@ -211,8 +211,7 @@ fn synchronise(config: &Config, out: &Output) -> Result<Counts, SyncError> {
     let users = session.all_users()?;
     drop(session);
 
-    let timeout = config.ldap.connect_timeout.max(config.ldap.timeout);
-    let mut store = Store::connect(&config.database, timeout)?;
+    let mut store = Store::connect(&config.database, config.database.timeout)?;
     // mailcow keys mailboxes by the lower-case address; its collation compares without case.
     let mailboxes: HashMap<String, Result<Mailbox, String>> = store
         .all_mailboxes()?
