@@ -800,6 +800,21 @@ fn misuse_is_2() {
 }
 
 #[test]
+fn a_writer_that_never_closes_fd3_gets_111_at_the_default_deadline() {
+    // Dovecot never kills the helper; the configuration (and its deadline_ms) is read only after
+    // the request, so the default deadline bounds the wait for it.
+    let mut env = alice_env();
+    let bh = BlackHole::new();
+    env.ldap_at(&["127.0.0.1"], bh.port());
+    let out = env.cp().fd3_never_closed().run();
+    out.assert_code(111).assert_stderr_contains(
+        "checkpassword result=tempfail reason=\"deadline of 10000 ms exceeded before the \
+         request on fd 3 and the configuration were read\"",
+    );
+    assert_no_ldap_traffic(&bh, &out);
+}
+
+#[test]
 fn input_of_exactly_512_bytes_is_accepted() {
     let env = alice_env();
     // strlen(user) + strlen(password) + 3 == 512: the largest request Dovecot sends
