@@ -589,21 +589,76 @@ fn validate_userdb_fields(fields: &BTreeMap<String, String>) -> Result<(), Strin
                 "dovecot.userdb_fields.{name}: tabs and line breaks are not allowed"
             ));
         }
-        let mut rest = value.as_str();
-        while let Some(start) = rest.find('{') {
-            let Some(len) = rest[start..].find('}') else {
-                return Err(format!("dovecot.userdb_fields.{name}: unclosed '{{'"));
-            };
-            let placeholder = &rest[start + 1..start + len];
-            if !USERDB_PLACEHOLDERS.contains(&placeholder) {
-                return Err(format!(
-                    "dovecot.userdb_fields.{name}: unknown placeholder {{{placeholder}}} (known: {{username}}, {{local_part}}, {{domain}})"
-                ));
+        for piece in pieces(value).map_err(|e| format!("dovecot.userdb_fields.{name}: {e}"))? {
+            if let Piece::Placeholder(p) = piece {
+                if !USERDB_PLACEHOLDERS.contains(&p) {
+                    return Err(format!(
+                        "dovecot.userdb_fields.{name}: unknown placeholder {{{p}}} (known: {{username}}, {{local_part}}, {{domain}})"
+                    ));
+                }
             }
-            rest = &rest[start + len + 1..];
         }
     }
     Ok(())
+}
+
+/// A userdb field value split into literal text and `{placeholder}`s.
+enum Piece<'a> {
+    Text(&'a str),
+    Placeholder(&'a str),
+}
+
+fn pieces(value: &str) -> Result<Vec<Piece<'_>>, String> {
+    let mut pieces = Vec::new();
+    let mut rest = value;
+    while let Some(start) = rest.find('{') {
+        let Some(len) = rest[start..].find('}') else {
+            return Err("unclosed '{'".into());
+        };
+        pieces.push(Piece::Text(&rest[..start]));
+        pieces.push(Piece::Placeholder(&rest[start + 1..start + len]));
+        rest = &rest[start + len + 1..];
+    }
+    pieces.push(Piece::Text(rest));
+    Ok(pieces)
+}
+
+impl DovecotConfig {
+    /// The userdb fields with their placeholders filled in for one mailbox. One pass, so a value holding a placeholder's text is not
+    /// expanded again. Fields are paths (home, mail): a value with a '/', or one that is '.',
+    /// '..' or empty, could put one mailbox's directory inside another's and is refused.
+    pub fn expand_userdb_fields(
+        &self,
+        username: &str,
+        local_part: &str,
+        domain: &str,
+    ) -> Result<BTreeMap<String, String>, String> {
+        let mut expanded = BTreeMap::new();
+        for (name, template) in &self.userdb_fields {
+            let mut value = String::new();
+            // validated when the configuration was loaded
+            for piece in pieces(template).unwrap_or_default() {
+                match piece {
+                    Piece::Text(text) => value.push_str(text),
+                    Piece::Placeholder(p) => {
+                        let v = match p {
+                            "username" => username,
+                            "local_part" => local_part,
+                            _ => domain,
+                        };
+                        if v.contains('/') || matches!(v, "" | "." | "..") {
+                            return Err(format!(
+                                "{{{p}}} '{v}' cannot go into dovecot.userdb_fields.{name}: a '/', '.' or '..' would put the mailbox's files where another's are"
+                            ));
+                        }
+                        value.push_str(v);
+                    }
+                }
+            }
+            expanded.insert(name.clone(), value);
+        }
+        Ok(expanded)
+    }
 }
 
 #[cfg(test)]
@@ -629,6 +684,39 @@ database:
         file.write_all(text.as_bytes()).unwrap();
         fs::set_permissions(file.path(), fs::Permissions::from_mode(0o600)).unwrap();
         Config::load(file.path())
+    }
+
+    #[test]
+    fn userdb_fields_expand_in_one_pass_and_refuse_path_escapes() {
+        let mut dovecot = DovecotConfig::default();
+        dovecot
+            .userdb_fields
+            .insert("home".into(), "/var/vmail/{domain}/{local_part}".into());
+        dovecot
+            .userdb_fields
+            .insert("user".into(), "{username}".into());
+        let expand = |dovecot: &DovecotConfig, local: &str| {
+            dovecot.expand_userdb_fields(&format!("{local}@example.org"), local, "example.org")
+        };
+        let fields = expand(&dovecot, "bob").unwrap();
+        assert_eq!(fields["home"], "/var/vmail/example.org/bob");
+        assert_eq!(fields["user"], "bob@example.org");
+        // placeholder text in a name is data, not expanded again
+        assert_eq!(
+            expand(&dovecot, "{domain}").unwrap()["home"],
+            "/var/vmail/example.org/{domain}"
+        );
+        for bad in ["bob/inbox", "..", ".", "", "/x"] {
+            let e = expand(&dovecot, bad).unwrap_err();
+            assert!(
+                e.contains("cannot go into dovecot.userdb_fields."),
+                "{bad}: {e}"
+            );
+        }
+        // fields without placeholders never refuse
+        dovecot.userdb_fields.clear();
+        dovecot.userdb_fields.insert("uid".into(), "5000".into());
+        assert!(expand(&dovecot, "bob/inbox").is_ok());
     }
 
     #[test]

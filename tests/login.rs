@@ -707,6 +707,52 @@ fn ignore_ssl_errors_accepts_wrong_ca() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Names in userdb paths
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_slash_in_a_local_part_never_reaches_a_userdb_path() {
+    // home is /var/vmail/{domain}/{local_part}: alice/inbox would live inside alice's home
+    let env = TestEnv::new(&[
+        LdapUser::new("alice", "alice@example.org", PW),
+        LdapUser::new("alice-inbox", "alice/inbox@example.org", PW),
+        LdapUser::new("braces", "{domain}@example.org", PW),
+    ]);
+    env.db.add_domain(&Domain::new("example.org"));
+    for user in [
+        "alice@example.org",
+        "alice/inbox@example.org",
+        "{domain}@example.org",
+    ] {
+        env.db.add_mailbox(&Mailbox::new(user));
+    }
+    let out = env.cp().login("alice@example.org", PW).run();
+    out.assert_code(0);
+    assert_eq!(
+        out.env["userdb_home"], "/var/vmail/example.org/alice",
+        "{out}"
+    );
+
+    let refused = "{local_part} 'alice/inbox' cannot go into dovecot.userdb_fields.home";
+    let out = env.cp().login("alice/inbox@example.org", PW).run();
+    out.assert_code(1)
+        .assert_stderr_contains(&format!("result=rejected reason=\"{refused}"));
+    assert!(out.stdout.is_empty(), "the reply program ran:\n{out}");
+    let out = env.cp().lookup("alice/inbox@example.org").run();
+    out.assert_code(3)
+        .assert_stderr_contains(&format!("result=unknown reason=\"{refused}"));
+    assert!(out.stdout.is_empty(), "the reply program ran:\n{out}");
+
+    // a placeholder's text in a name is data, not expanded again
+    let out = env.cp().login("{domain}@example.org", PW).run();
+    out.assert_code(0);
+    assert_eq!(
+        out.env["userdb_home"], "/var/vmail/example.org/{domain}",
+        "{out}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Lookup mode (AUTHORIZED=1)
 // ---------------------------------------------------------------------------------------------
 

@@ -154,6 +154,16 @@ pub fn run(config_path: &Path, reply_program: &[OsString]) -> ExitCode {
         }
     };
     drop(credentials);
+    // The answer carries the userdb fields: a mailbox whose name cannot go into them safely
+    // is refused like any other mailbox that may not log in.
+    let (code, answer, reason) = match mailbox {
+        Some(mailbox) => match reply::userdb_fields(&mailbox, &config.dovecot) {
+            Ok(fields) => (code, Some((mailbox, fields)), reason),
+            Err(why) if env.lookup => (ExitCode::UnknownUser, None, why),
+            Err(why) => (ExitCode::Rejected, None, why),
+        },
+        None => (code, None, reason),
+    };
 
     let severity = if code == ExitCode::TempFail {
         Severity::Error
@@ -164,9 +174,9 @@ pub fn run(config_path: &Path, reply_program: &[OsString]) -> ExitCode {
         severity,
         &report.line(result_word(code, env.lookup), &reason),
     );
-    match mailbox {
-        Some(mailbox) => {
-            let error = reply::exec(reply_program, &mailbox, &config.dovecot, env.lookup);
+    match answer {
+        Some((mailbox, fields)) => {
+            let error = reply::exec(reply_program, &mailbox, &fields, env.lookup);
             logger.log(
                 Severity::Error,
                 &format!(
