@@ -133,7 +133,8 @@ impl StateDir {
     }
 
     /// Records `started` as the start of the last completed run: written to a new temporary
-    /// file, synced, then renamed, so a crash never leaves a half-written time. Call it only
+    /// file, synced, then renamed (and the directory synced), so a crash never leaves a
+    /// half-written time. Call it only
     /// while holding the lock (it removes temporary files crashed runs left behind).
     pub fn record(&self, started: SystemTime) -> Result<(), String> {
         let secs = started
@@ -151,7 +152,10 @@ impl StateDir {
         if written.is_err() {
             let _ = unlinkat(&self.dir, &tmp, AtFlags::empty());
         }
-        written.map_err(write_error)
+        // the rename itself survives a crash once the directory is synced
+        written
+            .and_then(|()| self.dir.sync_all())
+            .map_err(write_error)
     }
 
     /// A new file (`O_EXCL`, mode 0600) under an unpredictable name.
