@@ -588,15 +588,16 @@ fn database_down_is_tempfail() {
 #[test]
 fn database_timeout_is_its_own() {
     // a database that accepts the connection and never greets: database.timeout_ms ends the
-    // wait, long before the LDAP timeouts (which used to be the database's) or the deadline
+    // wait. The LDAP timeouts (which used to be the database's) and the deadline are longer
+    // than the harness's 60 s safety limit, which would fail the run if they applied.
     let mut env = alice_env();
     let bh = BlackHole::new();
     env.cfg["database"]["host"] = json!("127.0.0.1");
     env.cfg["database"]["port"] = json!(bh.port());
     env.cfg["database"]["timeout_ms"] = json!(300);
-    env.cfg["ldap"]["connect_timeout_ms"] = json!(30000);
-    env.cfg["ldap"]["timeout_ms"] = json!(30000);
-    env.cfg["deadline_ms"] = json!(20000);
+    env.cfg["ldap"]["connect_timeout_ms"] = json!(120_000);
+    env.cfg["ldap"]["timeout_ms"] = json!(120_000);
+    env.cfg["deadline_ms"] = json!(120_000);
     let out = env.cp().login("alice@example.org", PW).run();
     out.assert_code(111)
         .assert_stderr_contains("reason=\"database unreachable")
