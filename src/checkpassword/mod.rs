@@ -219,17 +219,20 @@ impl Watchdog {
         let (tx, rx) = mpsc::channel::<Armed>();
         std::thread::spawn(move || {
             let unarmed = Deadline::starting_at(started, crate::config::DEFAULT_DEADLINE);
-            let Ok(armed) =
-                rx.recv_timeout(unarmed.end().saturating_duration_since(Instant::now()))
-            else {
-                exit_logged(
+            let wait = unarmed.end().saturating_duration_since(Instant::now());
+            let armed = match rx.recv_timeout(wait) {
+                Ok(armed) => armed,
+                // The request ended before the configuration was read (misuse, a broken
+                // configuration): the main thread answers.
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(mpsc::RecvTimeoutError::Timeout) => exit_logged(
                     &Logger::fallback(),
                     &format!(
                         "checkpassword result=tempfail reason=\"deadline of {} ms exceeded \
                          before the request on fd 3 and the configuration were read\"",
                         crate::config::DEFAULT_DEADLINE.as_millis()
                     ),
-                );
+                ),
             };
             std::thread::sleep(
                 armed
