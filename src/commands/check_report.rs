@@ -25,7 +25,7 @@ pub enum Format {
 
 #[derive(Debug, Serialize)]
 pub struct Check {
-    /// What was checked: `configuration`, `ldap_bind`, `ldap_base_dn`, `database`,
+    /// What was checked: `configuration`, `ldap`, `ldap_bind`, `ldap_base_dn`, `database`,
     /// `template`, `user_address`, `user_entry`, `user_mailbox`, `user_next_login`.
     pub name: &'static str,
     pub status: Status,

@@ -33,6 +33,9 @@ pub fn run(config_path: &Path, user: Option<&str>, format: Format) -> ExitCode {
     for warning in &config.warnings {
         report.warn("configuration", warning);
     }
+    for warning in config.ldap.exposure_warnings() {
+        report.warn("ldap", warning);
+    }
 
     // Every host on its own; the first one that works serves the user check.
     let mut session = None;
@@ -61,9 +64,7 @@ pub fn run(config_path: &Path, user: Option<&str>, format: Format) -> ExitCode {
     }
 
     let deadline = Deadline::after(config.deadline);
-    let timeout = deadline
-        .cap(config.ldap.connect_timeout)
-        .unwrap_or_default();
+    let timeout = deadline.cap(config.database.timeout).unwrap_or_default();
     let mut store = match Store::connect(&config.database, timeout) {
         Ok(store) => Some(store),
         Err(e) => {
