@@ -186,6 +186,14 @@ const SYSTEMD_HELPER_STATE: [&str; 2] = [
     "/var/lib/systemd/deb-systemd-helper-masked",
 ];
 
+fn apt_install(deb: &Path, options: &[&str]) {
+    let mut args = vec!["-o", "DPkg::Lock::Timeout=300", "install", "-y", "-q"];
+    args.push("--no-install-recommends");
+    args.extend(options);
+    args.push(deb.to_str().expect("UTF-8 path"));
+    run("apt-get", &args);
+}
+
 #[test]
 #[ignore = "installs a Debian package: scripts/test.sh runs it after scripts/build-deb.sh"]
 fn package_installs_logs_in_and_purges_cleanly() {
@@ -199,18 +207,7 @@ fn package_installs_logs_in_and_purges_cleanly() {
 
     // -- install
     let _purge = Installed;
-    run(
-        "apt-get",
-        &[
-            "-o",
-            "DPkg::Lock::Timeout=300",
-            "install",
-            "-y",
-            "-q",
-            "--no-install-recommends",
-            deb.to_str().unwrap(),
-        ],
-    );
+    apt_install(&deb, &[]);
     assert!(installed());
     let version = stdout(run(INSTALLED_BIN, &["--version"]));
     assert_eq!(
@@ -322,6 +319,14 @@ fn package_installs_logs_in_and_purges_cleanly() {
         .login(ALICE, "wrong")
         .run();
     out.assert_code(1);
+
+    // an upgrade (here: the same version again) keeps the edited config, its group and mode
+    let edited = std::fs::read(CONFFILE).expect("config");
+    apt_install(&deb, &["--reinstall"]);
+    assert_eq!(std::fs::read(CONFFILE).expect("config"), edited);
+    let config = std::fs::metadata(CONFFILE).expect("config");
+    assert_eq!(config.permissions().mode() & 0o7777, 0o640);
+    assert_eq!(config.gid(), group_id("dovecot"));
 
     // Dovecot's auth process (user dovecot) reads the config through its group.
     let as_dovecot = Command::new(INSTALLED_BIN)
