@@ -1,6 +1,6 @@
 //! The Debian package, as an admin meets it: `apt-get install ./….deb`, the files where the
-//! README says, a login through the INSTALLED binary against the test servers, then
-//! `dpkg --purge` leaving nothing behind.
+//! README says, a login through the INSTALLED binary against the test servers, a reinstall
+//! that keeps the edited config, then `dpkg --purge` leaving nothing behind.
 //!
 //! Needs root and a built package: `scripts/test.sh` runs `scripts/build-deb.sh`, then this
 //! test with `MAILCOW_LDAP_AUTH_DEB=target/debian/….deb` and `--ignored` (it installs a
