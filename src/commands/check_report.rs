@@ -3,7 +3,7 @@
 //! (an admin watching a hanging host sees where it hangs); `--json` prints one object at the
 //! end, for monitoring. Both come from the same records, so they cannot disagree.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -107,7 +107,7 @@ impl Report {
 
     fn record(&mut self, name: &'static str, status: Status, detail: String) {
         let now = Instant::now();
-        let duration_ms = (now - self.last_check_end).as_secs_f64() * 1000.0;
+        let duration_ms = millis(now - self.last_check_end);
         self.last_check_end = now;
         if self.format == Format::Text {
             match status {
@@ -140,7 +140,7 @@ impl Report {
         if self.format == Format::Json {
             let object = serde_json::json!({
                 "result": result,
-                "duration_ms": self.started.elapsed().as_secs_f64() * 1000.0,
+                "duration_ms": millis(self.started.elapsed()),
                 "checks": self.checks,
                 "user": self.user,
             });
@@ -152,6 +152,11 @@ impl Report {
             ExitCode::Ok
         }
     }
+}
+
+/// Milliseconds to the microsecond (JSON readers need no more digits).
+fn millis(duration: Duration) -> f64 {
+    duration.as_micros() as f64 / 1000.0
 }
 
 #[cfg(test)]
