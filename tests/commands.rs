@@ -311,6 +311,21 @@ fn test_connection_json_marks_failures_and_warnings() {
     );
     assert_eq!(report["user"], serde_json::Value::Null);
 
+    // the LDAP exposure warnings are checks of their own
+    let mut unverified = env.cfg.clone();
+    unverified["ldap"]["ignore_ssl_errors"] = json!(true);
+    let out = Run::subcommand(&unverified, &["test-connection", "--json"]).run();
+    out.assert_code(0);
+    let report = json_report(&out);
+    assert_eq!(report["result"], "warn");
+    let ldap = checks_named(&report, "ldap");
+    assert_eq!(ldap.len(), 1, "{ldap:?}");
+    assert_eq!(ldap[0].0, "warn");
+    assert!(
+        ldap[0].1.starts_with("ldap.ignore_ssl_errors is on"),
+        "{ldap:?}"
+    );
+
     env.db
         .exec("DELETE FROM templates WHERE template = 'Staff'");
     env.cfg["ldap"]["hosts"] = json!(["127.0.0.2", "127.0.0.1"]);
