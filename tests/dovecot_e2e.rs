@@ -11,6 +11,9 @@
 mod common;
 mod e2e;
 
+/// The Dovecot of this test binary authenticates through the checkpassword snippet.
+const E2E_AUTH: e2e::dovecot::Auth = e2e::dovecot::Auth::Checkpassword;
+
 use e2e::clients::{imap_login, pop3_login, sieve_login, smtp_auth};
 use e2e::dovecot::dovecot;
 use e2e::postfix::postfix;

@@ -126,6 +126,27 @@ pub fn imap_login(port: u16, user: &str, pass: &str) -> ImapLogin {
     }
 }
 
+/// IMAP `LOGIN`, then `command` (tag a2); returns the lines it answered, tagged line last.
+/// Panics when the login fails.
+pub fn imap_command(port: u16, user: &str, pass: &str, command: &str) -> Vec<String> {
+    let mut s = Session::connect(port);
+    let greeting = s.line();
+    assert!(greeting.starts_with("* OK"), "IMAP greeting: {greeting}");
+    s.send(
+        &format!("a1 LOGIN {} {}", imap_quote(user), imap_quote(pass)),
+        Some(&format!("a1 LOGIN {} ***", imap_quote(user))),
+    );
+    let login = s.until(|l| l.starts_with("a1 "));
+    assert!(login.starts_with("a1 OK"), "{}", s.transcript.join("\n"));
+    let start = s.transcript.len();
+    s.send(&format!("a2 {command}"), None);
+    s.until(|l| l.starts_with("a2 "));
+    let lines = s.transcript[start..].to_vec();
+    s.send("a3 LOGOUT", None);
+    s.until(|l| l.starts_with("a3 "));
+    lines
+}
+
 /// POP3 `USER`/`PASS`; returns the answer to PASS (`+OK Logged in.` / `-ERR [AUTH] ...`).
 /// After a successful login it also runs `STAT` (must be `+OK`) and `QUIT`.
 pub fn pop3_login(port: u16, user: &str, pass: &str) -> String {
