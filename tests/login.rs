@@ -683,6 +683,14 @@ fn lookup_found_exports_fields_without_ldap() {
     );
     assert_eq!(out2.env["USER"], "carol@example.org", "{out2}");
     assert_no_ldap_traffic(&bh, &out2);
+    // resource mailboxes receive mail too (mailcow's SQL userdb finds them); their logins
+    // stay refused (resource_mailbox_is_rejected_without_ldap_traffic)
+    env.db
+        .add_mailbox(&Mailbox::new("room@example.org").kind("location"));
+    let room = env.cp().lookup("room@example.org").run();
+    room.assert_code(0);
+    assert_eq!(room.env["USER"], "room@example.org", "{room}");
+    assert_no_ldap_traffic(&bh, &room);
 }
 
 #[test]
