@@ -114,6 +114,9 @@ local function ask(mode, req, password, reply_path)
     return nil, "cannot start " .. settings.binary .. ": " .. tostring(err)
   end
   if password then
+    -- Unbuffered: a program that ended without reading fails this write, not close(),
+    -- which then still reports how the program ended.
+    pipe:setvbuf("no")
     pipe:write(password)
   end
   local _, how, code = pipe:close()
@@ -155,15 +158,19 @@ local function ask_once(mode, req, password)
   return word, fields
 end
 
-local function failed(req, why)
-  req:log_error("mailcow-ldap-auth: " .. why)
-  return why
+-- The message for INTERNAL_FAILURE: why ask_once() failed, or the result it cannot return.
+local function failure(word, why)
+  if word then
+    return "mailcow-ldap-auth: unexpected result " .. word
+  end
+  return "mailcow-ldap-auth: " .. why
 end
 
 function auth_password_verify(req, password)
   local word, fields = ask_once("verify", req, password)
   if not word or not PASSDB_WORDS[word] then
-    return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, failed(req, fields or "unknown result")
+    -- Dovecot logs the message as an error.
+    return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, failure(word, fields)
   end
   local result = dovecot.auth["PASSDB_RESULT_" .. word]
   if word == "OK" then
@@ -182,7 +189,7 @@ end
 function auth_userdb_lookup(req)
   local word, fields = ask_once("lookup", req, nil)
   if not word or not USERDB_WORDS[word] then
-    return dovecot.auth.USERDB_RESULT_INTERNAL_FAILURE, failed(req, fields or "unknown result")
+    return dovecot.auth.USERDB_RESULT_INTERNAL_FAILURE, failure(word, fields)
   end
   local result = dovecot.auth["USERDB_RESULT_" .. word]
   if word == "OK" then
