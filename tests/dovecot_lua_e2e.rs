@@ -238,11 +238,22 @@ fn a_password_full_of_shell_and_format_characters_logs_in() {
     assert!(!marker.exists(), "a command in the password ran");
 }
 
-/// Every /proc/<pid>/cmdline and environ that holds `needle`, and whether a process whose
-/// command line names `dovecot-lua` was seen at all.
-fn scan_proc(needle: &[u8]) -> (Vec<String>, bool) {
-    let mut hits = Vec::new();
-    let mut saw_login = false;
+/// What a look at every process found.
+#[derive(Default)]
+struct ProcScan {
+    /// /proc/<pid>/cmdline and environ files that hold the needle.
+    hits: Vec<String>,
+    /// (/proc/<pid>, argv[0]) of every process whose command line names `dovecot-lua`.
+    logins: Vec<(std::path::PathBuf, String)>,
+}
+
+fn argv0(cmdline: &[u8]) -> String {
+    let first = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+    String::from_utf8_lossy(first).into_owned()
+}
+
+fn scan_proc(needle: &[u8]) -> ProcScan {
+    let mut scan = ProcScan::default();
     for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
         let path = entry.path();
         if !path
@@ -257,14 +268,14 @@ fn scan_proc(needle: &[u8]) -> (Vec<String>, bool) {
                 continue;
             };
             if file == "cmdline" && bytes.windows(11).any(|w| w == b"dovecot-lua") {
-                saw_login = true;
+                scan.logins.push((path.clone(), argv0(&bytes)));
             }
             if bytes.windows(needle.len()).any(|w| w == needle) {
-                hits.push(format!("{}/{file}", path.display()));
+                scan.hits.push(format!("{}/{file}", path.display()));
             }
         }
     }
-    (hits, saw_login)
+    scan
 }
 
 #[test]
@@ -287,9 +298,25 @@ fn the_password_is_in_no_command_line_or_environment_while_a_login_runs() {
     };
     let mut saw_login = false;
     while !login.is_finished() {
-        let (hits, saw) = scan_proc(password.as_bytes());
-        assert!(hits.is_empty(), "password visible in {hits:?}");
-        saw_login |= saw;
+        let scan = scan_proc(password.as_bytes());
+        assert!(scan.hits.is_empty(), "password visible in {:?}", scan.hits);
+        // one process per login: the shell replaces itself with the program (caught between
+        // fork and exec, it must be the program a moment later)
+        let program = d.bin.to_str().unwrap();
+        for (pid, first) in &scan.logins {
+            if first != program {
+                std::thread::sleep(Duration::from_millis(200));
+                if let Ok(cmdline) = std::fs::read(pid.join("cmdline")) {
+                    let now = argv0(&cmdline);
+                    assert!(
+                        cmdline.is_empty() || now == program,
+                        "{} stays {now:?} next to the program",
+                        pid.display()
+                    );
+                }
+            }
+        }
+        saw_login |= !scan.logins.is_empty();
     }
     let r = login.join().expect("login thread");
     assert!(r.login.starts_with("NO [UNAVAILABLE]"), "{r:#?}");
