@@ -9,16 +9,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 const PW: &str = "Alice-Pw-1 ä=*()\\ \"'$(x)`x` %u";
-const GIB: i64 = 1 << 30;
 
 fn alice_env() -> TestEnv {
-    let env = TestEnv::new(&[LdapUser::new("alice", "alice@example.org", PW)
-        .employee_type("staff")
-        .display_name("Alice Example")]);
-    env.db.add_domain(&Domain::new("example.org"));
-    env.db
-        .add_mailbox(&Mailbox::new("alice@example.org").quota(GIB));
-    env
+    common::alice_env(PW)
 }
 
 /// A reply file as the script makes it (mkstemp: empty, 0600).

@@ -14,47 +14,10 @@ mod e2e;
 const E2E_AUTH: e2e::dovecot::Auth = e2e::dovecot::Auth::Lua;
 
 use common::{BlackHole, FirstRequestProxy, Mailbox, dead_port, slapd};
-use e2e::Site;
 use e2e::clients::{imap_command, imap_login, pop3_login};
 use e2e::dovecot::dovecot;
-use std::time::{Duration, Instant};
-
-const STAFF_QUOTA: &str = "1073741824";
-
-/// Waits (up to 10 s: Dovecot's log process writes asynchronously) until the Dovecot log has a
-/// line containing every needle; returns that line.
-#[track_caller]
-fn log_line(needles: &[&str]) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(l) = dovecot()
-            .log()
-            .lines()
-            .find(|l| needles.iter().all(|n| l.contains(n)))
-        {
-            return l.to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no Dovecot log line with {needles:?}:\n{}",
-            dovecot().log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// `doveadm user` exit code, (field, value) pairs, and all output.
-fn doveadm_user(addr: &str) -> (Option<i32>, Vec<(String, String)>, String) {
-    let out = dovecot().doveadm(&["user", addr]);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let fields = stdout
-        .lines()
-        .filter_map(|l| l.split_once('\t'))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let all = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    (out.status.code(), fields, all)
-}
+use e2e::{STAFF_QUOTA, Site, doveadm_user, log_line};
+use std::time::Duration;
 
 fn field<'a>(fields: &'a [(String, String)], key: &str, out: &str) -> &'a str {
     fields
@@ -342,7 +305,7 @@ fn dovecot_runs_the_shipped_lua_snippet_and_script() {
         );
     }
     // passdbs and userdbs in this order
-    let expected = [
+    d.assert_doveconf_in_order(&[
         "passdb {",
         &script,
         "driver = lua",
@@ -353,34 +316,6 @@ fn dovecot_runs_the_shipped_lua_snippet_and_script() {
         "userdb {",
         &script,
         "driver = lua",
-    ];
-    let mut rest = conf.as_str();
-    for e in expected {
-        let i = rest
-            .find(e)
-            .unwrap_or_else(|| panic!("doveconf -n lacks {e:?} (in order):\n{conf}"));
-        rest = &rest[i + e.len()..];
-    }
-    // the generated conf.d file is the shipped one with only the paths replaced
-    let generated =
-        std::fs::read_to_string(d.dir.join("conf.d/10-auth-mailcow-ldap-lua.conf")).expect("read");
-    assert_eq!(
-        generated,
-        e2e::dovecot::generated_snippet(e2e::dovecot::Auth::Lua, &d.dir)
-    );
-    assert_eq!(
-        generated
-            .replace(d.bin.to_str().unwrap(), e2e::dovecot::INSTALLED_BIN)
-            .replace(
-                &format!("{}/%Ld.yml", d.etc.display()),
-                e2e::dovecot::INSTALLED_CONFIG
-            )
-            .replace(
-                d.dir.join("share/mailcow-ldap-auth.lua").to_str().unwrap(),
-                e2e::dovecot::INSTALLED_SCRIPT
-            ),
-        e2e::dovecot::LUA_SNIPPET
-    );
-    let script = std::fs::read_to_string(d.dir.join("share/mailcow-ldap-auth.lua")).unwrap();
-    assert_eq!(script, e2e::dovecot::LUA_SCRIPT);
+    ]);
+    d.assert_snippet_is_shipped();
 }

@@ -6,18 +6,10 @@ use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 
 const PW: &str = "Alice-Pw-1 ä*()\\";
-const GIB: i64 = 1 << 30;
 
-/// alice@example.org: LDAP entry (employeeType staff) + active domain + active LDAP-backed
-/// mailbox with a 1 GiB quota.
+/// [`common::alice_env`] with [`PW`].
 fn alice_env() -> TestEnv {
-    let env = TestEnv::new(&[LdapUser::new("alice", "alice@example.org", PW)
-        .employee_type("staff")
-        .display_name("Alice Example")]);
-    env.db.add_domain(&Domain::new("example.org"));
-    env.db
-        .add_mailbox(&Mailbox::new("alice@example.org").quota(GIB));
-    env
+    common::alice_env(PW)
 }
 
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

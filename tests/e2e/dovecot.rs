@@ -493,6 +493,38 @@ plugin {{
         child.wait_with_output().expect("wait dovecot-lda")
     }
 
+    /// Asserts that `doveconf -n` holds `expected` in this order.
+    #[track_caller]
+    pub fn assert_doveconf_in_order(&self, expected: &[&str]) -> String {
+        let conf = self.doveconf();
+        let mut rest = conf.as_str();
+        for e in expected {
+            let i = rest
+                .find(e)
+                .unwrap_or_else(|| panic!("doveconf -n lacks {e:?} (in order):\n{conf}"));
+            rest = &rest[i + e.len()..];
+        }
+        conf
+    }
+
+    /// Asserts that the conf.d file Dovecot reads is the shipped snippet with only the
+    /// installed paths replaced, and the script it runs the shipped one.
+    #[track_caller]
+    pub fn assert_snippet_is_shipped(&self) {
+        let generated =
+            std::fs::read_to_string(self.dir.join("conf.d").join(self.auth.snippet_name()))
+                .expect("read the generated snippet");
+        let script = self.dir.join("share/mailcow-ldap-auth.lua");
+        assert_eq!(
+            generated
+                .replace(self.bin.to_str().unwrap(), INSTALLED_BIN)
+                .replace(self.etc.join("%Ld.yml").to_str().unwrap(), INSTALLED_CONFIG)
+                .replace(script.to_str().unwrap(), INSTALLED_SCRIPT),
+            self.auth.snippet()
+        );
+        assert_eq!(std::fs::read_to_string(script).unwrap(), LUA_SCRIPT);
+    }
+
     /// `doveconf -c <conf> -n` (the effective non-default settings).
     pub fn doveconf(&self) -> String {
         let out = Command::new("doveconf")

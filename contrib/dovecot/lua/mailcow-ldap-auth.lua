@@ -158,25 +158,24 @@ local function ask_once(mode, req, password)
   return word, fields
 end
 
--- The message for INTERNAL_FAILURE: why ask_once() failed, or the result it cannot return.
-local function failure(word, why)
-  if word then
-    return "mailcow-ldap-auth: unexpected result " .. word
+-- What the passdb or userdb returns for ask_once()'s answer: `prefix` .. WORD
+-- (PASSDB_RESULT_ or USERDB_RESULT_) when WORD is one of `words`, else INTERNAL_FAILURE,
+-- whose message Dovecot logs as an error.
+local function answer(prefix, words, word, fields)
+  if not word then
+    return dovecot.auth[prefix .. "INTERNAL_FAILURE"], "mailcow-ldap-auth: " .. fields
   end
-  return "mailcow-ldap-auth: " .. why
+  if not words[word] then
+    return dovecot.auth[prefix .. "INTERNAL_FAILURE"], "mailcow-ldap-auth: unexpected result " .. word
+  end
+  if word == "OK" then
+    return dovecot.auth[prefix .. word], fields
+  end
+  return dovecot.auth[prefix .. word], fields.reason or word
 end
 
 function auth_password_verify(req, password)
-  local word, fields = ask_once("verify", req, password)
-  if not word or not PASSDB_WORDS[word] then
-    -- Dovecot logs the message as an error.
-    return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, failure(word, fields)
-  end
-  local result = dovecot.auth["PASSDB_RESULT_" .. word]
-  if word == "OK" then
-    return result, fields
-  end
-  return result, fields.reason or word
+  return answer("PASSDB_RESULT_", PASSDB_WORDS, ask_once("verify", req, password))
 end
 
 -- A bind-only backend has no password to hand out (doveadm auth lookup, non-plaintext
@@ -187,13 +186,5 @@ end
 
 -- LMTP delivery, doveadm user, …: the mailbox row only, no LDAP.
 function auth_userdb_lookup(req)
-  local word, fields = ask_once("lookup", req, nil)
-  if not word or not USERDB_WORDS[word] then
-    return dovecot.auth.USERDB_RESULT_INTERNAL_FAILURE, failure(word, fields)
-  end
-  local result = dovecot.auth["USERDB_RESULT_" .. word]
-  if word == "OK" then
-    return result, fields
-  end
-  return result, fields.reason or word
+  return answer("USERDB_RESULT_", USERDB_WORDS, ask_once("lookup", req, nil))
 end
