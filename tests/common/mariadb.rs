@@ -25,7 +25,7 @@ pub struct Mariadb {
 
 pub fn mariadb() -> &'static Mariadb {
     static M: OnceLock<Mariadb> = OnceLock::new();
-    M.get_or_init(Mariadb::start)
+    M.get_or_init(|| Mariadb::start_with(&[]))
 }
 
 fn common_opts(dir: &Path, datadir: &Path) -> Vec<String> {
@@ -48,12 +48,20 @@ fn common_opts(dir: &Path, datadir: &Path) -> Vec<String> {
 }
 
 impl Mariadb {
-    fn start() -> Mariadb {
+    /// A server with these options added to the harness's own (e.g. `--sql-mode=…`); a test
+    /// binary keeps it in its own `OnceLock`, as [`mariadb`] does the default one.
+    pub fn start_with(extra_options: &[&str]) -> Mariadb {
         let t0 = Instant::now();
-        let dir = scratch_subdir("mariadb");
+        // several servers in one test process each get their own directories
+        static STARTED: AtomicU32 = AtomicU32::new(0);
+        let name = match STARTED.fetch_add(1, Ordering::Relaxed) {
+            0 => "mariadb".to_owned(),
+            n => format!("mariadb{n}"),
+        };
+        let dir = scratch_subdir(&name);
         std::fs::create_dir_all(dir.join("tmp")).expect("mkdir tmp");
         // datadir on tmpfs when there is room (see fast_scratch); socket, tmpdir, log in /tmp
-        let datadir = fast_scratch().join("mariadb-data");
+        let datadir = fast_scratch().join(format!("{name}-data"));
         let opts = common_opts(&dir, &datadir);
         run_ok(
             Command::new("mariadb-install-db")
@@ -87,6 +95,7 @@ impl Mariadb {
                     "--innodb-buffer-pool-dump-at-shutdown=0",
                     "--max-connections=500",
                 ])
+                .args(extra_options)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
@@ -373,7 +382,10 @@ impl TestDb {
                     .map(|v| match v {
                         mysql::Value::NULL => None,
                         mysql::Value::Bytes(b) => Some(String::from_utf8_lossy(&b).into_owned()),
-                        other => Some(other.as_sql(true)),
+                        // the text protocol sends every other value as bytes
+                        mysql::Value::Int(i) => Some(i.to_string()),
+                        mysql::Value::UInt(u) => Some(u.to_string()),
+                        other => Some(format!("{other:?}")),
                     })
                     .collect()
             })

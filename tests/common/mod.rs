@@ -30,9 +30,14 @@ pub struct TestEnv {
 impl TestEnv {
     /// A subtree holding `users` and a fresh mailcow database.
     pub fn new(users: &[LdapUser]) -> TestEnv {
+        TestEnv::on(mariadb(), users)
+    }
+
+    /// [`TestEnv::new`] with the database on `server` (one started with other options).
+    pub fn on(server: &'static mariadb::Mariadb, users: &[LdapUser]) -> TestEnv {
         let t0 = Instant::now();
         let ldap = slapd().subtree(users);
-        let db = mariadb().create_db();
+        let db = server.create_db();
         let cfg = default_config(&ldap, &db);
         eprintln!(
             "harness: test env (subtree {}, db {}) in {:?} (db {:?})",

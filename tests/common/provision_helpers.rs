@@ -34,7 +34,7 @@ pub fn sql_to_json(v: mysql::Value) -> Value {
         mysql::Value::Date(y, mo, d, h, mi, s, _) => {
             Value::String(format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}"))
         }
-        other => Value::String(other.as_sql(true)),
+        other => Value::String(format!("{other:?}")),
     }
 }
 
