@@ -68,12 +68,12 @@ pub(super) fn check_create(tx: &mut Tx, new: &NewMailbox) -> Result<CreateCheck,
             new.template, new.quota_mib, domain.maxquota_mib
         )));
     }
-    if facts.used_mib + new.quota_mib > domain.quota_mib {
+    if facts.used_mib.saturating_add(new.quota_mib) > domain.quota_mib {
         return Err(TxError::Refused(format!(
             "quota: template {} gives {} MiB, domain {d} has {} of {} MiB left",
             new.template,
             new.quota_mib,
-            domain.quota_mib - facts.used_mib,
+            domain.quota_mib.saturating_sub(facts.used_mib),
             domain.quota_mib
         )));
     }
@@ -130,7 +130,7 @@ pub(super) fn check_apply(
              template not applied",
             update.template,
             quota / MIB,
-            (domain.quota_mib.saturating_mul(MIB) - others) / MIB,
+            domain.quota_mib.saturating_mul(MIB).saturating_sub(others) / MIB,
             domain.quota_mib
         )));
     }
