@@ -98,7 +98,6 @@ const TEMPLATE_NAMES: &str = "SELECT template FROM templates WHERE type = 'mailb
 
 const SCHEMA_VERSION: &str = "SELECT version FROM versions WHERE application = 'db_schema'";
 
-/// Only the comparison leaves the database, never the hash.
 const PASSWORD_IS_EMPTY: &str = "SELECT password = '' FROM mailbox WHERE username = ?";
 
 /// As mailcow's own switch: an external authsource cannot change a password, so a pending
@@ -248,16 +247,21 @@ impl Store {
         Columns::new(row, "versions").next()
     }
 
-    /// Whether the mailbox's SQL password is the empty string, as mailcow leaves it for a
-    /// mailbox created with another authsource (it can then not log in with a mailcow
-    /// password). `None`: no mailbox.
-    pub fn password_is_empty(&mut self, username: &str) -> Result<Option<bool>, StoreError> {
+    /// Whether the mailbox's SQL password is set. Only the comparison with the empty string
+    /// leaves the database, never the hash.
+    pub fn sql_password(&mut self, username: &str) -> Result<SqlPassword, StoreError> {
         let row: Option<Row> = self
             .conn
             .exec_first(PASSWORD_IS_EMPTY, (username,))
             .context("reading whether the mailbox has a password")?;
-        row.map(|row| Columns::new(row, "mailbox").next())
-            .transpose()
+        let Some(row) = row else {
+            return Ok(SqlPassword::NoMailbox);
+        };
+        Ok(if Columns::new(row, "mailbox").next()? {
+            SqlPassword::Empty
+        } else {
+            SqlPassword::Set
+        })
     }
 
     /// Sets `mailbox.authsource` for each change, one UPDATE per mailbox, all in one
@@ -310,6 +314,17 @@ impl Store {
 
 /// A mailbox template as read: `Ok(None)` when missing, `Err` when its row cannot be read.
 pub type TemplateRead = Result<Option<Template>, StoreError>;
+
+/// A mailbox's SQL password, as far as [`Store::sql_password`] tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlPassword {
+    /// No such mailbox.
+    NoMailbox,
+    /// The empty string, as mailcow leaves it for a mailbox created with another authsource:
+    /// it cannot log in with a mailcow password.
+    Empty,
+    Set,
+}
 
 /// One `mailbox.authsource` change for [`Store::switch_authsources`].
 #[derive(Debug, Clone)]
