@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod deadline;
 pub mod exit;
+pub mod file_trust;
 pub mod ldap;
 pub mod log;
 pub mod login;

@@ -99,7 +99,7 @@ pub(crate) fn with_skipped(note: String, skipped: &[String]) -> String {
 
 fn connect_store(config: &Config, deadline: &Deadline) -> Result<Store, LoginError> {
     let timeout = deadline
-        .cap(config.ldap.connect_timeout.max(config.ldap.timeout))
+        .cap(config.database.timeout)
         .ok_or(LoginError::Deadline("the database connection"))?;
     Ok(Store::connect(&config.database, timeout)?)
 }

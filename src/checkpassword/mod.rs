@@ -65,15 +65,21 @@ impl Report {
 /// Runs one checkpassword request; returns only when not exec'ing the reply program.
 pub fn run(config_path: &Path, reply_program: &[OsString]) -> ExitCode {
     let started = Instant::now();
-    // First thing: nothing may open a file before fd 3 is read.
-    let credentials = match input::read_fd3() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{}: {e}", crate::log::IDENT);
-            return ExitCode::Misuse;
-        }
+    let misuse = |e: input::InputError| {
+        eprintln!("{}: {e}", crate::log::IDENT);
+        ExitCode::Misuse
     };
+    // First thing: nothing may open a file before fd 3 is taken.
+    let fd3 = match input::take_fd3() {
+        Ok(fd3) => fd3,
+        Err(e) => return misuse(e),
+    };
+    // Before the read: a writer that never closes fd 3 must not hang the process.
     let watchdog = Watchdog::start(started);
+    let credentials = match input::read_request(fd3) {
+        Ok(c) => c,
+        Err(e) => return misuse(e),
+    };
     let env = RequestEnv::from_env();
     let report = Arc::new(Report {
         user: String::from_utf8_lossy(credentials.user()).into_owned(),
@@ -148,6 +154,16 @@ pub fn run(config_path: &Path, reply_program: &[OsString]) -> ExitCode {
         }
     };
     drop(credentials);
+    // The answer carries the userdb fields: a mailbox whose name cannot go into them safely
+    // is refused like any other mailbox that may not log in.
+    let (code, answer, reason) = match mailbox {
+        Some(mailbox) => match reply::userdb_fields(&mailbox, &config.dovecot) {
+            Ok(fields) => (code, Some((mailbox, fields)), reason),
+            Err(why) if env.lookup => (ExitCode::UnknownUser, None, why),
+            Err(why) => (ExitCode::Rejected, None, why),
+        },
+        None => (code, None, reason),
+    };
 
     let severity = if code == ExitCode::TempFail {
         Severity::Error
@@ -158,9 +174,9 @@ pub fn run(config_path: &Path, reply_program: &[OsString]) -> ExitCode {
         severity,
         &report.line(result_word(code, env.lookup), &reason),
     );
-    match mailbox {
-        Some(mailbox) => {
-            let error = reply::exec(reply_program, &mailbox, &config.dovecot, env.lookup);
+    match answer {
+        Some((mailbox, fields)) => {
+            let error = reply::exec(reply_program, &mailbox, &fields, env.lookup);
             logger.log(
                 Severity::Error,
                 &format!(
@@ -197,16 +213,26 @@ struct Armed {
 }
 
 impl Watchdog {
-    /// Starts before the configuration is read: should reading it, or logging why it failed,
-    /// block for the default deadline, the process ends with 111 all the same.
+    /// Starts before fd 3 and the configuration are read: should reading them, or logging
+    /// why that failed, block for the default deadline, the process ends with 111 all the same.
     fn start(started: Instant) -> Watchdog {
         let (tx, rx) = mpsc::channel::<Armed>();
         std::thread::spawn(move || {
             let unarmed = Deadline::starting_at(started, crate::config::DEFAULT_DEADLINE);
-            let Ok(armed) =
-                rx.recv_timeout(unarmed.end().saturating_duration_since(Instant::now()))
-            else {
-                hard_exit();
+            let wait = unarmed.end().saturating_duration_since(Instant::now());
+            let armed = match rx.recv_timeout(wait) {
+                Ok(armed) => armed,
+                // The request ended before the configuration was read (misuse, a broken
+                // configuration): the main thread answers.
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(mpsc::RecvTimeoutError::Timeout) => exit_logged(
+                    &Logger::fallback(),
+                    &format!(
+                        "checkpassword result=tempfail reason=\"deadline of {} ms exceeded \
+                         before the request on fd 3 and the configuration were read\"",
+                        crate::config::DEFAULT_DEADLINE.as_millis()
+                    ),
+                ),
             };
             std::thread::sleep(
                 armed
@@ -214,17 +240,8 @@ impl Watchdog {
                     .end()
                     .saturating_duration_since(Instant::now()),
             );
-            // The log line may block (a full stderr pipe, a stalled syslog, or the main thread
-            // holding the logger while blocked there): it gets a moment, then the answer stands.
-            std::thread::spawn(|| {
-                std::thread::sleep(Duration::from_millis(200));
-                hard_exit();
-            });
             let reason = format!("deadline of {} ms exceeded", armed.budget_ms);
-            armed
-                .logger
-                .log(Severity::Error, &armed.report.line("tempfail", &reason));
-            ExitCode::TempFail.exit();
+            exit_logged(&armed.logger, &armed.report.line("tempfail", &reason));
         });
         Watchdog(tx)
     }
@@ -233,6 +250,17 @@ impl Watchdog {
         // The watchdog thread only goes away by ending the process.
         let _ = self.0.send(armed);
     }
+}
+
+/// Logs `line`, then exits 111. The line may block (a full stderr pipe, a stalled syslog, or the
+/// main thread holding the logger while blocked there): it gets a moment, then the answer stands.
+fn exit_logged(logger: &Logger, line: &str) -> ! {
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_millis(200));
+        hard_exit();
+    });
+    logger.log(Severity::Error, line);
+    ExitCode::TempFail.exit();
 }
 
 /// Exit 111 at once, without exit handlers or buffer flushes that could block too.

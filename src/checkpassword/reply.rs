@@ -9,8 +9,12 @@ use std::process::Command;
 use crate::config::DovecotConfig;
 use crate::mailcow::Mailbox;
 
-/// `userdb_*` variables for Dovecot, in the order they are exported.
-pub fn userdb_fields(mailbox: &Mailbox, dovecot: &DovecotConfig) -> BTreeMap<String, String> {
+/// `userdb_*` variables for Dovecot, in the order they are exported; an error when a field
+/// cannot hold this mailbox's name safely (see [`DovecotConfig::expand_userdb_fields`]).
+pub fn userdb_fields(
+    mailbox: &Mailbox,
+    dovecot: &DovecotConfig,
+) -> Result<BTreeMap<String, String>, String> {
     let mut fields = BTreeMap::new();
     if mailbox.quota > 0 {
         fields.insert(
@@ -18,14 +22,12 @@ pub fn userdb_fields(mailbox: &Mailbox, dovecot: &DovecotConfig) -> BTreeMap<Str
             format!("*:bytes={}", mailbox.quota),
         );
     }
-    for (name, template) in &dovecot.userdb_fields {
-        let value = template
-            .replace("{username}", &mailbox.username)
-            .replace("{local_part}", &mailbox.local_part)
-            .replace("{domain}", &mailbox.domain);
+    let configured =
+        dovecot.expand_userdb_fields(&mailbox.username, &mailbox.local_part, &mailbox.domain)?;
+    for (name, value) in configured {
         fields.insert(format!("userdb_{name}"), value);
     }
-    fields
+    Ok(fields)
 }
 
 /// Replaces this process with the reply program; returns only if the exec failed.
@@ -33,17 +35,16 @@ pub fn userdb_fields(mailbox: &Mailbox, dovecot: &DovecotConfig) -> BTreeMap<Str
 pub fn exec(
     program: &[OsString],
     mailbox: &Mailbox,
-    dovecot: &DovecotConfig,
+    fields: &BTreeMap<String, String>,
     lookup: bool,
 ) -> io::Error {
-    let fields = userdb_fields(mailbox, dovecot);
     let extra = fields.keys().cloned().collect::<Vec<_>>().join(" ");
     let mut command = Command::new(&program[0]);
     command
         .args(&program[1..])
         .env("USER", mailbox.username.to_lowercase())
         .env("EXTRA", extra)
-        .envs(&fields);
+        .envs(fields);
     if lookup {
         command.env("AUTHORIZED", "2");
     }
@@ -73,7 +74,7 @@ mod tests {
             .userdb_fields
             .insert("home".into(), "/var/vmail/{domain}/{local_part}".into());
         dovecot.userdb_fields.insert("uid".into(), "5000".into());
-        let fields = userdb_fields(&mailbox, &dovecot);
+        let fields = userdb_fields(&mailbox, &dovecot).unwrap();
         assert_eq!(fields["userdb_home"], "/var/vmail/example.org/bob");
         assert_eq!(fields["userdb_uid"], "5000");
         assert_eq!(fields["userdb_quota_rule"], "*:bytes=1024");
@@ -81,6 +82,10 @@ mod tests {
             quota: 0,
             ..mailbox
         };
-        assert!(!userdb_fields(&unlimited, &dovecot).contains_key("userdb_quota_rule"));
+        assert!(
+            !userdb_fields(&unlimited, &dovecot)
+                .unwrap()
+                .contains_key("userdb_quota_rule")
+        );
     }
 }
