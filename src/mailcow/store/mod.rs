@@ -72,24 +72,35 @@ pub const LOCK_WAIT_SECONDS: u32 = 3;
 const PREPARE_WRITER: &str = "SET SESSION innodb_lock_wait_timeout = 3; \
      SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED";
 
-/// The columns of [`Mailbox`], with the domain's `active` flag (read by [`mailbox_from`]).
-const MAILBOX_SELECT: &str = "SELECT m.username, m.name, m.quota, m.local_part, m.domain, \
-     m.attributes, m.kind, m.authsource, m.active, d.active \
-     FROM mailbox m LEFT JOIN domain d ON d.domain = m.domain";
+/// The columns of [`Mailbox`] with the domain's `active` flag, from `mailbox m` joined with
+/// `domain d` (read by [`mailbox_from`], in this order).
+macro_rules! mailbox_columns {
+    () => {
+        "SELECT m.username, m.name, m.quota, m.local_part, m.domain, m.attributes, m.kind, \
+         m.authsource, m.active, d.active"
+    };
+}
+macro_rules! mailbox_join {
+    () => {
+        " FROM mailbox m LEFT JOIN domain d ON d.domain = m.domain"
+    };
+}
 
-const MAILBOX_BY_USERNAME: &str = "SELECT m.username, m.name, m.quota, m.local_part, m.domain, \
-     m.attributes, m.kind, m.authsource, m.active, d.active \
-     FROM mailbox m LEFT JOIN domain d ON d.domain = m.domain WHERE m.username = ?";
+const MAILBOX_SELECT: &str = concat!(mailbox_columns!(), mailbox_join!());
+
+const MAILBOX_BY_USERNAME: &str =
+    concat!(mailbox_columns!(), mailbox_join!(), " WHERE m.username = ?");
 
 /// The mailbox and, in the same round trip, the mailbox template a login maps it to (the
 /// lowest id of that name, compared in the column's collation as mailcow's own query does).
-const MAILBOX_WITH_TEMPLATE: &str = "SELECT m.username, m.name, m.quota, m.local_part, \
-     m.domain, m.attributes, m.kind, m.authsource, m.active, d.active, \
-     t.id, t.template, t.attributes \
-     FROM mailbox m LEFT JOIN domain d ON d.domain = m.domain \
-     LEFT JOIN templates t ON t.id = (SELECT MIN(id) FROM templates \
-        WHERE type = 'mailbox' AND template = ?) \
-     WHERE m.username = ?";
+const MAILBOX_WITH_TEMPLATE: &str = concat!(
+    mailbox_columns!(),
+    ", t.id, t.template, t.attributes",
+    mailbox_join!(),
+    " LEFT JOIN templates t ON t.id = (SELECT MIN(id) FROM templates \
+       WHERE type = 'mailbox' AND template = ?) \
+     WHERE m.username = ?"
+);
 
 const TEMPLATE_BY_NAME: &str = "SELECT id, template, attributes FROM templates \
      WHERE type = 'mailbox' AND template = ? ORDER BY id LIMIT 1";

@@ -31,9 +31,13 @@ pub const USER_ACL_COLUMNS: [&str; 15] = [
 /// password is built from undefined variables, so it is always this value).
 pub const SOGO_STATIC_PASSWORD: &str = "{SSHA256}47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
 
-const DOMAIN: &str = "SELECT active, mailboxes, maxquota, quota FROM domain WHERE domain = ?";
-const DOMAIN_FOR_UPDATE: &str =
-    "SELECT active, mailboxes, maxquota, quota FROM domain WHERE domain = ? FOR UPDATE";
+macro_rules! domain_row {
+    () => {
+        "SELECT active, mailboxes, maxquota, quota FROM domain WHERE domain = ?"
+    };
+}
+const DOMAIN: &str = domain_row!();
+const DOMAIN_FOR_UPDATE: &str = concat!(domain_row!(), " FOR UPDATE");
 
 const ALIAS_DOMAIN_TARGET: &str = "SELECT target_domain FROM alias_domain WHERE alias_domain = ?";
 
@@ -46,11 +50,14 @@ const CREATION_FACTS: &str = "SELECT EXISTS(SELECT 1 FROM mailbox WHERE username
      EXISTS(SELECT 1 FROM alias WHERE address = ?), \
      EXISTS(SELECT 1 FROM spamalias WHERE address = ?)";
 
-const MAILBOX_STATE: &str = "SELECT name, JSON_VALUE(attributes, '$.attribute_hash'), quota, \
-     active, authsource, kind FROM mailbox WHERE username = ?";
-const MAILBOX_STATE_FOR_UPDATE: &str = "SELECT name, JSON_VALUE(attributes, \
-     '$.attribute_hash'), quota, active, authsource, kind FROM mailbox WHERE username = ? \
-     FOR UPDATE";
+macro_rules! mailbox_state {
+    () => {
+        "SELECT name, JSON_VALUE(attributes, '$.attribute_hash'), quota, active, authsource, \
+         kind FROM mailbox WHERE username = ?"
+    };
+}
+const MAILBOX_STATE: &str = mailbox_state!();
+const MAILBOX_STATE_FOR_UPDATE: &str = concat!(mailbox_state!(), " FOR UPDATE");
 
 const QUOTA_OF_OTHERS: &str = "SELECT CAST(COALESCE(SUM(quota), 0) AS SIGNED) FROM mailbox \
      WHERE kind = '' AND domain = ? AND username <> ?";
