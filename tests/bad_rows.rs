@@ -61,24 +61,14 @@ fn login_on_a_domain_row_of_unexpected_type_is_tempfail() {
 #[test]
 fn sync_counts_a_bad_row_as_failed_and_goes_on() {
     let mut env = env(&[user("bob"), user("carol"), user("dave")]);
-    env.cfg["sync"] =
-        json!({ "import_users": true, "periodic_full_sync": true, "interval_minutes": 15 });
+    env.sync_on();
     env.db.add_mailbox(&Mailbox::new("bob@example.org"));
     env.db.add_mailbox(&Mailbox::new("carol@example.org"));
     env.db
         .exec("ALTER TABLE mailbox MODIFY quota VARCHAR(20) NOT NULL DEFAULT '0'");
     env.db
         .exec("UPDATE mailbox SET quota = 'lots' WHERE username = 'bob@example.org'");
-    let state = tempfile::Builder::new()
-        .prefix("state.")
-        .tempdir_in(common::process::scratch())
-        .expect("state dir");
-    let dir = state.path().join("state");
-    let out = Run::subcommand(
-        &env.cfg,
-        &["sync", "--force", "--state-dir", dir.to_str().unwrap()],
-    )
-    .run();
+    let out = env.forced_sync(&sync_state()).run();
     out.assert_code(0)
         .assert_stderr_contains("user=bob@example.org result=failed")
         .assert_stderr_contains("mailbox.quota holds a value of an unexpected type")

@@ -29,22 +29,9 @@ fn env() -> (TestEnv, tempfile::TempDir) {
     DomainRow::from_golden(&golden()).insert(&env.db);
     insert_template(&env.db, "Plain", TEMPLATE);
     env.cfg["attribute_mapping"] = json!([{ "attribute": "staff", "template": "Plain" }]);
-    env.cfg["sync"] =
-        json!({ "import_users": true, "periodic_full_sync": true, "interval_minutes": 15 });
+    env.sync_on();
     env.db.add_mailbox(&Mailbox::new(BOB));
-    let state = tempfile::Builder::new()
-        .prefix("state.")
-        .tempdir_in(common::process::scratch())
-        .expect("state dir");
-    (env, state)
-}
-
-fn sync(env: &TestEnv, state: &tempfile::TempDir) -> Run {
-    let dir = state.path().join("state");
-    Run::subcommand(
-        &env.cfg,
-        &["sync", "--force", "--state-dir", dir.to_str().unwrap()],
-    )
+    (env, sync_state())
 }
 
 fn single(db: &TestDb, sql: &str) -> Option<String> {
@@ -98,7 +85,7 @@ fn sync_keeps_a_mailbox_deactivated_meanwhile_inactive() {
     let (env, state) = env();
     let out = with_domain_locked(
         &env.db,
-        sync(&env, &state),
+        env.forced_sync(&state),
         "UPDATE mailbox SET active = 0 WHERE username = 'bob@example.org'",
     );
     out.assert_code(0)
@@ -125,7 +112,7 @@ fn sync_leaves_a_mailbox_switched_to_mailcow_meanwhile() {
     let before = rows_of(&env.db, BOB);
     let out = with_domain_locked(
         &env.db,
-        sync(&env, &state),
+        env.forced_sync(&state),
         "UPDATE mailbox SET authsource = 'mailcow' WHERE username = 'bob@example.org'",
     );
     out.assert_code(0)

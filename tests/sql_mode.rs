@@ -272,21 +272,14 @@ fn special_characters_round_trip_exactly() {
         expected.sort();
         assert_eq!(mailboxes(&env.db), expected, "{mode}");
         // the sync finds each of them by its address, with nothing to do
-        env.cfg["sync"] =
-            json!({ "import_users": true, "periodic_full_sync": true, "interval_minutes": 15 });
-        let state = tempfile::Builder::new()
-            .prefix("state.")
-            .tempdir_in(common::process::scratch())
-            .expect("state dir");
-        let dir = state.path().join("state");
+        env.sync_on();
         let before = snapshot(&env.db);
-        Run::subcommand(
-            &env.cfg,
-            &["sync", "--force", "--state-dir", dir.to_str().unwrap()],
-        )
-        .run()
-        .assert_code(0)
-        .assert_stderr_contains("created=0 reapplied=0 unchanged=6 skipped=0 failed=0 entries=6");
+        env.forced_sync(&sync_state())
+            .run()
+            .assert_code(0)
+            .assert_stderr_contains(
+                "created=0 reapplied=0 unchanged=6 skipped=0 failed=0 entries=6",
+            );
         assert_eq!(snapshot(&env.db), before, "{mode}: the sync wrote nothing");
         for (_, mail, _) in cases {
             let tags: Vec<Option<String>> = env

@@ -54,6 +54,26 @@ impl TestEnv {
         Run::checkpassword(&self.cfg)
     }
 
+    /// Turns on both halves of the sync (import and periodic full sync).
+    pub fn sync_on(&mut self) {
+        self.cfg["sync"] =
+            json!({ "import_users": true, "periodic_full_sync": true, "interval_minutes": 15 });
+    }
+
+    /// `sync --force` with this env's config and a state directory inside `state`.
+    pub fn forced_sync(&self, state: &tempfile::TempDir) -> Run {
+        let dir = state.path().join("state");
+        Run::subcommand(
+            &self.cfg,
+            &[
+                "sync",
+                "--force",
+                "--state-dir",
+                dir.to_str().expect("utf-8 path"),
+            ],
+        )
+    }
+
     /// Points the LDAP side at other hosts/port (e.g. a black hole or a dead port).
     pub fn ldap_at(&mut self, hosts: &[&str], port: u16) {
         self.cfg["ldap"]["hosts"] = json!(hosts);
@@ -98,4 +118,12 @@ pub fn default_config(ldap: &Subtree, db: &TestDb) -> Value {
         "log": { "syslog": false, "stderr": "all" },
         "sync": { "import_users": false, "periodic_full_sync": false, "interval_minutes": 15 }
     })
+}
+
+/// A scratch directory for one test's sync state (see [`TestEnv::forced_sync`]).
+pub fn sync_state() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("state.")
+        .tempdir_in(process::scratch())
+        .expect("state dir")
 }
