@@ -12,7 +12,6 @@ use crate::ldap::{self, Session, UserSearch};
 use crate::login::{Refusal, normalize_login};
 use crate::mailcow::Store;
 use crate::mailcow::provision::{self, Preview, ProvisionError};
-use crate::mailcow::template::{self, Template};
 use crate::mapping::mapped_template;
 
 /// Prints one check per line and remembers whether all passed.
@@ -85,7 +84,7 @@ pub fn run(config_path: &Path, user: Option<&str>) -> ExitCode {
 }
 
 fn check_database(config: &Config, store: &mut Store, report: &mut Report) {
-    match template::schema_version(store) {
+    match store.schema_version() {
         Ok(version) => report.check(
             true,
             format!(
@@ -103,7 +102,7 @@ fn check_database(config: &Config, store: &mut Store, report: &mut Report) {
         .collect();
     wanted.sort_unstable();
     wanted.dedup();
-    match template::mailbox_template_names(store) {
+    match store.template_names() {
         Ok(existing) => {
             for name in wanted {
                 let found = existing.iter().any(|e| e == name);
@@ -174,7 +173,7 @@ fn check_user(
         let Some(template) = mapped else {
             return report.info("no mapped template: logins leave the mailbox as it is");
         };
-        let loaded = match Template::load(store, template) {
+        let loaded = match store.template(template) {
             Ok(loaded) => loaded,
             Err(e) => return report.check(false, e.to_string()),
         };
@@ -184,6 +183,9 @@ fn check_user(
             }
             Ok(Preview::Nothing) => report.info(format!("template {template} is up to date")),
             Ok(Preview::Skipped(why)) => report.check(false, format!("{address}: {why}")),
+            Ok(Preview::NotLdapBacked(authsource)) => report.info(format!(
+                "authsource {authsource}: logins are refused and the template is not applied"
+            )),
             Err(e) => report.check(false, e.to_string()),
         }
         return;
@@ -195,7 +197,7 @@ fn check_user(
         let values = format!("{:?}", entry.mapping_values);
         return report.check(false, format!("{address}: {}", Refusal::NoMapping(values)));
     };
-    let loaded = match Template::load(store, template) {
+    let loaded = match store.template(template) {
         Ok(loaded) => loaded,
         Err(e) => return report.check(false, e.to_string()),
     };
