@@ -204,9 +204,10 @@ fn test_connection_user_with_a_mailbox_reports_its_template_state() {
         .as_str()
         .unwrap()
         .replace("\"rl_value\":\"10\"", "\"rl_value\":\"20\"");
-    env.db.exec(&format!(
-        "UPDATE templates SET attributes = '{changed}' WHERE template = 'Staff'"
-    ));
+    env.db.exec_with(
+        "UPDATE templates SET attributes = ? WHERE template = 'Staff'",
+        (changed,),
+    );
     let out = command(&env, &["test-connection", "--user", ALICE]).run();
     out.assert_code(0);
     assert_stdout_has(&out, "the next login re-applies template Staff");

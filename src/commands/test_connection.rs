@@ -13,7 +13,6 @@ use crate::ldap::{self, Session, UserSearch};
 use crate::login::{Refusal, normalize_login};
 use crate::mailcow::Store;
 use crate::mailcow::provision::{self, Preview, ProvisionError};
-use crate::mailcow::template::{self, Template};
 use crate::mapping::mapped_template;
 
 pub fn run(config_path: &Path, user: Option<&str>, format: Format) -> ExitCode {
@@ -93,7 +92,7 @@ pub fn run(config_path: &Path, user: Option<&str>, format: Format) -> ExitCode {
 }
 
 fn check_database(config: &Config, store: &mut Store, report: &mut Report) {
-    match template::schema_version(store) {
+    match store.schema_version() {
         Ok(version) => report.check(
             "database",
             true,
@@ -112,7 +111,7 @@ fn check_database(config: &Config, store: &mut Store, report: &mut Report) {
         .collect();
     wanted.sort_unstable();
     wanted.dedup();
-    match template::mailbox_template_names(store) {
+    match store.template_names() {
         Ok(existing) => {
             for name in wanted {
                 let found = existing.iter().any(|e| e == name);
@@ -217,7 +216,7 @@ fn check_user(
             });
             return report.info(reason);
         };
-        let loaded = match Template::load(store, template) {
+        let loaded = match store.template(template) {
             Ok(loaded) => loaded,
             Err(e) => return report.check("user_next_login", false, e.to_string()),
         };
@@ -234,6 +233,13 @@ fn check_user(
                 found.next_login = Some(NextLogin::Nothing { reason });
             }
             Ok(Preview::Skipped(why)) => refuse(found, report, why.to_string()),
+            Ok(Preview::NotLdapBacked(authsource)) => {
+                let reason = format!(
+                    "authsource {authsource}: logins are refused and the template is not applied"
+                );
+                report.info(&reason);
+                found.next_login = Some(NextLogin::Refused { reason });
+            }
             Err(e) => report.check("user_next_login", false, e.to_string()),
         }
         return;
@@ -245,7 +251,7 @@ fn check_user(
         let values = format!("{:?}", entry.mapping_values);
         return refuse(found, report, Refusal::NoMapping(values).to_string());
     };
-    let loaded = match Template::load(store, template) {
+    let loaded = match store.template(template) {
         Ok(loaded) => loaded,
         Err(e) => return report.check("user_next_login", false, e.to_string()),
     };

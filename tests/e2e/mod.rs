@@ -9,7 +9,7 @@ pub mod clients;
 pub mod dovecot;
 pub mod postfix;
 
-use crate::common::{Domain, LdapUser, TestEnv};
+use crate::common::{Domain, LdapUser, PROVISIONED, TestEnv, provisioned};
 use dovecot::dovecot;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -122,35 +122,27 @@ impl Site {
         self.env.db.rows(sql)
     }
 
-    /// Number of rows in `table` whose `column` equals `addr`.
-    pub fn count(&self, table: &str, column: &str, addr: &str) -> usize {
-        let r = self.rows(&format!(
-            "SELECT COUNT(*) FROM `{table}` WHERE `{column}` = '{addr}'"
-        ));
+    /// [`TestDb::rows_with`].
+    pub fn rows_with(
+        &self,
+        sql: &str,
+        params: impl Into<mysql::Params>,
+    ) -> Vec<Vec<Option<String>>> {
+        self.env.db.rows_with(sql, params)
+    }
+
+    /// Number of rows in the provisioned `table` that belong to `addr`.
+    pub fn count(&self, table: &str, addr: &str) -> usize {
+        let r = self.rows_with(provisioned(table).count_of_address, (addr,));
         r[0][0].as_deref().unwrap_or("0").parse().expect("count")
     }
 
     /// Every row a provisioned mailbox owns, table by table (for "nothing rewritten").
     pub fn snapshot(&self, addr: &str) -> Vec<(String, Vec<Vec<Option<String>>>)> {
-        [
-            ("mailbox", "username"),
-            ("alias", "address"),
-            ("quota2", "username"),
-            ("quota2replica", "username"),
-            ("user_acl", "username"),
-            ("tags_mailbox", "username"),
-            ("_sogo_static_view", "c_uid"),
-        ]
-        .iter()
-        .map(|(t, c)| {
-            (
-                t.to_string(),
-                self.rows(&format!(
-                    "SELECT * FROM `{t}` WHERE `{c}` = '{addr}' ORDER BY 1"
-                )),
-            )
-        })
-        .collect()
+        PROVISIONED
+            .iter()
+            .map(|t| (t.name.to_owned(), self.rows_with(t.of_address, (addr,))))
+            .collect()
     }
 
     /// The Dovecot log lines about `addr` (for failure messages).
