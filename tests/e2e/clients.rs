@@ -126,6 +126,33 @@ pub fn imap_login(port: u16, user: &str, pass: &str) -> ImapLogin {
     }
 }
 
+/// IMAP `LOGIN user pass` (must succeed), then `command`; returns every line the server sent
+/// for `command` (untagged lines and the tagged answer last).
+pub fn imap_command(port: u16, user: &str, pass: &str, command: &str) -> Vec<String> {
+    let mut s = Session::connect(port);
+    s.line();
+    s.send(
+        &format!("a1 LOGIN {} {}", imap_quote(user), imap_quote(pass)),
+        Some(&format!("a1 LOGIN {} ***", imap_quote(user))),
+    );
+    let login = s.until(|l| l.starts_with("a1 "));
+    assert!(
+        login.starts_with("a1 OK"),
+        "IMAP login: {login}\n{}",
+        s.transcript.join("\n")
+    );
+    let from = s.transcript.len();
+    s.send(&format!("a2 {command}"), None);
+    s.until(|l| l.starts_with("a2 "));
+    let lines = s.transcript[from + 1..]
+        .iter()
+        .map(|l| l.trim_start_matches("S: ").to_string())
+        .collect();
+    s.send("a3 LOGOUT", None);
+    s.until(|l| l.starts_with("a3 "));
+    lines
+}
+
 /// POP3 `USER`/`PASS`; returns the answer to PASS (`+OK Logged in.` / `-ERR [AUTH] ...`).
 /// After a successful login it also runs `STAT` (must be `+OK`) and `QUIT`.
 pub fn pop3_login(port: u16, user: &str, pass: &str) -> String {

@@ -67,13 +67,21 @@ pub fn gid_of(group: &str) -> u32 {
     id_from("/etc/group", group, 2)
 }
 
-fn id_from(file: &str, name: &str, field: usize) -> u32 {
-    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("read {file}: {e}"));
+/// Field `field` of the line for `name` in a passwd/group style file.
+pub fn id_from(file: impl AsRef<Path>, name: &str, field: usize) -> u32 {
+    let file = file.as_ref();
+    let text = std::fs::read_to_string(file)
+        .unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
     text.lines()
         .map(|l| l.split(':').collect::<Vec<_>>())
         .find(|f| f.first() == Some(&name))
         .and_then(|f| f.get(field).and_then(|v| v.parse().ok()))
-        .unwrap_or_else(|| panic!("{name} not found in {file} (are dovecot/postfix installed?)"))
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} not found in {} (are dovecot/postfix installed?)",
+                file.display()
+            )
+        })
 }
 
 fn mkdir(p: &Path, mode: u32) {
@@ -396,7 +404,8 @@ plugin {{
     }
 }
 
-fn imap_greeting(port: u16) -> Option<String> {
+/// The first line an IMAP server on `port` sends, if any within 2 s.
+pub fn imap_greeting(port: u16) -> Option<String> {
     use std::io::{BufRead, BufReader};
     let s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;

@@ -1,17 +1,19 @@
 //! End-to-end harness: the shared slapd + MariaDB of `tests/common`, plus one real Dovecot 2.3
 //! (and, on first use, one Postfix) per test binary, configured from the shipped `contrib/`
-//! snippets. Each test is a [`Site`]: its own mail domain, whose config file (selected by
+//! snippets, or a Dovecot 2.4.1 per test inside a trixie root ([`dovecot24`]). Each test is a [`Site`]: its own mail domain, whose config file (selected by
 //! Dovecot through `%Ld` in the checkpassword args) points at the test's own LDAP subtree and
 //! database.
 #![allow(dead_code)]
 
 pub mod clients;
 pub mod dovecot;
+pub mod dovecot24;
 pub mod postfix;
 
 use crate::common::{Domain, LdapUser, TestEnv};
 use dovecot::dovecot;
 use serde_json::{Value, json};
+use std::path::Path;
 
 const GOLDEN: &str = include_str!("../fixtures/golden-provision-bob.json");
 
@@ -33,9 +35,17 @@ pub struct Site {
 impl Site {
     /// Domain `<tag>.example.org` (active, room for 100 mailboxes), the `Staff` template next to
     /// the built-in `Default`, mapping `staff` → Staff, default template Default, and the config
-    /// file Dovecot uses for this domain.
+    /// file the shared Dovecot 2.3 uses for this domain.
     pub fn new(tag: &str) -> Site {
         let d = dovecot();
+        let site = Site::for_mail(tag, d.mail_uid, d.mail_gid, &d.mail);
+        site.write_config();
+        site
+    }
+
+    /// The same site for any Dovecot whose mail belongs to `uid`/`gid` and whose homes lie under
+    /// `mail` (as the auth process sees the path); writes no config file.
+    pub fn for_mail(tag: &str, uid: u32, gid: u32, mail: &Path) -> Site {
         let mut env = TestEnv::new(&[]);
         let domain = format!("{tag}.example.org");
         env.db.add_domain(&Domain::new(&domain));
@@ -45,13 +55,11 @@ impl Site {
             ldap.remove("ca_file");
         }
         env.cfg["dovecot"]["userdb_fields"] = json!({
-            "uid": d.mail_uid.to_string(),
-            "gid": d.mail_gid.to_string(),
-            "home": format!("{}/{{domain}}/{{local_part}}", d.mail.display()),
+            "uid": uid.to_string(),
+            "gid": gid.to_string(),
+            "home": format!("{}/{{domain}}/{{local_part}}", mail.display()),
         });
-        let site = Site { env, domain };
-        site.write_config();
-        site
+        Site { env, domain }
     }
 
     /// (Re)writes this domain's config file from `env.cfg`.
