@@ -11,7 +11,7 @@
 # "Staff" template next to the built-in "Default") and Dovecot on loopback high ports in a
 # temp dir, with examples/config.yml as the helper's config; then logs in over IMAP and shows
 # each step. Dovecot 2.3 is Debian 12's, with passdb/userdb from
-# contrib/dovecot/10-auth-mailcow-ldap.conf (checkpassword); Dovecot 2.4.1 runs chrooted in the
+# contrib/dovecot/2.3/10-auth-mailcow-ldap.conf (checkpassword); Dovecot 2.4.1 runs chrooted in the
 # cached Debian 13 root of scripts/dovecot24-root.sh, with contrib/dovecot/2.4/ and the Lua
 # script. Nothing touches the system's own slapd/MariaDB/Dovecot or /etc.
 set -euo pipefail
@@ -162,7 +162,7 @@ if [ "$DOVECOT" = 2.4 ]; then
   say "          127.0.0.1:$IMAP_PORT (IMAP), $POP3_PORT (POP3)"
   say "          passdb + userdb: $SNIPPET -> contrib/dovecot/lua/mailcow-ldap-auth.lua -> $IN/bin/mailcow-ldap-auth"
 else
-  SNIPPET=contrib/dovecot/10-auth-mailcow-ldap.conf
+  SNIPPET=contrib/dovecot/2.3/10-auth-mailcow-ldap.conf
   srv_start_dovecot "$T/dovecot" "$T/bin/mailcow-ldap-auth" "$T/etc/config.yml" "$REPO/$SNIPPET"
   say "Dovecot   127.0.0.1:$IMAP_PORT (IMAP), $POP3_PORT (POP3), $SIEVE_PORT (ManageSieve)"
   say "          passdb + userdb: $SNIPPET -> $T/bin/mailcow-ldap-auth"

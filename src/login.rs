@@ -34,6 +34,8 @@ pub enum Refusal {
     EmptyPassword,
     #[error("password contains a NUL byte")]
     NulInPassword,
+    #[error("login name or password is not UTF-8")]
+    NotUtf8,
     #[error("malformed login name")]
     MalformedLogin,
     #[error("resource mailbox")]
@@ -245,7 +247,8 @@ pub(crate) fn describe_values(values: &[String]) -> String {
 }
 
 /// Lookup mode (userdb): the mailbox as Dovecot may deliver to it, without contacting LDAP.
-/// Active 1 and 2 ("no login, mail still accepted") both count, like mailcow's SQL userdb.
+/// Active 1 and 2 ("no login, mail still accepted") both count, and resource mailboxes too,
+/// like mailcow's SQL userdb.
 pub fn lookup(
     config: &Config,
     username: &str,
@@ -255,7 +258,8 @@ pub fn lookup(
         return Ok(None);
     };
     let mut store = connect_store(config, deadline)?;
+    // Resource mailboxes (rooms, equipment) receive mail too; their logins stay refused.
     Ok(store
         .mailbox(&username)?
-        .filter(|m| (m.active == 1 || m.active == 2) && !m.is_resource()))
+        .filter(|m| m.active == 1 || m.active == 2))
 }

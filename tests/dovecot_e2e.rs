@@ -1,6 +1,6 @@
 //! End to end (issue 4): a real Dovecot 2.3 whose passdb is `mailcow-ldap-auth checkpassword`
 //! and whose userdb is prefetch + the binary in lookup mode (the blocks of
-//! contrib/dovecot/10-auth-mailcow-ldap.conf), a real Postfix using Dovecot SASL (the lines of
+//! contrib/dovecot/2.3/10-auth-mailcow-ldap.conf), a real Postfix using Dovecot SASL (the lines of
 //! contrib/postfix/main.cf.snippet), a throwaway slapd and MariaDB with the real mailcow
 //! schema. Clients speak IMAP, POP3, ManageSieve and SMTP over TCP; local delivery runs
 //! dovecot-lda (a userdb lookup through the binary in lookup mode).

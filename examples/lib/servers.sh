@@ -14,7 +14,7 @@
 #   srv_start_dovecot24 ROOT DIR BIN CONFIG SNIPPET SCRIPT -> IMAP_PORT POP3_PORT DOVECOT_PID
 #   srv_stop DIR                           -> stops the server whose pid is in DIR/pid
 #
-# The Dovecot passdb/userdb blocks are the shipped contrib/dovecot snippet (SNIPPET) with only
+# The Dovecot passdb/userdb blocks are a shipped contrib/dovecot/ snippet (SNIPPET) with only
 # the paths of the binary, its config and the Lua script replaced.
 
 SRV_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)

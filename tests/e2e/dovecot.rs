@@ -2,7 +2,7 @@
 //! ManageSieve on random loopback ports (delivery is tested with `dovecot-lda`: dovecot-lmtpd
 //! is not among the test dependencies), an auth listener inside the Postfix queue
 //! directory, and as passdb/userdb exactly the blocks of the shipped
-//! `contrib/dovecot/10-auth-mailcow-ldap.conf`, with only two paths replaced:
+//! `contrib/dovecot/2.3/10-auth-mailcow-ldap.conf`, with only two paths replaced:
 //!
 //! * `/usr/local/bin/mailcow-ldap-auth` → a copy of the binary under test inside the instance
 //!   directory (mode 0755 all the way up, so the auth process, user `dovecot`, can run it);
@@ -24,7 +24,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-pub const SNIPPET: &str = include_str!("../../contrib/dovecot/10-auth-mailcow-ldap.conf");
+pub const SNIPPET: &str = include_str!("../../contrib/dovecot/2.3/10-auth-mailcow-ldap.conf");
 pub const INSTALLED_BIN: &str = "/usr/local/bin/mailcow-ldap-auth";
 pub const INSTALLED_CONFIG: &str = "/etc/mailcow-ldap-auth/config.yml";
 /// The `args` line the snippet must contain (twice: passdb and userdb).
@@ -191,7 +191,7 @@ login_greeting = {greeting}
 postmaster_address = postmaster@example.org
 hostname = localhost
 
-# passdb + userdb: the shipped contrib/dovecot/10-auth-mailcow-ldap.conf (paths replaced)
+# passdb + userdb: the shipped contrib/dovecot/2.3/10-auth-mailcow-ldap.conf (paths replaced)
 !include conf.d/10-auth-mailcow-ldap.conf
 
 service imap-login {{

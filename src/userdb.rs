@@ -1,0 +1,90 @@
+//! The userdb fields a successful login or lookup hands to Dovecot, per Dovecot version.
+
+use std::collections::BTreeMap;
+
+use crate::config::DovecotConfig;
+use crate::mailcow::Mailbox;
+
+/// Which Dovecot reads the fields: 2.4 renamed the quota setting and silently ignores the
+/// 2.3 name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DovecotVersion {
+    #[value(name = "2.3")]
+    V2_3,
+    #[value(name = "2.4")]
+    V2_4,
+}
+
+/// Field name → value, without the `userdb_` prefix a passdb reply adds.
+/// The quota (bytes) is left out when it is 0 (mailcow's "unlimited"), so that Dovecot's own
+/// default applies, as with 2.3 before.
+pub fn fields(
+    mailbox: &Mailbox,
+    dovecot: &DovecotConfig,
+    version: DovecotVersion,
+) -> BTreeMap<String, String> {
+    let mut fields = BTreeMap::new();
+    if mailbox.quota > 0 {
+        let (name, value) = match version {
+            DovecotVersion::V2_3 => ("quota_rule", format!("*:bytes={}", mailbox.quota)),
+            DovecotVersion::V2_4 => ("quota_storage_size", mailbox.quota.to_string()),
+        };
+        fields.insert(name.to_owned(), value);
+    }
+    for (name, template) in &dovecot.userdb_fields {
+        let value = template
+            .replace("{username}", &mailbox.username)
+            .replace("{local_part}", &mailbox.local_part)
+            .replace("{domain}", &mailbox.domain);
+        fields.insert(name.clone(), value);
+    }
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bob(quota: u64) -> Mailbox {
+        Mailbox {
+            username: "bob@example.org".into(),
+            name: String::new(),
+            quota,
+            local_part: "bob".into(),
+            domain: "example.org".into(),
+            attributes: Default::default(),
+            kind: String::new(),
+            authsource: Some("ldap".into()),
+            active: 1,
+            domain_active: Some(1),
+        }
+    }
+
+    #[test]
+    fn fields_substitute_placeholders_and_add_quota() {
+        let mut dovecot = DovecotConfig::default();
+        dovecot
+            .userdb_fields
+            .insert("home".into(), "/var/vmail/{domain}/{local_part}".into());
+        dovecot.userdb_fields.insert("uid".into(), "5000".into());
+        let fields = fields(&bob(1024), &dovecot, DovecotVersion::V2_3);
+        assert_eq!(fields["home"], "/var/vmail/example.org/bob");
+        assert_eq!(fields["uid"], "5000");
+        assert_eq!(fields["quota_rule"], "*:bytes=1024");
+        assert!(!fields.contains_key("quota_storage_size"));
+    }
+
+    #[test]
+    fn dovecot_24_gets_quota_storage_size() {
+        let fields = fields(&bob(1024), &DovecotConfig::default(), DovecotVersion::V2_4);
+        assert_eq!(fields["quota_storage_size"], "1024");
+        assert!(!fields.contains_key("quota_rule"));
+    }
+
+    #[test]
+    fn unlimited_quota_emits_no_field() {
+        for version in [DovecotVersion::V2_3, DovecotVersion::V2_4] {
+            assert!(fields(&bob(0), &DovecotConfig::default(), version).is_empty());
+        }
+    }
+}
