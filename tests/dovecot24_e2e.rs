@@ -15,6 +15,7 @@ use e2e::Site;
 use e2e::clients::{imap_command, imap_login, pop3_login};
 use e2e::dovecot24::Dovecot24;
 use std::path::Path;
+use std::time::Duration;
 
 const STAFF_QUOTA: &str = "1073741824";
 const FAILED: &str = "NO [AUTHENTICATIONFAILED] Authentication failed.";
@@ -85,6 +86,12 @@ fn imap_first_login_provisions_and_the_second_writes_nothing() {
         "the first login created the mailbox from the Staff template"
     );
     assert_eq!(site.count("quota2", "username", &addr), 1);
+    // the program's own log line reached Dovecot's log (its stderr, through the auth-worker)
+    d.log_line(&[
+        &format!("mailcow-ldap-auth: login user={addr} service=imap"),
+        "result=ok",
+        "template Staff",
+    ]);
 
     // Later logins write nothing: pin `modified` (any UPDATE would move it) and compare rows.
     site.env.db.exec(&format!(
@@ -94,13 +101,13 @@ fn imap_first_login_provisions_and_the_second_writes_nothing() {
     let before = site.snapshot(&addr);
     let r = imap_login(d.imap_port, &addr, "alice-pw");
     assert!(r.ok(), "second IMAP login: {r:#?}\nlog:\n{}", d.log());
-    assert_eq!(site.snapshot(&addr), before, "the second login rewrote rows");
-    // Dovecot logged the user in under the name the passdb returned
-    assert!(
-        d.log().contains(&format!("Login: user=<{addr}>")),
-        "log:\n{}",
-        d.log()
+    assert_eq!(
+        site.snapshot(&addr),
+        before,
+        "the second login rewrote rows"
     );
+    d.log_line(&[&format!("login user={addr}"), "result=ok", "reason=\"ok\""]);
+    d.log_line(&["imap-login: Info: Logged in:", &format!("user=<{addr}>")]);
 }
 
 #[test]
@@ -115,10 +122,7 @@ fn pop3_first_login_provisions() {
         d.log()
     );
     assert_eq!(site.count("mailbox", "username", &addr), 1);
-    assert_eq!(
-        pop3_login(d.pop3_port, &addr, "bob-pw"),
-        "+OK Logged in."
-    );
+    assert_eq!(pop3_login(d.pop3_port, &addr, "bob-pw"), "+OK Logged in.");
 }
 
 #[test]
@@ -131,6 +135,10 @@ fn wrong_password_and_unknown_user_are_authentication_failures() {
     assert_eq!(pop3_login(d.pop3_port, &addr, "wrong"), POP3_FAILED);
     let r = imap_login(d.imap_port, &site.addr("nobody"), "whatever");
     assert_eq!(r.login, FAILED, "{r:#?}\nlog:\n{}", d.log());
+    // Dovecot learnt why: PASSWORD_MISMATCH and USER_UNKNOWN are both "auth failed"
+    d.log_line(&["result=rejected", "wrong password"]);
+    d.log_line(&["result=rejected", "no such LDAP entry"]);
+    d.log_line(&[&format!("user=<{addr}>"), "(auth_failed)"]);
     // and the right password still works (nothing was locked or cached)
     assert!(imap_login(d.imap_port, &addr, "carol-pw").ok());
 }
@@ -154,6 +162,8 @@ fn ldap_down_is_a_temporary_failure() {
         d.log()
     );
     assert_eq!(site.count("mailbox", "username", &addr), 0);
+    d.log_line(&["result=tempfail", "all LDAP hosts unreachable"]);
+    d.log_line(&["pop3-login", &format!("user=<{addr}>"), "(temp_fail)"]);
 }
 
 #[test]
@@ -173,6 +183,8 @@ fn disabled_protocol_is_refused_without_ldap_traffic() {
         d.log()
     );
     assert_eq!(ldap.connections(), 0, "refused before any LDAP traffic");
+    // USER_DISABLED reached Dovecot
+    d.log_line(&["pop3-login", &format!("user=<{addr}>"), "(user_disabled)"]);
 }
 
 #[test]
@@ -199,7 +211,12 @@ fn mailcow_mailbox_logs_in_through_the_next_passdb_without_ldap() {
     );
     let r = imap_login(d.imap_port, addr, "wrong");
     assert_eq!(r.login, FAILED, "{r:#?}\nlog:\n{}", d.log());
-    assert_eq!(ldap.connections(), 0, "a mailcow mailbox never reaches LDAP");
+    assert_eq!(
+        ldap.connections(),
+        0,
+        "a mailcow mailbox never reaches LDAP"
+    );
+    d.log_line(&[&format!("login user={addr}"), "not LDAP-backed"]);
 }
 
 #[test]
@@ -223,7 +240,12 @@ fn doveadm_user_found_unknown_and_tempfail() {
     let addr = site.user("ivan", "ivan-pw", Some("staff"));
     // in LDAP only, never logged in: the lookup never asks LDAP → unknown
     let (code, _, out) = doveadm_user(&d, &addr);
-    assert_eq!(code, Some(67), "before provisioning:\n{out}\nlog:\n{}", d.log());
+    assert_eq!(
+        code,
+        Some(67),
+        "before provisioning:\n{out}\nlog:\n{}",
+        d.log()
+    );
 
     assert!(imap_login(d.imap_port, &addr, "ivan-pw").ok());
     let (code, fields, out) = doveadm_user(&d, &addr);
@@ -260,6 +282,11 @@ fn resource_mailbox_is_found_by_doveadm_user_and_cannot_log_in() {
     );
     let r = imap_login(d.imap_port, &room, "any");
     assert_eq!(r.login, FAILED, "{r:#?}\nlog:\n{}", d.log());
+    d.log_line(&[
+        &format!("login user={room}"),
+        "result=rejected",
+        "resource mailbox",
+    ]);
 }
 
 #[test]
@@ -271,4 +298,49 @@ fn password_with_shell_and_quote_characters_logs_in() {
     assert!(r.ok(), "{r:#?}\nlog:\n{}", d.log());
     assert!(!Path::new("/tmp/pwned").exists());
     assert!(!d.root_path("tmp/pwned").exists());
+}
+
+/// Every `/proc/<pid>/{cmdline,environ}` that contains `needle`.
+fn procs_showing(needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        for file in ["cmdline", "environ"] {
+            let p = e.path().join(file);
+            if std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)) {
+                hits.push(p.display().to_string());
+            }
+        }
+    }
+    hits
+}
+
+#[test]
+fn the_password_is_in_no_process_arguments_or_environment_during_a_login() {
+    let (d, mut site) = setup("procfs");
+    let pw = "S3cret-in-flight-\u{e9}-7f2c";
+    let addr = site.user("kim", pw, None);
+    // LDAP that accepts the service bind and never answers the search: the login hangs until
+    // the program's LDAP timeout (2 s) while the program and the script's shell exist
+    let slow = common::FirstRequestProxy::start(
+        "127.0.0.1:0",
+        ([127, 0, 0, 1], common::slapd().port).into(),
+    )
+    .expect("proxy");
+    site.env.ldap_at(&["127.0.0.1"], slow.addr.port());
+    d.write_config(&site.env.cfg);
+    let port = d.imap_port;
+    let login = std::thread::spawn(move || imap_login(port, &addr, pw));
+    let mut seen_running = false;
+    while !login.is_finished() {
+        let hits = procs_showing(pw.as_bytes());
+        assert!(hits.is_empty(), "the password shows in {hits:?}");
+        seen_running |= !procs_showing(b"dovecot-lua").is_empty();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let r = login.join().expect("login thread");
+    assert!(r.login.starts_with(TEMPFAIL), "{r:#?}\nlog:\n{}", d.log());
+    assert!(
+        seen_running,
+        "never saw the program run (the check above proved nothing)"
+    );
 }

@@ -70,8 +70,8 @@ pub fn gid_of(group: &str) -> u32 {
 /// Field `field` of the line for `name` in a passwd/group style file.
 pub fn id_from(file: impl AsRef<Path>, name: &str, field: usize) -> u32 {
     let file = file.as_ref();
-    let text = std::fs::read_to_string(file)
-        .unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
+    let text =
+        std::fs::read_to_string(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
     text.lines()
         .map(|l| l.split(':').collect::<Vec<_>>())
         .find(|f| f.first() == Some(&name))

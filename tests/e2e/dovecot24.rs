@@ -105,12 +105,12 @@ fn lua_file_lines() -> Vec<&'static str> {
 pub fn generated_snippet(bin: &str, config: &str, script: &str) -> String {
     let active = |line: &str| SNIPPET.lines().any(|l| l.trim() == line);
     for block in ["passdb lua {", "userdb prefetch {", "userdb lua {"] {
-        assert!(
-            active(block),
-            "the 2.4 snippet lacks an active `{block}`"
-        );
+        assert!(active(block), "the 2.4 snippet lacks an active `{block}`");
     }
-    for setting in [format!("binary = {INSTALLED_BIN}"), format!("config = {INSTALLED_CONFIG}")] {
+    for setting in [
+        format!("binary = {INSTALLED_BIN}"),
+        format!("config = {INSTALLED_CONFIG}"),
+    ] {
         assert!(
             active(&setting),
             "the 2.4 snippet lacks `{setting}` (lua_settings)"
@@ -268,6 +268,23 @@ impl Dovecot24 {
     /// The whole Dovecot log so far.
     pub fn log(&self) -> String {
         read(&self.dir.join("dovecot.log"))
+    }
+
+    /// Waits (up to 10 s: Dovecot's log process writes asynchronously) for a log line holding
+    /// every needle; returns it.
+    #[track_caller]
+    pub fn log_line(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if let Some(l) = log.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+                return l.to_string();
+            }
+            if Instant::now() > deadline {
+                panic!("no Dovecot 2.4 log line contains all of {needles:?}; log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// `doveadm -c <conf> ARGS` inside the root.
