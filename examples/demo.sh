@@ -196,7 +196,7 @@ helper_log_since() {
   local from=$1 user=$2 i line
   for i in $(seq 100); do
     line=$(tail -n +"$((from + 1))" "$DOVECOT_LOG" | grep -F "mailcow-ldap-auth: login user=$user " | tail -n 1 || true)
-    [ -n "$line" ] && { echo "${line#*auth: Error: }"; return; }
+    [ -n "$line" ] && { echo "${line#*Error: }"; return; }
     sleep 0.05
   done
   echo "(no log line from mailcow-ldap-auth)"
