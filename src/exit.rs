@@ -1,6 +1,6 @@
 //! Exit codes and Lua results: the one place that maps an answer to what Dovecot is told.
 
-use crate::login::{LoginError, Outcome, Refusal};
+use crate::login::Refusal;
 use crate::request::Answer;
 
 /// The checkpassword exit codes as Dovecot 2.3 reads them (the `login` and `dovecot-lua`
@@ -26,14 +26,6 @@ impl ExitCode {
             Answer::Refused(_) => ExitCode::Rejected,
             Answer::Unknown => ExitCode::UnknownUser,
             Answer::Fault => ExitCode::TempFail,
-        }
-    }
-
-    pub fn of_login(result: &Result<Outcome, LoginError>) -> ExitCode {
-        match result {
-            Ok(Outcome::Accepted { .. }) => ExitCode::Ok,
-            Ok(Outcome::Rejected(_)) => ExitCode::Rejected,
-            Err(_) => ExitCode::TempFail,
         }
     }
 

@@ -42,15 +42,16 @@ pub fn fields(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn bob(quota: u64) -> Mailbox {
+    /// `<local>@example.org`, active, LDAP-backed.
+    pub(crate) fn mailbox(local: &str, quota: u64) -> Mailbox {
         Mailbox {
-            username: "bob@example.org".into(),
+            username: format!("{local}@example.org"),
             name: String::new(),
             quota,
-            local_part: "bob".into(),
+            local_part: local.into(),
             domain: "example.org".into(),
             attributes: Default::default(),
             kind: String::new(),
@@ -67,7 +68,7 @@ mod tests {
             .userdb_fields
             .insert("home".into(), "/var/vmail/{domain}/{local_part}".into());
         dovecot.userdb_fields.insert("uid".into(), "5000".into());
-        let fields = fields(&bob(1024), &dovecot, DovecotVersion::V2_3);
+        let fields = fields(&mailbox("bob", 1024), &dovecot, DovecotVersion::V2_3);
         assert_eq!(fields["home"], "/var/vmail/example.org/bob");
         assert_eq!(fields["uid"], "5000");
         assert_eq!(fields["quota_rule"], "*:bytes=1024");
@@ -76,7 +77,11 @@ mod tests {
 
     #[test]
     fn dovecot_24_gets_quota_storage_size() {
-        let fields = fields(&bob(1024), &DovecotConfig::default(), DovecotVersion::V2_4);
+        let fields = fields(
+            &mailbox("bob", 1024),
+            &DovecotConfig::default(),
+            DovecotVersion::V2_4,
+        );
         assert_eq!(fields["quota_storage_size"], "1024");
         assert!(!fields.contains_key("quota_rule"));
     }
@@ -84,7 +89,7 @@ mod tests {
     #[test]
     fn unlimited_quota_emits_no_field() {
         for version in [DovecotVersion::V2_3, DovecotVersion::V2_4] {
-            assert!(fields(&bob(0), &DovecotConfig::default(), version).is_empty());
+            assert!(fields(&mailbox("bob", 0), &DovecotConfig::default(), version).is_empty());
         }
     }
 }

@@ -6,18 +6,10 @@ use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 
 const PW: &str = "Alice-Pw-1 ä*()\\";
-const GIB: i64 = 1 << 30;
 
-/// alice@example.org: LDAP entry (employeeType staff) + active domain + active LDAP-backed
-/// mailbox with a 1 GiB quota.
+/// [`common::alice_env`] with [`PW`].
 fn alice_env() -> TestEnv {
-    let env = TestEnv::new(&[LdapUser::new("alice", "alice@example.org", PW)
-        .employee_type("staff")
-        .display_name("Alice Example")]);
-    env.db.add_domain(&Domain::new("example.org"));
-    env.db
-        .add_mailbox(&Mailbox::new("alice@example.org").quota(GIB));
-    env
+    common::alice_env(PW)
 }
 
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -683,6 +675,14 @@ fn lookup_found_exports_fields_without_ldap() {
     );
     assert_eq!(out2.env["USER"], "carol@example.org", "{out2}");
     assert_no_ldap_traffic(&bh, &out2);
+    // resource mailboxes receive mail too (mailcow's SQL userdb finds them); their logins
+    // stay refused (resource_mailbox_is_rejected_without_ldap_traffic)
+    env.db
+        .add_mailbox(&Mailbox::new("room@example.org").kind("location"));
+    let room = env.cp().lookup("room@example.org").run();
+    room.assert_code(0);
+    assert_eq!(room.env["USER"], "room@example.org", "{room}");
+    assert_no_ldap_traffic(&bh, &room);
 }
 
 #[test]

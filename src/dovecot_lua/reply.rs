@@ -83,18 +83,7 @@ mod tests {
     use crate::mailcow::Mailbox;
 
     fn alice(quota: u64) -> Box<Mailbox> {
-        Box::new(Mailbox {
-            username: "alice@example.org".into(),
-            name: String::new(),
-            quota,
-            local_part: "alice".into(),
-            domain: "example.org".into(),
-            attributes: Default::default(),
-            kind: String::new(),
-            authsource: Some("ldap".into()),
-            active: 1,
-            domain_active: Some(1),
-        })
+        Box::new(crate::userdb::tests::mailbox("alice", quota))
     }
 
     fn dovecot(home: &str) -> DovecotConfig {

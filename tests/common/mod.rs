@@ -56,6 +56,18 @@ impl TestEnv {
     }
 }
 
+/// alice@example.org with `password`: LDAP entry (employeeType staff, "Alice Example") +
+/// active domain + active LDAP-backed mailbox with a 1 GiB quota.
+pub fn alice_env(password: &str) -> TestEnv {
+    let env = TestEnv::new(&[LdapUser::new("alice", "alice@example.org", password)
+        .employee_type("staff")
+        .display_name("Alice Example")]);
+    env.db.add_domain(&Domain::new("example.org"));
+    env.db
+        .add_mailbox(&Mailbox::new("alice@example.org").quota(1 << 30));
+    env
+}
+
 /// The full YAML of the contract, as a JSON tree.
 pub fn default_config(ldap: &Subtree, db: &TestDb) -> Value {
     json!({

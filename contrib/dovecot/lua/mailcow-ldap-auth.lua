@@ -114,6 +114,9 @@ local function ask(mode, req, password, reply_path)
     return nil, "cannot start " .. settings.binary .. ": " .. tostring(err)
   end
   if password then
+    -- Unbuffered: a program that ended without reading fails this write, not close(),
+    -- which then still reports how the program ended.
+    pipe:setvbuf("no")
     pipe:write(password)
   end
   local _, how, code = pipe:close()
@@ -155,21 +158,24 @@ local function ask_once(mode, req, password)
   return word, fields
 end
 
-local function failed(req, why)
-  req:log_error("mailcow-ldap-auth: " .. why)
-  return why
+-- What the passdb or userdb returns for ask_once()'s answer: `prefix` .. WORD
+-- (PASSDB_RESULT_ or USERDB_RESULT_) when WORD is one of `words`, else INTERNAL_FAILURE,
+-- whose message Dovecot logs as an error.
+local function answer(prefix, words, word, fields)
+  if not word then
+    return dovecot.auth[prefix .. "INTERNAL_FAILURE"], "mailcow-ldap-auth: " .. fields
+  end
+  if not words[word] then
+    return dovecot.auth[prefix .. "INTERNAL_FAILURE"], "mailcow-ldap-auth: unexpected result " .. word
+  end
+  if word == "OK" then
+    return dovecot.auth[prefix .. word], fields
+  end
+  return dovecot.auth[prefix .. word], fields.reason or word
 end
 
 function auth_password_verify(req, password)
-  local word, fields = ask_once("verify", req, password)
-  if not word or not PASSDB_WORDS[word] then
-    return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, failed(req, fields or "unknown result")
-  end
-  local result = dovecot.auth["PASSDB_RESULT_" .. word]
-  if word == "OK" then
-    return result, fields
-  end
-  return result, fields.reason or word
+  return answer("PASSDB_RESULT_", PASSDB_WORDS, ask_once("verify", req, password))
 end
 
 -- A bind-only backend has no password to hand out (doveadm auth lookup, non-plaintext
@@ -180,13 +186,5 @@ end
 
 -- LMTP delivery, doveadm user, …: the mailbox row only, no LDAP.
 function auth_userdb_lookup(req)
-  local word, fields = ask_once("lookup", req, nil)
-  if not word or not USERDB_WORDS[word] then
-    return dovecot.auth.USERDB_RESULT_INTERNAL_FAILURE, failed(req, fields or "unknown result")
-  end
-  local result = dovecot.auth["USERDB_RESULT_" .. word]
-  if word == "OK" then
-    return result, fields
-  end
-  return result, fields.reason or word
+  return answer("USERDB_RESULT_", USERDB_WORDS, ask_once("lookup", req, nil))
 end
