@@ -10,14 +10,16 @@
 mod common;
 mod e2e;
 
+/// Required by tests/e2e/dovecot.rs; its shared Dovecot 2.3 is never started here.
+const E2E_AUTH: e2e::dovecot::Auth = e2e::dovecot::Auth::Lua;
+
 use common::{BlackHole, Mailbox, dead_port};
-use e2e::Site;
 use e2e::clients::{imap_command, imap_login, pop3_login};
 use e2e::dovecot24::Dovecot24;
+use e2e::{STAFF_QUOTA, Site, field};
 use std::path::Path;
 use std::time::Duration;
 
-const STAFF_QUOTA: &str = "1073741824";
 const FAILED: &str = "NO [AUTHENTICATIONFAILED] Authentication failed.";
 const TEMPFAIL: &str = "NO [UNAVAILABLE] Temporary authentication failure.";
 const POP3_FAILED: &str = "-ERR [AUTH] Authentication failed.";
@@ -33,27 +35,6 @@ fn setup_with(tag: &str, extra: &str, files: &[(&str, &str)]) -> (Dovecot24, Sit
 
 fn setup(tag: &str) -> (Dovecot24, Site) {
     setup_with(tag, "", &[])
-}
-
-/// `doveadm user ADDR`: exit code, `field\tvalue` pairs, everything printed.
-fn doveadm_user(d: &Dovecot24, addr: &str) -> (Option<i32>, Vec<(String, String)>, String) {
-    let out = d.doveadm(&["user", addr]);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let fields = stdout
-        .lines()
-        .filter_map(|l| l.split_once('\t'))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let all = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    (out.status.code(), fields, all)
-}
-
-fn field<'a>(fields: &'a [(String, String)], name: &str, out: &str) -> &'a str {
-    fields
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or_else(|| panic!("doveadm user prints no {name}:\n{out}"))
 }
 
 #[test]
@@ -228,7 +209,7 @@ fn getquotaroot_shows_the_template_quota() {
     assert!(
         lines
             .iter()
-            .any(|l| l.starts_with("* QUOTA ") && l.ends_with(&format!("(STORAGE 0 {kib})"))),
+            .any(|l| l.starts_with("S: * QUOTA ") && l.ends_with(&format!("(STORAGE 0 {kib})"))),
         "GETQUOTAROOT: {lines:#?}\nlog:\n{}",
         d.log()
     );
@@ -239,7 +220,7 @@ fn doveadm_user_found_unknown_and_tempfail() {
     let (d, mut site) = setup("userdb");
     let addr = site.user("ivan", "ivan-pw", Some("staff"));
     // in LDAP only, never logged in: the lookup never asks LDAP → unknown
-    let (code, _, out) = doveadm_user(&d, &addr);
+    let (code, _, out) = d.user(&addr);
     assert_eq!(
         code,
         Some(67),
@@ -248,7 +229,7 @@ fn doveadm_user_found_unknown_and_tempfail() {
     );
 
     assert!(imap_login(d.imap_port, &addr, "ivan-pw").ok());
-    let (code, fields, out) = doveadm_user(&d, &addr);
+    let (code, fields, out) = d.user(&addr);
     assert_eq!(code, Some(0), "{out}\nlog:\n{}", d.log());
     assert_eq!(field(&fields, "uid", &out), d.mail_uid.to_string());
     assert_eq!(field(&fields, "gid", &out), d.mail_gid.to_string());
@@ -258,12 +239,12 @@ fn doveadm_user_found_unknown_and_tempfail() {
     );
     assert_eq!(field(&fields, "quota_storage_size", &out), STAFF_QUOTA);
 
-    let (code, _, out) = doveadm_user(&d, &site.addr("nobody"));
+    let (code, _, out) = d.user(&site.addr("nobody"));
     assert_eq!(code, Some(67), "{out}");
 
     site.env.cfg["database"]["port"] = dead_port().into();
     d.write_config(&site.env.cfg);
-    let (code, _, out) = doveadm_user(&d, &addr);
+    let (code, _, out) = d.user(&addr);
     assert_eq!(code, Some(75), "database down:\n{out}\nlog:\n{}", d.log());
 }
 
@@ -274,7 +255,7 @@ fn resource_mailbox_is_found_by_doveadm_user_and_cannot_log_in() {
     site.env
         .db
         .add_mailbox(&Mailbox::new(&room).kind("location"));
-    let (code, fields, out) = doveadm_user(&d, &room);
+    let (code, fields, out) = d.user(&room);
     assert_eq!(code, Some(0), "{out}\nlog:\n{}", d.log());
     assert_eq!(
         field(&fields, "home", &out),

@@ -274,17 +274,12 @@ impl Dovecot24 {
     /// every needle; returns it.
     #[track_caller]
     pub fn log_line(&self, needles: &[&str]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let log = self.log();
-            if let Some(l) = log.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
-                return l.to_string();
-            }
-            if Instant::now() > deadline {
-                panic!("no Dovecot 2.4 log line contains all of {needles:?}; log:\n{log}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::e2e::wait_for_line(|| self.log(), needles)
+    }
+
+    /// `doveadm user ADDR`: exit code, (field, value) pairs, all output.
+    pub fn user(&self, addr: &str) -> (Option<i32>, Vec<(String, String)>, String) {
+        crate::e2e::user_lookup(self.doveadm(&["user", addr]))
     }
 
     /// `doveadm -c <conf> ARGS` inside the root.

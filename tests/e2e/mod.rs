@@ -25,20 +25,20 @@ pub const STAFF_QUOTA: &str = "1073741824";
 /// line containing every needle; returns that line.
 #[track_caller]
 pub fn log_line(needles: &[&str]) -> String {
+    wait_for_line(|| dovecot().log(), needles)
+}
+
+/// Waits up to 10 s until `log()` has a line containing every needle; returns that line.
+#[track_caller]
+pub fn wait_for_line(log: impl Fn() -> String, needles: &[&str]) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(l) = dovecot()
-            .log()
-            .lines()
-            .find(|l| needles.iter().all(|n| l.contains(n)))
-        {
+        let text = log();
+        if let Some(l) = text.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
             return l.to_string();
         }
         if Instant::now() > deadline {
-            panic!(
-                "no Dovecot log line contains all of {needles:?}; log:\n{}",
-                dovecot().log()
-            );
+            panic!("no Dovecot log line contains all of {needles:?}; log:\n{text}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -46,7 +46,20 @@ pub fn log_line(needles: &[&str]) -> String {
 
 /// `doveadm user` exit code, output as (field, value) pairs, and all output.
 pub fn doveadm_user(addr: &str) -> (Option<i32>, Vec<(String, String)>, String) {
-    let out = dovecot().doveadm(&["user", addr]);
+    user_lookup(dovecot().doveadm(&["user", addr]))
+}
+
+/// The value of `key` among `doveadm user` fields; panics (showing `out`) when absent.
+pub fn field<'a>(fields: &'a [(String, String)], key: &str, out: &str) -> &'a str {
+    fields
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("doveadm user prints no {key}:\n{out}"))
+}
+
+/// What a `doveadm user` run printed: exit code, (field, value) pairs, all output.
+pub fn user_lookup(out: std::process::Output) -> (Option<i32>, Vec<(String, String)>, String) {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let fields = stdout
         .lines()
