@@ -4,7 +4,6 @@
 # there as `chroot ROOT env -i … dovecot -F -c …` and shares the host's loopback.
 #
 #   scripts/dovecot24-root.sh          build it once, print its path
-#   scripts/dovecot24-root.sh --path   print the path only (builds nothing)
 #
 # The root lives outside the repository (MLA_DOVECOT24_ROOT, default
 # /var/cache/mailcow-ldap-auth/trixie-dovecot-2.4.1) and is rebuilt only when it is missing or
@@ -23,7 +22,6 @@ WANT="trixie $PACKAGES"
 
 complete() { [ "$(cat "$ROOT/$STAMP" 2>/dev/null)" = "$WANT" ]; }
 
-if [ "${1:-}" = --path ]; then echo "$ROOT"; exit 0; fi
 if complete; then echo "$ROOT"; exit 0; fi
 
 [ "$(id -u)" = 0 ] || { echo "dovecot24-root: building $ROOT needs root" >&2; exit 1; }
