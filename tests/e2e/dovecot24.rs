@@ -14,12 +14,9 @@
 //! One config file per instance (the snippet names one), so each test starts its own Dovecot:
 //! it is ready in well under a second. Stopped by PID (its whole process group) on drop.
 
-use crate::common::process::{
-    free_port, random_hex, run_ok, scratch_dir_in, spawn_server, stop_server,
-};
-use crate::e2e::dovecot::{INSTALLED_BIN, INSTALLED_CONFIG, id_from, imap_greeting, kill_group};
+use crate::common::process::{free_port, random_hex, run_ok, scratch_dir_in, stop_server};
+use crate::e2e::dovecot::{INSTALLED_BIN, INSTALLED_CONFIG, id_from, kill_group, run_master};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -192,45 +189,13 @@ impl Dovecot24 {
                 ) + &extra.replace("{dir}", &inner),
             )
             .expect("write dovecot.conf");
-            let out = std::fs::File::create(dir.join("master.out")).expect("master.out");
             let mut cmd = Command::new("chroot");
             cmd.arg(&s.root)
                 .args(["/usr/bin/env", "-i", PATH, "/usr/sbin/dovecot", "-F", "-c"])
-                .arg(format!("{inner}/dovecot.conf"))
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().expect("clone"))
-                .stderr(out)
-                // own process group: stragglers are stopped with kill(-pgid)
-                .process_group(0);
-            let mut child = spawn_server(cmd).expect("spawn dovecot 2.4");
-            let pgid = child.id() as i32;
-            let deadline = Instant::now() + Duration::from_secs(20);
-            let ready = loop {
-                if let Some(status) = child.try_wait().expect("try_wait dovecot") {
-                    let log = read(&dir.join("dovecot.log")) + &read(&dir.join("master.out"));
-                    if !log.contains("Address already in use") || attempt == 19 {
-                        panic!("dovecot 2.4 exited with {status}:\n{log}");
-                    }
-                    break false;
-                }
-                match imap_greeting(imap_port) {
-                    Some(g) if g.contains(&greeting) => break true,
-                    Some(_) => {
-                        // another process's server on "our" port: ours cannot bind
-                        kill_group(pgid);
-                        stop_server(&mut child);
-                        break false;
-                    }
-                    None if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(20))
-                    }
-                    None => panic!(
-                        "dovecot 2.4 not ready after 20 s:\n{}",
-                        read(&dir.join("dovecot.log"))
-                    ),
-                }
-            };
-            if ready {
+                .arg(format!("{inner}/dovecot.conf"));
+            let log = dir.join("dovecot.log");
+            let ready = run_master(cmd, &dir, &log, imap_port, &greeting, attempt == 19);
+            if let Some((child, pgid)) = ready {
                 let d = Dovecot24 {
                     root: s.root.clone(),
                     mail: format!("{inner}/mail"),

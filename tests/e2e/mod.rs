@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 
 const GOLDEN: &str = include_str!("../fixtures/golden-provision-bob.json");
 
+/// The `modified` time [`Site::pin_modified`] sets.
+pub const PINNED: &str = "2001-02-03 04:05:06";
+
 /// The quota of the `Staff` template (bytes).
 pub const STAFF_QUOTA: &str = "1073741824";
 
@@ -149,6 +152,17 @@ impl Site {
             "SELECT COUNT(*) FROM `{table}` WHERE `{column}` = '{addr}'"
         ));
         r[0][0].as_deref().unwrap_or("0").parse().expect("count")
+    }
+
+    /// Pins `modified` of the mailbox and alias rows of `addr` to [`PINNED`] (an UPDATE that
+    /// changes any column moves it to NOW()), then returns its [`Site::snapshot`]: compare it
+    /// after later logins to prove they wrote nothing.
+    pub fn pin_modified(&self, addr: &str) -> Vec<(String, Vec<Vec<Option<String>>>)> {
+        self.env.db.exec(&format!(
+            "UPDATE mailbox SET modified = '{PINNED}' WHERE username = '{addr}'; \
+             UPDATE alias SET modified = '{PINNED}' WHERE address = '{addr}'"
+        ));
+        self.snapshot(addr)
     }
 
     /// Every row a provisioned mailbox owns, table by table (for "nothing rewritten").
