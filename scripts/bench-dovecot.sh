@@ -8,9 +8,11 @@
 # steady-state path: a new IMAP connection, LOGIN (LDAP bind, the mailbox read, nothing
 # written), LOGOUT. Then the passdb alone: PLAIN authentications on Dovecot's auth-client
 # socket (what a login process sends), without the IMAP process. Each measured with one client
-# (latency) and with 4 clients in parallel (throughput), two rounds in turn. Also: what the
-# extra /bin/sh of the Lua script's io.popen costs (spawning `sh -c 'exec true'` against
-# spawning `true`).
+# (latency) and with 4 clients in parallel (throughput), two rounds in turn; for one client
+# also the CPU time Dovecot's whole process tree (the program and its shell included, slapd
+# and MariaDB not) spent per login, which a busy machine disturbs far less than the rates.
+# Also: what the extra /bin/sh of the Lua script's io.popen costs (spawning
+# `sh -c 'exec true'` against spawning `true`).
 #   scripts/bench-dovecot.sh [N]   (default 200 logins per measurement; needs root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,13 +61,35 @@ echo "Dovecot $(dovecot --version | cut -d' ' -f1) and $(chroot "$ROOT" dovecot 
   "$USERS users, $N logins per measurement, $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 python3 - "$BENCH_PW" "$USERS" "$N" "$PORT_CP" "$PORT_LUA23" "$PORT_LUA24" \
-  "$T/dovecot23/run/auth-client" "$T/dovecot23lua/run/auth-client" "$F/dovecot24/run/auth-client" <<'PY'
+  "$T/dovecot23/run/auth-client" "$T/dovecot23lua/run/auth-client" "$F/dovecot24/run/auth-client" \
+  "$(cat "$T/dovecot23/pid")" "$(cat "$T/dovecot23lua/pid")" "$(cat "$F/dovecot24/pid")" <<'PY'
 import base64, imaplib, os, socket, statistics, sys, time
 from concurrent.futures import ThreadPoolExecutor
 password, users, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 kinds = ["2.3 checkpassword", "2.3 Lua", "2.4.1 Lua"]
 ports = dict(zip(kinds, map(int, sys.argv[4:7])))
 sockets = dict(zip(kinds, sys.argv[7:10]))
+groups = dict(zip(kinds, map(int, sys.argv[10:13])))
+TICK = os.sysconf("SC_CLK_TCK")
+
+def group_cpu(pgid):
+    """CPU seconds of every process Dovecot's master (own process group) ran so far: each live
+    process's user+system time plus that of the children it reaped (checkpassword runs, Lua
+    popen shells and programs, IMAP and login processes). slapd and MariaDB are not in it."""
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = open(f"/proc/{pid}/stat").read().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(stat[2]) == pgid:
+            total += sum(int(x) for x in stat[11:15])
+    return total / TICK
+
+def with_cpu(name, measure):
+    before = group_cpu(groups[name])
+    rate, median = measure()
+    return rate, median, (group_cpu(groups[name]) - before) / n * 1000
 names = [f"fb{i}@example.org" for i in range(1, users + 1)]
 
 def login(port, user):
@@ -116,14 +140,15 @@ imap = {name: [] for name in kinds}
 auth = {name: [] for name in kinds}
 for _round in range(2):
     for name in kinds:
-        imap[name].append((run(ports[name], 1), run(ports[name], 4)))
-        auth[name].append((auth_only(sockets[name], 1), auth_only(sockets[name], 4)))
+        imap[name].append((with_cpu(name, lambda: run(ports[name], 1)), run(ports[name], 4)))
+        auth[name].append((with_cpu(name, lambda: auth_only(sockets[name], 1)),
+                           auth_only(sockets[name], 4)))
 for title, results in [("IMAP LOGIN+LOGOUT, existing mailbox", imap),
                        ("auth only (auth-client socket, PLAIN)", auth)]:
-    print(f"{title:38} {'1 client (median)':>22} {'4 clients':>12}")
+    print(f"{title:38} {'1 client (median)':>22} {'CPU/login':>10} {'4 clients':>11}")
     for name, rounds in results.items():
-        for (rate1, med1), (rate4, _) in rounds:
-            print(f"  Dovecot {name:28} {rate1:7.1f}/s ({med1:5.1f} ms) {rate4:9.1f}/s")
+        for (rate1, med1, cpu), (rate4, _) in rounds:
+            print(f"  Dovecot {name:28} {rate1:7.1f}/s ({med1:5.1f} ms) {cpu:7.2f} ms {rate4:9.1f}/s")
 
 def spawn(argv, k=300):
     t = []
