@@ -51,9 +51,9 @@ pub struct Served {
     _watchdog: Watchdog,
 }
 
-/// Runs one request. `started` is when the front end began reading it.
-pub fn serve(config_path: &Path, request: &Request, started: Instant) -> Served {
-    let watchdog = Watchdog::start(started);
+/// Runs one request; `watchdog` was started when the front end began reading it.
+pub fn serve(config_path: &Path, request: &Request, watchdog: Watchdog) -> Served {
+    let started = watchdog.started;
     let report = Arc::new(Report {
         user: String::from_utf8_lossy(request.user).into_owned(),
         service: request.service.clone(),
@@ -183,8 +183,12 @@ fn result_word(code: ExitCode, lookup: bool) -> &'static str {
 }
 
 /// Dovecot waits forever for a checkpassword child and gives a Lua auth-worker request 60 s:
-/// past the deadline the watchdog answers "try later" itself (exit 111).
-struct Watchdog(mpsc::Sender<Armed>);
+/// past the deadline the watchdog answers "try later" itself (exit 111). A front end starts
+/// it first thing, so that reading the request is bounded too.
+pub struct Watchdog {
+    armer: mpsc::Sender<Armed>,
+    started: Instant,
+}
 
 /// What the watchdog needs once the configuration is known.
 struct Armed {
@@ -195,9 +199,11 @@ struct Armed {
 }
 
 impl Watchdog {
-    /// Starts before the configuration is read: should reading it, or logging why it failed,
-    /// block for the default deadline, the process ends with 111 all the same.
-    fn start(started: Instant) -> Watchdog {
+    /// Starts before the request and the configuration are read: should reading them, or
+    /// logging why that failed, block for the default deadline, the process ends with 111
+    /// all the same.
+    pub fn start() -> Watchdog {
+        let started = Instant::now();
         let (tx, rx) = mpsc::channel::<Armed>();
         std::thread::spawn(move || {
             let unarmed = Deadline::starting_at(started, crate::config::DEFAULT_DEADLINE);
@@ -230,12 +236,12 @@ impl Watchdog {
                 .log(Severity::Error, &armed.report.line("tempfail", &reason));
             ExitCode::TempFail.exit();
         });
-        Watchdog(tx)
+        Watchdog { armer: tx, started }
     }
 
     fn arm(&self, armed: Armed) {
         // The watchdog thread only goes away by ending the process.
-        let _ = self.0.send(armed);
+        let _ = self.armer.send(armed);
     }
 }
 

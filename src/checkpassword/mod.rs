@@ -6,11 +6,10 @@ pub mod reply;
 
 use std::ffi::OsString;
 use std::path::Path;
-use std::time::Instant;
 
 use crate::exit::ExitCode;
 use crate::log::Severity;
-use crate::request::{self, Answer, Request};
+use crate::request::{self, Answer, Request, Watchdog};
 
 /// What Dovecot tells us about the request through the environment.
 struct RequestEnv {
@@ -35,8 +34,9 @@ impl RequestEnv {
 
 /// Runs one checkpassword request; returns only when not exec'ing the reply program.
 pub fn run(config_path: &Path, reply_program: &[OsString]) -> ExitCode {
-    let started = Instant::now();
-    // First thing: nothing may open a file before fd 3 is read.
+    // First things: the watchdog (a thread, no file), so that reading fd 3 is bounded too;
+    // nothing may open a file before fd 3 is read.
+    let watchdog = Watchdog::start();
     let credentials = match input::read_fd3() {
         Ok(c) => c,
         Err(e) => {
@@ -54,7 +54,7 @@ pub fn run(config_path: &Path, reply_program: &[OsString]) -> ExitCode {
             remote_ip: env.remote_ip,
             lookup: env.lookup,
         },
-        started,
+        watchdog,
     );
     drop(credentials);
 

@@ -8,13 +8,12 @@ use std::ffi::OsString;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use zeroize::Zeroizing;
 
 use crate::exit::ExitCode;
 use crate::log::Severity;
-use crate::request::{self, Request};
+use crate::request::{self, Request, Watchdog};
 use crate::userdb::DovecotVersion;
 
 /// A password longer than this is refused as misuse (exit 2) rather than read on forever.
@@ -49,7 +48,7 @@ pub struct Args {
 }
 
 pub fn run(config_path: &Path, mode: &Mode) -> ExitCode {
-    let started = Instant::now();
+    let watchdog = Watchdog::start();
     let (args, lookup) = match mode {
         Mode::Verify(args) => (args, false),
         Mode::Lookup(args) => (args, true),
@@ -77,7 +76,7 @@ pub fn run(config_path: &Path, mode: &Mode) -> ExitCode {
             remote_ip: args.remote_ip.clone(),
             lookup,
         },
-        started,
+        watchdog,
     );
     drop(password);
 
