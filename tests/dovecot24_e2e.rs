@@ -297,13 +297,14 @@ fn the_password_is_in_no_process_arguments_or_environment_during_a_login() {
     let pw = "S3cret-in-flight-\u{e9}-7f2c";
     let addr = site.user("kim", pw, None);
     // LDAP that accepts the service bind and never answers the search: the login hangs until
-    // the program's LDAP timeout (2 s) while the program and the script's shell exist
+    // the program's LDAP timeout (1 s here) while the program runs
     let slow = common::FirstRequestProxy::start(
         "127.0.0.1:0",
         ([127, 0, 0, 1], common::slapd().port).into(),
     )
     .expect("proxy");
     site.env.ldap_at(&["127.0.0.1"], slow.addr.port());
+    site.env.cfg["ldap"]["timeout_ms"] = 1000.into();
     d.write_config(&site.env.cfg);
     let port = d.imap_port;
     let login = std::thread::spawn(move || imap_login(port, &addr, pw));
