@@ -33,18 +33,18 @@ mkdir -p "$parent"
 exec 9>"$parent/.$(basename "$ROOT").lock"
 flock 9
 complete && { echo "$ROOT"; exit 0; }      # another caller built it while we waited
+rm -rf "$ROOT".build.*                       # left by a killed build (we hold the lock)
 
 start=$(date +%s)
 tmp=$(mktemp -d "$ROOT.build.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
+trap 'rm -rf "$tmp" "$tmp.log"' EXIT
 echo "dovecot24-root: debootstrap trixie ($PACKAGES) into $tmp" >&2
 debootstrap --variant=minbase --include="$PACKAGES" trixie "$tmp" "$MIRROR" >"$tmp.log" 2>&1 ||
-  { tail -n 30 "$tmp.log" >&2; rm -f "$tmp.log"; exit 1; }
+  { tail -n 30 "$tmp.log" >&2; exit 1; }
 rm -f "$tmp.log"
 chroot "$tmp" apt-get clean
 rm -rf "$tmp/var/lib/apt/lists/"*
-# The package's own config would be read by nothing (every instance names its own -c file),
-# but a root with an empty /srv is what callers expect to add their per-instance directory to.
+# where callers put their per-instance directories (each Dovecot gets its own -c file there)
 mkdir -p "$tmp/srv"
 chmod 755 "$tmp"
 version=$(chroot "$tmp" /usr/sbin/dovecot --version)
