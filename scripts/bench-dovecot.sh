@@ -18,13 +18,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-200}
 USERS=50
-bash scripts/install-test-deps.sh
-cargo build --release --quiet
-BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/mailcow-ldap-auth
-# shellcheck source=examples/lib/servers.sh
-. examples/lib/servers.sh
-# shellcheck source=scripts/lib/bench-data.sh
-. scripts/lib/bench-data.sh
+# shellcheck source=scripts/lib/bench.sh
+. scripts/lib/bench.sh
+bench_build
 ROOT=$(bash scripts/dovecot24-root.sh)
 
 # The files every Dovecot reads lie inside the root, so the chrooted Dovecot 2.4 reaches them

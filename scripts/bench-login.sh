@@ -12,14 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-100}
 WARMUP=5
-bash scripts/install-test-deps.sh
-cargo build --release --quiet
-BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/mailcow-ldap-auth
-# shellcheck source=examples/lib/servers.sh
-. examples/lib/servers.sh
-
-# shellcheck source=scripts/lib/bench-data.sh
-. scripts/lib/bench-data.sh
+# shellcheck source=scripts/lib/bench.sh
+. scripts/lib/bench.sh
+bench_build
 
 ROOT=$(mktemp -d /tmp/mla-bench-first.XXXXXX)
 trap 'srv_stop "$ROOT/slapd"; srv_stop "$ROOT/mariadb"; rm -rf "$ROOT"' EXIT

@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# The benchmarks' data (source this file after examples/lib/servers.sh):
+# What the benchmarks share (source this file; it sources examples/lib/servers.sh):
+#   bench_build                       installs missing packages, builds the release binary -> BIN
 #   bench_servers DIR N UID GID HOME_BASE
 # starts slapd in DIR/slapd with N users fb1..fbN@example.org (employeeType staff, password
 # $BENCH_PW) besides examples/directory.ldif's base entries and service account, and MariaDB in
@@ -8,7 +9,16 @@
 # DIR/config.yml (userdb uid/gid UID/GID, homes under HOME_BASE). Sets SLAPD_PORT, MARIADB_PORT.
 # The caller stops the servers (srv_stop DIR/slapd; srv_stop DIR/mariadb).
 
+# shellcheck source=examples/lib/servers.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../examples/lib/servers.sh"
+
 BENCH_PW=bench-pw-1
+
+bench_build() {
+  bash "$SRV_REPO/scripts/install-test-deps.sh"
+  (cd "$SRV_REPO" && cargo build --release --quiet)
+  BIN=${CARGO_TARGET_DIR:-$SRV_REPO/target}/release/mailcow-ldap-auth
+}
 
 bench_servers() {
   local dir=$1 n=$2 uid=$3 gid=$4 home_base=$5 hash template i
