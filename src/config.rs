@@ -296,6 +296,9 @@ pub struct LogConfig {
     pub syslog: bool,
     #[serde(default)]
     pub stderr: StderrLevel,
+    /// Write mailcow's `sasl_log` row for every successful login (the UI's "last logins").
+    #[serde(default = "yes")]
+    pub sasl_log: bool,
 }
 
 impl Default for LogConfig {
@@ -303,6 +306,7 @@ impl Default for LogConfig {
         LogConfig {
             syslog: true,
             stderr: StderrLevel::Errors,
+            sasl_log: true,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! mailcow's MySQL/MariaDB schema: mailbox lookups, templates and provisioning.
 
 pub mod address;
+pub mod password_hash;
 pub mod provision;
 pub mod template;
 
@@ -8,7 +9,9 @@ pub mod store;
 
 use serde_json::{Map, Value};
 
-pub use store::{AuthsourceChange, SqlPassword, Store, StoreError, UnreadableMailbox};
+pub use store::{
+    AppPassword, AuthsourceChange, LoginRead, SqlPassword, Store, StoreError, UnreadableMailbox,
+};
 
 /// Resource mailboxes (`mailbox.kind`) never log in.
 pub const RESOURCE_KINDS: [&str; 3] = ["location", "thing", "group"];
@@ -47,14 +50,18 @@ impl Mailbox {
     }
 
     /// mailcow's protocol rule: refused when `<service>_access` exists and is not "1".
-    /// Dovecot's submission service sends mail, so it answers to `smtp_access`.
     pub fn service_allowed(&self, service: &str) -> bool {
-        let service = service.to_ascii_lowercase();
-        let key = match service.as_str() {
-            "submission" => "smtp_access".to_owned(),
-            other => format!("{other}_access"),
-        };
+        let key = access_key(service);
         self.attributes.get(&key).is_none() || self.attribute(&key).as_deref() == Some("1")
+    }
+}
+
+/// The `<service>_access` key (mailbox attributes) or column (`app_passwd`) a Dovecot service
+/// answers to. Dovecot's submission service sends mail, so it answers to `smtp_access`.
+pub fn access_key(service: &str) -> String {
+    match service.to_ascii_lowercase().as_str() {
+        "submission" => "smtp_access".to_owned(),
+        other => format!("{other}_access"),
     }
 }
 

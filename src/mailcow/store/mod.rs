@@ -12,6 +12,7 @@
 //! Rows are converted column by column ([`Columns`]): a column of an unexpected type is a
 //! [`StoreError::Data`], never a panic.
 
+mod credentials;
 mod rows;
 mod tx;
 
@@ -25,6 +26,7 @@ use serde_json::{Map, Value};
 use super::Mailbox;
 use super::template::Template;
 use crate::config::{DatabaseAddress, DatabaseConfig};
+pub use credentials::{AppPassword, LoginRead};
 pub(crate) use rows::Columns;
 pub use tx::{
     CreationFacts, DomainRow, LockedMailbox, MailboxUpdate, NewMailboxRow, SOGO_STATIC_PASSWORD,
