@@ -15,6 +15,9 @@ use serde::Deserialize;
 
 use crate::file_trust;
 
+mod redis;
+pub use redis::{RedisAddress, RedisConfig};
+
 /// Where the configuration lives unless `--config` or `MAILCOW_LDAP_AUTH_CONFIG` says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/mailcow-ldap-auth/config.yml";
 
@@ -55,6 +58,7 @@ struct RawConfig {
     log: LogConfig,
     #[serde(default)]
     sync: SyncConfig,
+    redis: Option<redis::RawRedis>,
 }
 
 #[derive(Deserialize)]
@@ -181,6 +185,8 @@ pub struct Config {
     pub dovecot: DovecotConfig,
     pub log: LogConfig,
     pub sync: SyncConfig,
+    /// mailcow's Redis, for the template rate limits; `None`: they are logged as skipped.
+    pub redis: Option<RedisConfig>,
     /// Problems worth a warning that do not stop the program (e.g. a world-readable secret).
     pub warnings: Vec<String>,
 }
@@ -347,7 +353,12 @@ impl Config {
         let raw: RawConfig =
             serde_norway::from_str(&text).map_err(|e| ConfigError::new(path, e.to_string()))?;
         let mut warnings = Vec::new();
-        let inline_secret = raw.ldap.bind_password.is_some() || raw.database.password.is_some();
+        let inline_secret = raw.ldap.bind_password.is_some()
+            || raw.database.password.is_some()
+            || raw
+                .redis
+                .as_ref()
+                .is_some_and(redis::RawRedis::has_inline_password);
         if inline_secret && readable_by_others(path) {
             warnings.push(format!(
                 "{} holds passwords and is readable by other users; chmod o-r it",
@@ -357,6 +368,11 @@ impl Config {
         let err = |message: String| ConfigError::new(path, message);
         let ldap = validate_ldap(raw.ldap, &mut warnings).map_err(err)?;
         let database = validate_database(raw.database, &mut warnings).map_err(err)?;
+        let redis = raw
+            .redis
+            .map(|r| redis::validate(r, &mut warnings))
+            .transpose()
+            .map_err(err)?;
         validate_userdb_fields(&raw.dovecot.userdb_fields).map_err(err)?;
         for (i, m) in raw.attribute_mapping.iter().enumerate() {
             if m.template.trim().is_empty() {
@@ -378,6 +394,7 @@ impl Config {
             dovecot: raw.dovecot,
             log: raw.log,
             sync: raw.sync,
+            redis,
             warnings,
         })
     }

@@ -112,7 +112,7 @@ fn connect_store(config: &Config, deadline: &Deadline) -> Result<Store, LoginErr
     let timeout = deadline
         .cap(config.database.timeout)
         .ok_or(LoginError::Deadline("the database connection"))?;
-    Ok(Store::connect(&config.database, timeout)?)
+    Ok(Store::connect(&config.database, timeout)?.with_redis(config.redis.as_ref()))
 }
 
 /// mailcow's login checks, all answered from the database, so that a disabled protocol or

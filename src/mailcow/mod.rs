@@ -3,6 +3,7 @@
 pub mod address;
 pub mod password_hash;
 pub mod provision;
+pub mod ratelimit;
 pub mod template;
 
 pub mod store;

@@ -211,7 +211,8 @@ fn synchronise(config: &Config, out: &Output) -> Result<Counts, SyncError> {
     let users = session.all_users()?;
     drop(session);
 
-    let mut store = Store::connect(&config.database, config.database.timeout)?;
+    let mut store = Store::connect(&config.database, config.database.timeout)?
+        .with_redis(config.redis.as_ref());
     // mailcow keys mailboxes by the lower-case address; its collation compares without case.
     let mailboxes: HashMap<String, Result<Mailbox, String>> = store
         .all_mailboxes()?
