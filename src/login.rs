@@ -2,7 +2,7 @@
 //! mailbox lookup → access checks → app password → LDAP search + bind → mapping →
 //! provision/update → answer → `sasl_log`.
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::deadline::Deadline;
 use crate::ldap::{self, DirectoryError, Rejected, UserSearch};
 use crate::mailcow::address::{self, AddressError};
@@ -77,6 +77,8 @@ pub enum Refusal {
 /// Every fault on the way: a temporary failure (exit 111), never "wrong password".
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -166,7 +168,17 @@ fn decide(
     let LoginRead {
         mailbox: existing,
         app_passwords,
-    } = store.login_read(username)?;
+        identity_provider,
+    } = store.login_read(username, config.reads_mailcow_settings())?;
+    // ldap.from_mailcow: this login's LDAP settings and mapping, as mailcow's UI stores them.
+    let from_mailcow;
+    let config = match &identity_provider {
+        Some(rows) => {
+            from_mailcow = config.with_mailcow_settings(rows)?;
+            &from_mailcow
+        }
+        None => config,
+    };
     if let Some(mailbox) = &existing {
         if let Err(refusal) = check_access(mailbox, request.service).and(ldap_backed(mailbox)) {
             return rejected(refusal);

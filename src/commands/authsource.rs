@@ -17,7 +17,9 @@ use crate::ldap::{self, DirectoryError, Session, UserSearch};
 use crate::log::{Logger, Severity, printable, printable_word};
 use crate::login::Refusal;
 use crate::mailcow::address;
-use crate::mailcow::{AuthsourceChange, SqlPassword, Store, StoreError};
+use crate::mailcow::{
+    AuthsourceChange, SettingsError, SqlPassword, Store, StoreError, effective_config,
+};
 
 /// Where a mailbox's password is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -42,6 +44,8 @@ impl Target {
 enum Fault {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
     #[error(transparent)]
     Directory(#[from] DirectoryError),
 }
@@ -68,6 +72,7 @@ pub fn run(config_path: &Path, target: Target, addresses: &[String], dry_run: bo
     let result = Store::connect(&config.database, config.database.timeout)
         .map_err(Fault::from)
         .and_then(|mut store| {
+            let config = effective_config(&config, &mut store)?;
             let decisions = decide(&config, &mut store, target, addresses)?;
             let switched = if dry_run {
                 Vec::new()

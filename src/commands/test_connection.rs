@@ -3,15 +3,16 @@
 //! readable, the database reachable, the mapped templates present, and — for one user — the
 //! entry found, the template it maps to, and whether a first login could create its mailbox.
 
+use std::borrow::Cow;
 use std::path::Path;
 
-use crate::config::Config;
+use crate::config::{Config, SettingOrigin};
 use crate::deadline::Deadline;
 use crate::exit::ExitCode;
 use crate::ldap::{self, Session, UserSearch};
 use crate::login::{Refusal, normalize_login};
-use crate::mailcow::Store;
 use crate::mailcow::provision::{self, Preview, ProvisionError};
+use crate::mailcow::{Store, effective_config};
 use crate::mapping::mapped_template;
 
 /// Prints one check per line and remembers whether all passed.
@@ -31,11 +32,51 @@ impl Report {
 }
 
 pub fn run(config_path: &Path, user: Option<&str>) -> ExitCode {
-    let Some(config) = super::load_config(config_path) else {
+    let Some(file_config) = super::load_config(config_path) else {
         return ExitCode::TempFail;
     };
     let mut report = Report { healthy: true };
     report.check(true, format!("configuration {}", config_path.display()));
+
+    // The database first: with ldap.from_mailcow it holds the LDAP settings.
+    let deadline = Deadline::after(file_config.deadline);
+    let timeout = deadline
+        .cap(file_config.database.timeout)
+        .unwrap_or_default();
+    let mut store = match Store::connect(&file_config.database, timeout) {
+        Ok(store) => Some(store),
+        Err(e) => {
+            report.check(false, e.to_string());
+            None
+        }
+    };
+    let config = match &mut store {
+        Some(store) => match effective_config(&file_config, store) {
+            Ok(config) => config,
+            Err(e) => {
+                report.check(false, e.to_string());
+                return ExitCode::TempFail;
+            }
+        },
+        None if file_config.reads_mailcow_settings() => {
+            report.check(
+                false,
+                "LDAP settings not read (ldap.from_mailcow, database down)",
+            );
+            return ExitCode::TempFail;
+        }
+        None => Cow::Borrowed(&file_config),
+    };
+    for (setting, origin) in config.setting_origins() {
+        match origin {
+            SettingOrigin::File => {
+                report.info(format!("{setting}: from {}", config_path.display()))
+            }
+            SettingOrigin::Mailcow(key) => {
+                report.info(format!("{setting}: from mailcow (identity_provider.{key})"))
+            }
+        }
+    }
     for warning in config.ldap.exposure_warnings() {
         eprintln!("warning: {warning}");
     }
@@ -61,15 +102,6 @@ pub fn run(config_path: &Path, user: Option<&str>) -> ExitCode {
         }
     }
 
-    let deadline = Deadline::after(config.deadline);
-    let timeout = deadline.cap(config.database.timeout).unwrap_or_default();
-    let mut store = match Store::connect(&config.database, timeout) {
-        Ok(store) => Some(store),
-        Err(e) => {
-            report.check(false, e.to_string());
-            None
-        }
-    };
     if let Some(store) = &mut store {
         check_database(&config, store, &mut report);
     }

@@ -8,11 +8,37 @@ pub mod template;
 
 pub mod store;
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
+
+use crate::config::{Config, ConfigError};
 
 pub use store::{
     AppPassword, AuthsourceChange, LoginRead, SqlPassword, Store, StoreError, UnreadableMailbox,
 };
+
+/// Why the configuration could not be completed from mailcow's `identity_provider` table.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// The configuration a command runs with: with `ldap.from_mailcow`, completed from mailcow's
+/// table as it is now; otherwise the file's.
+pub fn effective_config<'c>(
+    config: &'c Config,
+    store: &mut Store,
+) -> Result<Cow<'c, Config>, SettingsError> {
+    if !config.reads_mailcow_settings() {
+        return Ok(Cow::Borrowed(config));
+    }
+    let rows = store.identity_provider()?;
+    Ok(Cow::Owned(config.with_mailcow_settings(&rows)?))
+}
 
 /// Resource mailboxes (`mailbox.kind`) never log in.
 pub const RESOURCE_KINDS: [&str; 3] = ["location", "thing", "group"];

@@ -1,10 +1,12 @@
-//! What a login reads before LDAP (the mailbox and its app passwords, one round trip) and the
-//! `sasl_log` row it leaves behind.
+//! What a login reads before LDAP (the mailbox, its app passwords and, with
+//! `ldap.from_mailcow`, mailcow's LDAP settings: one round trip) and the `sasl_log` row it
+//! leaves behind.
 
 use mysql::prelude::Queryable;
 use mysql::{Row, Text};
 
 use super::{Columns, Context, MAILBOX_BY_USERNAME, Store, StoreError, bind, mailbox_from};
+use crate::config::IdpRows;
 use crate::mailcow::{Mailbox, access_key};
 
 /// The services an app password row has a flag for, in the column order of [`APP_PASSWORDS`].
@@ -15,6 +17,12 @@ const APP_PASSWORD_SERVICES: [&str; 6] = ["imap", "smtp", "dav", "eas", "pop3", 
 const APP_PASSWORDS: &str = "SELECT id, password, imap_access, smtp_access, dav_access, \
      eas_access, pop3_access, sieve_access FROM app_passwd \
      WHERE active = '1' AND mailbox = ? ORDER BY id";
+
+/// The settings mailcow's UI stores for its identity provider (the keys of [`crate::config::IDP_KEYS`]).
+const IDENTITY_PROVIDER: &str = "SELECT `key`, `value` FROM identity_provider WHERE `key` IN \
+     ('authsource', 'host', 'port', 'basedn', 'username_field', 'filter', 'attribute_field', \
+     'binddn', 'bindpass', 'use_ssl', 'use_tls', 'ignore_ssl_error', 'login_provisioning', \
+     'default_template', 'mappers', 'templates')";
 
 /// As mailcow's `set_sasl_log()`: one row per (service, client IP, mailbox), the newest login.
 const SASL_LOG: &str =
@@ -47,17 +55,28 @@ pub struct LoginRead {
     pub mailbox: Option<Mailbox>,
     /// Empty without a mailbox.
     pub app_passwords: Vec<AppPassword>,
+    /// mailcow's identity provider settings, when asked for.
+    pub identity_provider: Option<IdpRows>,
 }
 
 impl Store {
-    /// The mailbox and its active app passwords, in one round trip (two statements).
-    pub fn login_read(&mut self, username: &str) -> Result<LoginRead, StoreError> {
+    /// The mailbox, its active app passwords and, with `identity_provider`, mailcow's
+    /// identity provider settings: one round trip.
+    pub fn login_read(
+        &mut self,
+        username: &str,
+        identity_provider: bool,
+    ) -> Result<LoginRead, StoreError> {
         const CONTEXT: &str = "looking up the mailbox";
-        let text = format!(
+        let mut text = format!(
             "{}; {}",
             bind(MAILBOX_BY_USERNAME, &[username]),
             bind(APP_PASSWORDS, &[username])
         );
+        if identity_provider {
+            text.push_str("; ");
+            text.push_str(IDENTITY_PROVIDER);
+        }
         let mut sets = self.conn.query_iter(text).context(CONTEXT)?;
         let mailbox = next_set(&mut sets, CONTEXT)?
             .into_iter()
@@ -68,10 +87,26 @@ impl Store {
             .into_iter()
             .map(|row| app_password_from(&mut Columns::new(row, "app_passwd")))
             .collect::<Result<_, _>>()?;
+        let identity_provider = if identity_provider {
+            Some(idp_rows(next_set(&mut sets, CONTEXT)?)?)
+        } else {
+            None
+        };
         Ok(LoginRead {
             mailbox,
             app_passwords,
+            identity_provider,
         })
+    }
+
+    /// mailcow's identity provider settings (for the commands; a login reads them with
+    /// [`Store::login_read`]).
+    pub fn identity_provider(&mut self) -> Result<IdpRows, StoreError> {
+        let rows: Vec<Row> = self
+            .conn
+            .query(IDENTITY_PROVIDER)
+            .context("reading mailcow's identity provider settings")?;
+        idp_rows(rows)
     }
 
     /// Records a successful login as mailcow's `set_sasl_log()` does; `app_password` is the
@@ -102,6 +137,17 @@ fn next_set(
     }
 }
 
+fn idp_rows(rows: Vec<Row>) -> Result<IdpRows, StoreError> {
+    rows.into_iter()
+        .map(|row| {
+            let mut c = Columns::new(row, "identity_provider");
+            let key: String = c.next()?;
+            let value: String = c.next()?;
+            Ok((key, value.into()))
+        })
+        .collect()
+}
+
 fn app_password_from(c: &mut Columns) -> Result<AppPassword, StoreError> {
     let id = c.next()?;
     let hash = c.next()?;
@@ -113,4 +159,18 @@ fn app_password_from(c: &mut Columns) -> Result<AppPassword, StoreError> {
         }
     }
     Ok(AppPassword { id, hash, services })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::IDP_KEYS;
+
+    #[test]
+    fn the_settings_query_reads_every_key_the_config_uses() {
+        for key in IDP_KEYS {
+            assert!(IDENTITY_PROVIDER.contains(&format!("'{key}'")), "{key}");
+        }
+        assert_eq!(IDENTITY_PROVIDER.matches('\'').count(), 2 * IDP_KEYS.len());
+    }
 }
