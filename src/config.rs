@@ -834,6 +834,70 @@ database:
     }
 
     #[test]
+    fn from_mailcow_keeps_only_what_mailcow_has_no_field_for() {
+        let database = &MINIMAL[MINIMAL.find("database:").unwrap()..];
+        let c = load(&format!(
+            "ldap:\n  from_mailcow: true\n  timeout_ms: 700\n{database}"
+        ))
+        .unwrap();
+        assert!(c.reads_mailcow_settings());
+        assert!(
+            c.ldap.hosts.is_empty(),
+            "a placeholder until the table is read"
+        );
+        assert_eq!(c.ldap.timeout, Duration::from_millis(700));
+        for (extra, key) in [
+            ("  base_dn: dc=x\n", "ldap.base_dn"),
+            (
+                "  bind_password_file: /nonexistent\n",
+                "ldap.bind_password_file",
+            ),
+            ("  use_ssl: false\n", "ldap.use_ssl"),
+        ] {
+            let e = load(&format!("ldap:\n  from_mailcow: true\n{extra}{database}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("{key}: ldap.from_mailcow is on")),
+                "{e}"
+            );
+        }
+        let e = load(&format!(
+            "ldap:\n  from_mailcow: true\nlogin_provisioning: false\n{database}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("login_provisioning: ldap.from_mailcow is on"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn redis_section_errors_name_the_key() {
+        for (section, key) in [
+            (
+                "redis:\n  host: r\n  socket: /s\n",
+                "redis.socket and redis.host",
+            ),
+            ("redis:\n  port: 1\n", "redis: set host or socket"),
+            ("redis:\n  host: r\n  password: 1234\n", "quoted string"),
+            ("redis:\n  host: r\n  timeout_ms: 0\n", "redis.timeout_ms"),
+        ] {
+            let e = load(&format!("{MINIMAL}{section}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{e:?} should name {key}");
+        }
+        let c = load(&format!("{MINIMAL}redis:\n  host: redis-mailcow\n")).unwrap();
+        let redis = c.redis.unwrap();
+        assert!(
+            matches!(redis.address, RedisAddress::Tcp { ref host, port: 6379 } if host == "redis-mailcow")
+        );
+        assert!(redis.password.is_none());
+    }
+
+    #[test]
     fn world_readable_secret_warns() {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         file.write_all(MINIMAL.as_bytes()).unwrap();
