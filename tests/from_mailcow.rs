@@ -219,3 +219,27 @@ fn the_sync_and_the_lua_front_end_read_the_table_too() {
     .run();
     out.assert_code(0);
 }
+
+#[test]
+fn authsource_searches_with_the_tables_settings() {
+    let env = env();
+    save_as_mailcow_ui(&env, "[]", "[]", &[]);
+    env.db
+        .add_mailbox(&Mailbox::new(ALICE).authsource("mailcow"));
+    let out = Run::subcommand(&env.cfg, &["authsource", "ldap", ALICE]).run();
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains("ok alice@example.org: mailcow -> ldap"),
+        "{out}"
+    );
+    // Without a provider in the table, switching to LDAP is a configuration error; switching
+    // back to mailcow needs no LDAP settings.
+    env.db.exec("DELETE FROM identity_provider");
+    Run::subcommand(&env.cfg, &["authsource", "ldap", ALICE])
+        .run()
+        .assert_code(111)
+        .assert_stderr_contains("no LDAP identity provider configured in mailcow");
+    Run::subcommand(&env.cfg, &["authsource", "mailcow", ALICE])
+        .run()
+        .assert_code(0);
+}

@@ -7,6 +7,7 @@
 //! (LDAP, database) therefore writes nothing. Only `mailbox.authsource` changes: the SQL
 //! password stays, so switching back to `mailcow` restores the old password.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -72,7 +73,11 @@ pub fn run(config_path: &Path, target: Target, addresses: &[String], dry_run: bo
     let result = Store::connect(&config.database, config.database.timeout)
         .map_err(Fault::from)
         .and_then(|mut store| {
-            let config = effective_config(&config, &mut store)?;
+            // Only a switch to LDAP searches the directory (with mailcow's settings, if so).
+            let config = match target {
+                Target::Ldap => effective_config(&config, &mut store)?,
+                Target::Mailcow => Cow::Borrowed(&config),
+            };
             let decisions = decide(&config, &mut store, target, addresses)?;
             let switched = if dry_run {
                 Vec::new()
