@@ -170,15 +170,6 @@ fn decide(
         app_passwords,
         identity_provider,
     } = store.login_read(username, config.reads_mailcow_settings())?;
-    // ldap.from_mailcow: this login's LDAP settings and mapping, as mailcow's UI stores them.
-    let from_mailcow;
-    let config = match &identity_provider {
-        Some(rows) => {
-            from_mailcow = config.with_mailcow_settings(rows)?;
-            &from_mailcow
-        }
-        None => config,
-    };
     if let Some(mailbox) = &existing {
         if let Err(refusal) = check_access(mailbox, request.service).and(ldap_backed(mailbox)) {
             return rejected(refusal);
@@ -194,6 +185,16 @@ fn decide(
         }
     }
 
+    // ldap.from_mailcow: this login's LDAP settings and mapping, as mailcow's UI stores them
+    // (only now: a refusal above, or an app password, needs none of them).
+    let from_mailcow;
+    let config = match &identity_provider {
+        Some(rows) => {
+            from_mailcow = config.with_mailcow_settings(rows)?;
+            &from_mailcow
+        }
+        None => config,
+    };
     let mut session = ldap::connect(&config.ldap, deadline)?;
     let entry = match session.find_login(request.username, username, deadline)? {
         UserSearch::Found(entry) => entry,

@@ -161,6 +161,18 @@ fn without_an_ldap_provider_logins_are_a_configuration_error() {
 }
 
 #[test]
+fn mailboxes_that_need_no_ldap_are_answered_without_the_settings() {
+    let env = env(); // no provider in the table
+    env.db
+        .add_mailbox(&Mailbox::new("carol@example.org").authsource("mailcow"));
+    env.cp()
+        .login("carol@example.org", "any")
+        .run()
+        .assert_code(1)
+        .assert_stderr_contains("not LDAP-backed");
+}
+
+#[test]
 fn a_setting_in_both_places_is_refused() {
     let mut env = env();
     save_as_mailcow_ui(&env, "[]", "[]", &[]);
