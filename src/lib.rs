@@ -9,6 +9,7 @@ pub mod checkpassword;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod connections;
 pub mod deadline;
 pub mod dovecot_lua;
 pub mod exit;

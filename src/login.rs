@@ -2,11 +2,12 @@
 //! mailbox lookup → access checks → LDAP search + bind → mapping → provision/update → answer.
 
 use crate::config::Config;
+use crate::connections::{Connections, Fresh};
 use crate::deadline::Deadline;
-use crate::ldap::{self, DirectoryError, Rejected, UserSearch};
+use crate::ldap::{DirectoryError, Rejected, UserSearch};
 use crate::mailcow::address::{self, AddressError};
 use crate::mailcow::provision::{self, Applied, ProvisionError};
-use crate::mailcow::{Mailbox, Store, StoreError};
+use crate::mailcow::{Mailbox, StoreError};
 use crate::mapping::mapped_template;
 
 pub struct LoginRequest<'a> {
@@ -102,13 +103,6 @@ pub(crate) fn with_skipped(note: String, skipped: &[String]) -> String {
     }
 }
 
-fn connect_store(config: &Config, deadline: &Deadline) -> Result<Store, LoginError> {
-    let timeout = deadline
-        .cap(config.database.timeout)
-        .ok_or(LoginError::Deadline("the database connection"))?;
-    Ok(Store::connect(&config.database, timeout)?)
-}
-
 /// mailcow's login checks, all answered from the database, so that a disabled protocol or
 /// mailbox never causes an LDAP bind (which could lock an Active Directory account).
 pub fn check_access(mailbox: &Mailbox, service: &str) -> Result<(), Refusal> {
@@ -127,7 +121,17 @@ pub fn check_access(mailbox: &Mailbox, service: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// [`authenticate_with`] on connections of its own.
 pub fn authenticate(
+    config: &Config,
+    request: &LoginRequest,
+    deadline: &Deadline,
+) -> Result<Outcome, LoginError> {
+    authenticate_with(&mut Fresh::new(config), config, request, deadline)
+}
+
+pub fn authenticate_with(
+    connections: &mut dyn Connections,
     config: &Config,
     request: &LoginRequest,
     deadline: &Deadline,
@@ -144,24 +148,25 @@ pub fn authenticate(
         return rejected(Refusal::MalformedLogin);
     };
 
-    let mut store = connect_store(config, deadline)?;
-    let existing = store.mailbox(&username)?;
+    let existing = connections.store(deadline)?.mailbox(&username)?;
     if let Some(mailbox) = &existing {
         if let Err(refusal) = check_access(mailbox, request.service).and(ldap_backed(mailbox)) {
             return rejected(refusal);
         }
     }
 
-    let mut session = ldap::connect(&config.ldap, deadline)?;
-    let entry = match session.find_login(request.username, &username, deadline)? {
+    let entry = match connections.find_login(request.username, &username, deadline)? {
         UserSearch::Found(entry) => entry,
         UserSearch::NotFound => return rejected(Refusal::NoLdapEntry),
         UserSearch::Ambiguous(count) => return rejected(Refusal::Ambiguous(count)),
     };
-    if let Err(Rejected(detail)) = session.check_password(&entry.dn, request.password, deadline)? {
+    if let Err(Rejected(detail)) =
+        connections.check_password(&entry.dn, request.password, deadline)?
+    {
         return rejected(Refusal::WrongPassword(server_says(detail)));
     }
-    drop(session);
+    connections.directory_done();
+    let store = connections.store(deadline)?;
 
     let mapped = mapped_template(&config.attribute_mapping, &entry.mapping_values);
     let name = entry.display_name.as_deref();
@@ -189,7 +194,7 @@ pub fn authenticate(
             match template {
                 None => (mailbox, None),
                 Some((template, loaded)) => {
-                    match provision::apply_template(&mut store, &mailbox, name, template, loaded) {
+                    match provision::apply_template(store, &mailbox, name, template, loaded) {
                         Ok(Applied::Unchanged) => (mailbox, None),
                         Ok(Applied::Reapplied { mailbox, skipped }) => (
                             *mailbox,
@@ -218,7 +223,7 @@ pub fn authenticate(
             let Some(template) = mapped.or(config.default_template.as_deref()) else {
                 return rejected(Refusal::NoMapping(describe_values(&entry.mapping_values)));
             };
-            match provision::create(&mut store, &username, name, template) {
+            match provision::create(store, &username, name, template) {
                 Ok(done) if done.created => {
                     let note = format!("mailbox created from template {template}");
                     (done.mailbox, Some(with_skipped(note, &done.skipped)))
@@ -280,16 +285,16 @@ pub(crate) fn describe_values(values: &[String]) -> String {
 /// Active 1 and 2 ("no login, mail still accepted") both count, and resource mailboxes too,
 /// like mailcow's SQL userdb.
 pub fn lookup(
-    config: &Config,
+    connections: &mut dyn Connections,
     username: &str,
     deadline: &Deadline,
 ) -> Result<Option<Mailbox>, LoginError> {
     let Ok(username) = normalize_login(username) else {
         return Ok(None);
     };
-    let mut store = connect_store(config, deadline)?;
     // Resource mailboxes (rooms, equipment) receive mail too; their logins stay refused.
-    Ok(store
+    Ok(connections
+        .store(deadline)?
         .mailbox(&username)?
         .filter(|m| m.active == 1 || m.active == 2))
 }
