@@ -19,7 +19,7 @@ pub trait Connections {
         typed: &str,
         address: &str,
         deadline: &Deadline,
-    ) -> Result<UserSearch, DirectoryError>;
+    ) -> Result<UserSearch, LoginError>;
 
     /// The user bind (see [`Session::check_password`]).
     fn check_password(
@@ -27,7 +27,7 @@ pub trait Connections {
         dn: &str,
         password: &str,
         deadline: &Deadline,
-    ) -> Result<Result<(), Rejected>, DirectoryError>;
+    ) -> Result<Result<(), Rejected>, LoginError>;
 
     /// The flow needs no more LDAP for this request: close or hand back those connections.
     fn directory_done(&mut self);
@@ -79,8 +79,8 @@ impl Connections for Fresh<'_> {
         typed: &str,
         address: &str,
         deadline: &Deadline,
-    ) -> Result<UserSearch, DirectoryError> {
-        self.session(deadline)?.find_login(typed, address, deadline)
+    ) -> Result<UserSearch, LoginError> {
+        Ok(self.session(deadline)?.find_login(typed, address, deadline)?)
     }
 
     fn check_password(
@@ -88,9 +88,10 @@ impl Connections for Fresh<'_> {
         dn: &str,
         password: &str,
         deadline: &Deadline,
-    ) -> Result<Result<(), Rejected>, DirectoryError> {
-        self.session(deadline)?
-            .check_password(dn, password, deadline)
+    ) -> Result<Result<(), Rejected>, LoginError> {
+        Ok(self
+            .session(deadline)?
+            .check_password(dn, password, deadline)?)
     }
 
     fn directory_done(&mut self) {

@@ -78,6 +78,9 @@ pub enum LoginError {
     Directory(#[from] DirectoryError),
     #[error("deadline exceeded before {0}")]
     Deadline(&'static str),
+    /// `serve`: no pooled connection came free in time.
+    #[error(transparent)]
+    Busy(#[from] crate::serve::pool::Exhausted),
 }
 
 /// A policy refusal of provisioning rejects the login; a database fault is temporary.

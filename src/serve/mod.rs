@@ -1,0 +1,271 @@
+//! `serve`: the login flow as a long-running HTTP service with pooled LDAP and database
+//! connections, for the Lua script's `url` transport (no process per login).
+//!
+//! Threads: tiny_http reads requests on its own threads; `serve.workers` threads answer them
+//! (bounding the logins run at once); the main thread waits for signals — SIGHUP re-reads the
+//! configuration (a broken one keeps the old), SIGTERM/SIGINT drain the queue and stop.
+
+pub mod connections;
+mod http;
+mod metrics;
+pub mod pool;
+
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use crate::config::{Config, ServeConfig};
+use crate::exit::ExitCode;
+use crate::log::{Logger, Severity};
+use connections::Pools;
+use metrics::Metrics;
+
+/// One configuration and what is built from it; a SIGHUP makes the next. Requests running
+/// keep the one they started with.
+pub struct Generation {
+    /// Leaked on purpose: pooled LDAP sessions borrow it for as long as they live, which is
+    /// until the process ends or a reload retires them (one small config per SIGHUP).
+    config: &'static Config,
+    pools: Pools,
+    token: SecretString,
+    logger: Logger,
+}
+
+/// What the workers share across generations.
+pub struct Shared {
+    metrics: Metrics,
+    in_flight: AtomicUsize,
+    stopping: AtomicBool,
+    current: RwLock<Arc<Generation>>,
+}
+
+impl Shared {
+    fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    fn current(&self) -> Arc<Generation> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Generation {
+    fn load(path: &Path) -> Result<Generation, String> {
+        let config = Config::load(path).map_err(|e| e.to_string())?;
+        let mut warnings = config.warnings.clone();
+        let token_file = config.serve.token_file.as_deref().ok_or(
+            "serve.token_file: missing (serve refuses to run without a shared secret)",
+        )?;
+        let token = crate::config::secret_file(token_file, "serve.token_file", &mut warnings)?;
+        if secrecy::ExposeSecret::expose_secret(&token).trim().is_empty() {
+            return Err(format!("serve.token_file: {} is empty", token_file.display()));
+        }
+        let logger = Logger::new(&config.log);
+        for warning in &warnings {
+            logger.log(Severity::Warning, warning);
+        }
+        let config: &'static Config = Box::leak(Box::new(config));
+        Ok(Generation {
+            config,
+            pools: Pools::new(config),
+            token,
+            logger,
+        })
+    }
+}
+
+pub fn run(config_path: &Path) -> ExitCode {
+    let generation = match Generation::load(config_path) {
+        Ok(g) => g,
+        Err(e) => {
+            Logger::fallback().log(Severity::Error, &format!("serve: not started: {e}"));
+            return ExitCode::TempFail;
+        }
+    };
+    let settings = generation.config.serve.clone();
+    let server = match listen(&settings) {
+        Ok(server) => Arc::new(server),
+        Err(e) => {
+            let line = format!("serve: cannot listen on {}: {e}", settings.listen);
+            generation.logger.log(Severity::Error, &line);
+            return ExitCode::TempFail;
+        }
+    };
+    // Blocked here, before any thread starts, so that every thread inherits the mask and only
+    // the main thread's sigwait sees these signals.
+    let signals = blocked_signals();
+    generation.logger.log(
+        Severity::Info,
+        &format!(
+            "serve: listening on {} with {} workers",
+            settings.listen, settings.workers
+        ),
+    );
+    let shared = Arc::new(Shared {
+        metrics: Metrics::default(),
+        in_flight: AtomicUsize::new(0),
+        stopping: AtomicBool::new(false),
+        current: RwLock::new(Arc::new(generation)),
+    });
+    let workers: Vec<_> = (0..settings.workers)
+        .map(|_| {
+            let (server, shared) = (server.clone(), shared.clone());
+            std::thread::spawn(move || work(&server, &shared))
+        })
+        .collect();
+    loop {
+        match wait_for(&signals) {
+            libc::SIGHUP => reload(config_path, &shared, &settings),
+            _ => break,
+        }
+    }
+    shared.current().logger.log(
+        Severity::Info,
+        &format!(
+            "serve: stopping, answering {} requests in flight and those queued",
+            shared.in_flight()
+        ),
+    );
+    shared.stopping.store(true, Ordering::SeqCst);
+    for worker in workers {
+        let _ = worker.join();
+    }
+    if let Some(path) = socket_path(&settings.listen) {
+        let _ = std::fs::remove_file(path);
+    }
+    shared
+        .current()
+        .logger
+        .log(Severity::Info, "serve: stopped");
+    ExitCode::Ok
+}
+
+/// Takes requests until told to stop and the queue is empty.
+fn work(server: &tiny_http::Server, shared: &Shared) {
+    loop {
+        match server.recv_timeout(Duration::from_millis(100)) {
+            Ok(Some(request)) => {
+                shared.in_flight.fetch_add(1, Ordering::Relaxed);
+                http::handle(request, &shared.current(), shared);
+                shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
+            Ok(None) if shared.stopping.load(Ordering::SeqCst) => return,
+            Ok(None) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+fn reload(path: &Path, shared: &Shared, running: &ServeConfig) {
+    let old = shared.current();
+    match Generation::load(path) {
+        Ok(new) => {
+            let restart_only = [
+                (new.config.serve.listen != running.listen, "serve.listen"),
+                (new.config.serve.workers != running.workers, "serve.workers"),
+                (
+                    new.config.serve.client_timeout_ms != running.client_timeout_ms,
+                    "serve.client_timeout_ms",
+                ),
+            ];
+            for (_, key) in restart_only.iter().filter(|(changed, _)| *changed) {
+                new.logger.log(
+                    Severity::Warning,
+                    &format!("serve: reload: {key} changed; it takes effect on a restart"),
+                );
+            }
+            new.logger
+                .log(Severity::Info, "serve: configuration reloaded");
+            *shared.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+        }
+        Err(e) => old.logger.log(
+            Severity::Error,
+            &format!("serve: reload failed, keeping the running configuration: {e}"),
+        ),
+    }
+}
+
+/// A `listen` value naming a Unix socket.
+fn socket_path(listen: &str) -> Option<&Path> {
+    listen.starts_with('/').then(|| Path::new(listen))
+}
+
+fn listen(settings: &ServeConfig) -> Result<tiny_http::Server, String> {
+    let timeout = Duration::from_millis(settings.client_timeout_ms);
+    let listener: tiny_http::Listener = match socket_path(&settings.listen) {
+        Some(path) => {
+            // A socket left behind by a previous run; any other file stays.
+            if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+                std::fs::remove_file(path).map_err(|e| e.to_string())?;
+            }
+            let listener =
+                std::os::unix::net::UnixListener::bind(path).map_err(|e| e.to_string())?;
+            set_client_timeouts(&listener, timeout)?;
+            listener.into()
+        }
+        None => {
+            let listener =
+                std::net::TcpListener::bind(&settings.listen).map_err(|e| e.to_string())?;
+            set_client_timeouts(&listener, timeout)?;
+            listener.into()
+        }
+    };
+    tiny_http::Server::from_listener(listener, None).map_err(|e| e.to_string())
+}
+
+/// tiny_http has no client timeouts of its own; Linux copies SO_RCVTIMEO/SO_SNDTIMEO from a
+/// listening socket to each socket it accepts, so a client that stalls while sending its
+/// request or taking its answer is dropped after `timeout` instead of holding a thread.
+fn set_client_timeouts(listener: &impl AsRawFd, timeout: Duration) -> Result<(), String> {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    for option in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+        // SAFETY: a valid socket descriptor and a timeval of the size passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                listener.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(format!(
+                "setting the client timeout: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn blocked_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data, filled by sigemptyset/sigaddset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in [libc::SIGHUP, libc::SIGTERM, libc::SIGINT] {
+            libc::sigaddset(&mut set, signal);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_for(signals: &libc::sigset_t) -> libc::c_int {
+    let mut signal: libc::c_int = 0;
+    // SAFETY: `signals` is an initialised set blocked in every thread.
+    unsafe { libc::sigwait(signals, &mut signal) };
+    signal
+}
