@@ -80,7 +80,9 @@ impl Connections for Fresh<'_> {
         address: &str,
         deadline: &Deadline,
     ) -> Result<UserSearch, LoginError> {
-        Ok(self.session(deadline)?.find_login(typed, address, deadline)?)
+        Ok(self
+            .session(deadline)?
+            .find_login(typed, address, deadline)?)
     }
 
     fn check_password(

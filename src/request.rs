@@ -115,7 +115,19 @@ pub(crate) fn answer_logged(
     deadline: &Deadline,
 ) -> (Answer, String) {
     let (answer, reason) = answer(config, connections, request, deadline);
-    let code = ExitCode::of(&answer);
+    log_answer(logger, request, report, &answer, &reason);
+    (answer, reason)
+}
+
+/// Writes the log line of an answer.
+pub(crate) fn log_answer(
+    logger: &Logger,
+    request: &Request,
+    report: &Report,
+    answer: &Answer,
+    reason: &str,
+) {
+    let code = ExitCode::of(answer);
     let severity = if code == ExitCode::TempFail {
         Severity::Error
     } else {
@@ -123,9 +135,8 @@ pub(crate) fn answer_logged(
     };
     logger.log(
         severity,
-        &report.line(result_word(code, request.lookup), &reason),
+        &report.line(result_word(code, request.lookup), reason),
     );
-    (answer, reason)
 }
 
 fn answer(

@@ -18,6 +18,8 @@ const PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
 /// The pools of one configuration (a SIGHUP makes new ones).
 pub struct Pools {
     config: &'static Config,
+    /// Requests answered at once (`serve.workers`): a place here is taken before any other.
+    pub workers: Pool<()>,
     search: Pool<Session<'static>>,
     bind: Pool<Session<'static>>,
     store: Pool<Store>,
@@ -28,14 +30,16 @@ impl Pools {
         let sizes = &config.serve;
         Pools {
             config,
+            workers: Pool::new("workers", sizes.workers),
             search: Pool::new("ldap_search", sizes.ldap_search_connections),
             bind: Pool::new("ldap_bind", sizes.ldap_bind_connections),
             store: Pool::new("database", sizes.database_connections),
         }
     }
 
-    pub fn usage(&self) -> [(&'static str, Usage); 3] {
+    pub fn usage(&self) -> [(&'static str, Usage); 4] {
         [
+            (self.workers.name, self.workers.usage()),
             (self.search.name, self.search.usage()),
             (self.bind.name, self.bind.usage()),
             (self.store.name, self.store.usage()),
@@ -126,9 +130,13 @@ impl Connections for Pooled<'_> {
         deadline: &Deadline,
     ) -> Result<UserSearch, LoginError> {
         let pools = self.pools;
-        on_directory(&pools.search, &mut self.search, pools.config, deadline, |s| {
-            s.find_login(typed, address, deadline)
-        })
+        on_directory(
+            &pools.search,
+            &mut self.search,
+            pools.config,
+            deadline,
+            |s| s.find_login(typed, address, deadline),
+        )
     }
 
     fn check_password(

@@ -5,18 +5,17 @@
 //! `disabled`, `next`, `tempfail` ([`LuaResult::json_word`]). Every route but `/health` needs
 //! `Authorization: Bearer <token>`. A refused request is logged without its body.
 
-use std::io::Read;
 use std::time::Instant;
 
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq;
-use tiny_http::{Header, Method, Request as HttpRequest, Response};
 use zeroize::Zeroizing;
 
 use super::Generation;
 use super::connections::Pooled;
+use super::wire::{Malformed, Request as HttpRequest, Response};
 use crate::deadline::Deadline;
 use crate::exit::LuaResult;
 use crate::log::{Severity, printable};
@@ -25,6 +24,8 @@ use crate::userdb::{self, DovecotVersion};
 
 /// Bodies larger than this are refused (413): a login name and a password fit many times.
 pub const MAX_BODY: usize = 8 * 1024;
+
+const JSON: &str = "application/json";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,100 +48,88 @@ fn unknown() -> String {
 struct Refused(u16, String);
 
 /// Answers one HTTP request.
-pub fn handle(mut http: HttpRequest, generation: &Generation, server: &super::Shared) {
+pub fn handle(http: HttpRequest, generation: &Generation, server: &super::Shared) -> Response {
     let started = Instant::now();
-    let url = http.url().to_owned();
-    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-    let method = http.method().clone();
-    let result = match (&method, path) {
-        (Method::Get, "/health") => Ok((200, json!({"status": "ok"}).to_string(), JSON)),
+    let path = http.path.as_str();
+    let method = http.method.as_str();
+    let result = match (method, path) {
+        ("GET", "/health") => Ok((json!({"status": "ok"}).to_string(), JSON)),
         (_, "/auth" | "/lookup" | "/metrics") if !authorized(&http, generation) => Err(Refused(
             401,
             "missing or wrong token (Authorization: Bearer …)".into(),
         )),
-        (Method::Post, "/auth") => read_body(&mut http)
-            .and_then(|body| parse_auth(&body))
-            .map(|(auth, version)| {
-                let answer = authenticate(generation, server, auth, version, started);
-                (200, answer, JSON)
-            }),
-        (Method::Get, "/lookup") => parse_lookup(query)
-            .map(|(user, version)| (200, lookup(generation, server, &user, version, started), JSON)),
-        (Method::Get, "/metrics") => Ok((
-            200,
-            server
-                .metrics
-                .render(&generation.pools, server.in_flight()),
+        ("POST", "/auth") => parse_auth(&http.body).map(|(auth, version)| {
+            (
+                authenticate(generation, server, auth, version, started),
+                JSON,
+            )
+        }),
+        ("GET", "/lookup") => parse_lookup(&http.query)
+            .map(|(user, version)| (lookup(generation, server, &user, version, started), JSON)),
+        ("GET", "/metrics") => Ok((
+            server.metrics.render(&generation.pools, server.in_flight()),
             "text/plain; version=0.0.4",
         )),
-        (_, "/auth" | "/lookup" | "/metrics" | "/health") => {
-            Err(Refused(405, format!("method {method} not allowed")))
-        }
+        (_, "/auth" | "/lookup" | "/metrics" | "/health") => Err(Refused(
+            405,
+            format!("method {} not allowed", printable(method)),
+        )),
         _ => Err(Refused(404, "no such path".into())),
     };
-    let (status, body, content_type) = match result {
-        Ok(answer) => answer,
+    match result {
+        Ok((body, content_type)) => Response {
+            status: 200,
+            content_type,
+            body,
+        },
         Err(Refused(status, reason)) => {
-            server.metrics.refused(status);
-            generation.logger.log(
-                Severity::Warning,
-                &format!(
-                    "http status={status} method={method} path=\"{}\" peer={} reason=\"{}\"",
-                    printable(path),
-                    peer(&http),
-                    printable(&reason)
-                ),
+            refused(
+                generation, server, status, method, path, &http.peer, &reason,
             );
-            (status, json!({"error": reason}).to_string(), JSON)
+            Response {
+                status,
+                content_type: JSON,
+                body: json!({"error": reason}).to_string(),
+            }
         }
-    };
-    let header = Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes())
-        .expect("a constant header is valid");
-    // A client that went away before its answer changes nothing here.
-    let _ = http.respond(
-        Response::from_string(body)
-            .with_status_code(status)
-            .with_header(header),
-    );
+    }
 }
 
-const JSON: &str = "application/json";
+/// A request that could not even be read (see [`super::wire`]).
+pub fn malformed(generation: &Generation, server: &super::Shared, bad: &Malformed, peer: &str) {
+    refused(generation, server, bad.status, "-", "-", peer, &bad.reason);
+}
 
-fn peer(http: &HttpRequest) -> String {
-    http.remote_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|| "local".into())
+/// Counts and logs a refused request: what was asked and why, never the body.
+fn refused(
+    generation: &Generation,
+    server: &super::Shared,
+    status: u16,
+    method: &str,
+    path: &str,
+    peer: &str,
+    reason: &str,
+) {
+    server.metrics.refused(status);
+    generation.logger.log(
+        Severity::Warning,
+        &format!(
+            "http status={status} method={} path=\"{}\" peer={} reason=\"{}\"",
+            printable(method),
+            printable(path),
+            printable(peer),
+            printable(reason)
+        ),
+    );
 }
 
 /// `Authorization: Bearer <token>`, compared in constant time.
 fn authorized(http: &HttpRequest, generation: &Generation) -> bool {
     let expected = generation.token.expose_secret().as_bytes();
-    http.headers()
-        .iter()
-        .filter(|h| h.field.equiv("Authorization"))
-        .any(|h| {
-            h.value
-                .as_str()
-                .strip_prefix("Bearer ")
-                .is_some_and(|given| bool::from(given.trim().as_bytes().ct_eq(expected)))
-        })
-}
-
-/// The body, at most [`MAX_BODY`] bytes, in a buffer wiped afterwards (it holds the password).
-fn read_body(http: &mut HttpRequest) -> Result<Zeroizing<Vec<u8>>, Refused> {
-    let too_large = || Refused(413, format!("body larger than {MAX_BODY} bytes"));
-    if http.body_length().is_some_and(|n| n > MAX_BODY) {
-        return Err(too_large());
-    }
-    let mut body = Zeroizing::new(Vec::with_capacity(1024));
-    http.as_reader()
-        .take(MAX_BODY as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| Refused(400, format!("cannot read the body: {}", e.kind())))?;
-    if body.len() > MAX_BODY {
-        return Err(too_large());
-    }
-    Ok(body)
+    http.authorization
+        .as_deref()
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .is_some_and(|given| bool::from(given.trim().as_bytes().ct_eq(expected)))
 }
 
 /// The error names where the JSON broke, never what it held (it may be the password).
@@ -176,7 +165,12 @@ fn parse_lookup(query: &str) -> Result<(String, DovecotVersion), Refused> {
         match &*key {
             "user" => user = Some(value.into_owned()),
             "dovecot" => version = Some(value.into_owned()),
-            _ => return Err(Refused(400, format!("unknown parameter {}", printable(&key)))),
+            _ => {
+                return Err(Refused(
+                    400,
+                    format!("unknown parameter {}", printable(&key)),
+                ));
+            }
         }
     }
     let user = user.ok_or_else(|| Refused(400, "missing parameter user".into()))?;
@@ -227,16 +221,33 @@ fn run(
 ) -> String {
     let config = generation.config;
     let deadline = Deadline::starting_at(started, config.deadline);
-    let mut connections = Pooled::new(&generation.pools);
-    let (answer, reason) = request::answer_logged(
-        config,
-        &mut connections,
-        &generation.logger,
-        request,
-        &Report::new(request, started),
-        &deadline,
-    );
-    connections.finish(matches!(answer, Answer::Fault));
+    let report = Report::new(request, started);
+    let (answer, reason) = match generation.pools.workers.lease(&deadline) {
+        Ok(_place) => {
+            let mut connections = Pooled::new(&generation.pools);
+            let (answer, reason) = request::answer_logged(
+                config,
+                &mut connections,
+                &generation.logger,
+                request,
+                &report,
+                &deadline,
+            );
+            connections.finish(matches!(answer, Answer::Fault));
+            (answer, reason)
+        }
+        Err(busy) => {
+            let reason = busy.to_string();
+            request::log_answer(
+                &generation.logger,
+                request,
+                &report,
+                &Answer::Fault,
+                &reason,
+            );
+            (Answer::Fault, reason)
+        }
+    };
     let word = LuaResult::of(&answer).json_word();
     let kind = if request.lookup { "lookup" } else { "auth" };
     server

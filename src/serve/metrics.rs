@@ -50,7 +50,13 @@ impl Metrics {
     }
 
     /// One answered `/auth` (`kind` = "auth") or `/lookup` request.
-    pub fn answered(&self, kind: &'static str, service: &str, result: &'static str, took: Duration) {
+    pub fn answered(
+        &self,
+        kind: &'static str,
+        service: &str,
+        result: &'static str,
+        took: Duration,
+    ) {
         let service = SERVICES
             .iter()
             .find(|s| s.eq_ignore_ascii_case(service))
@@ -93,7 +99,10 @@ impl Metrics {
              # TYPE mailcow_ldap_auth_refused_total counter"
         );
         for (status, n) in &counts.refused {
-            let _ = writeln!(out, "mailcow_ldap_auth_refused_total{{status=\"{status}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "mailcow_ldap_auth_refused_total{{status=\"{status}\"}} {n}"
+            );
         }
         let _ = writeln!(
             out,
@@ -119,7 +128,11 @@ impl Metrics {
              # TYPE mailcow_ldap_auth_pool_connections gauge"
         );
         for (pool, usage) in pools.usage() {
-            for (state, n) in [("in_use", usage.lent), ("idle", usage.idle), ("max", usage.size)] {
+            for (state, n) in [
+                ("in_use", usage.lent),
+                ("idle", usage.idle),
+                ("max", usage.size),
+            ] {
                 let _ = writeln!(
                     out,
                     "mailcow_ldap_auth_pool_connections{{pool=\"{pool}\",state=\"{state}\"}} {n}"

@@ -1,16 +1,18 @@
 //! `serve`: the login flow as a long-running HTTP service with pooled LDAP and database
 //! connections, for the Lua script's `url` transport (no process per login).
 //!
-//! Threads: tiny_http reads requests on its own threads; `serve.workers` threads answer them
-//! (bounding the logins run at once); the main thread waits for signals — SIGHUP re-reads the
-//! configuration (a broken one keeps the old), SIGTERM/SIGINT drain the queue and stop.
+//! Threads: one accepts connections, one per client connection reads its requests and runs
+//! them ([`wire`]); `serve.workers` bounds how many logins run at once (a pool of places, like
+//! the connection pools). The main thread waits for signals: SIGHUP re-reads the
+//! configuration (a broken one keeps the old), SIGTERM/SIGINT stop accepting, let the requests
+//! in flight finish, and exit.
 
 pub mod connections;
 mod http;
 mod metrics;
 pub mod pool;
+mod wire;
 
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -24,6 +26,10 @@ use crate::exit::ExitCode;
 use crate::log::{Logger, Severity};
 use connections::Pools;
 use metrics::Metrics;
+use wire::{ConnectionCount, Listener};
+
+/// Client connections open at once; past this a new one is answered 503.
+const MAX_CONNECTIONS: usize = 1024;
 
 /// One configuration and what is built from it; a SIGHUP makes the next. Requests running
 /// keep the one they started with.
@@ -61,12 +67,19 @@ impl Generation {
     fn load(path: &Path) -> Result<Generation, String> {
         let config = Config::load(path).map_err(|e| e.to_string())?;
         let mut warnings = config.warnings.clone();
-        let token_file = config.serve.token_file.as_deref().ok_or(
-            "serve.token_file: missing (serve refuses to run without a shared secret)",
-        )?;
+        let token_file =
+            config.serve.token_file.as_deref().ok_or(
+                "serve.token_file: missing (serve refuses to run without a shared secret)",
+            )?;
         let token = crate::config::secret_file(token_file, "serve.token_file", &mut warnings)?;
-        if secrecy::ExposeSecret::expose_secret(&token).trim().is_empty() {
-            return Err(format!("serve.token_file: {} is empty", token_file.display()));
+        if secrecy::ExposeSecret::expose_secret(&token)
+            .trim()
+            .is_empty()
+        {
+            return Err(format!(
+                "serve.token_file: {} is empty",
+                token_file.display()
+            ));
         }
         let logger = Logger::new(&config.log);
         for warning in &warnings {
@@ -91,8 +104,8 @@ pub fn run(config_path: &Path) -> ExitCode {
         }
     };
     let settings = generation.config.serve.clone();
-    let server = match listen(&settings) {
-        Ok(server) => Arc::new(server),
+    let listener = match listen(&settings) {
+        Ok(listener) => Arc::new(listener),
         Err(e) => {
             let line = format!("serve: cannot listen on {}: {e}", settings.listen);
             generation.logger.log(Severity::Error, &line);
@@ -115,28 +128,28 @@ pub fn run(config_path: &Path) -> ExitCode {
         stopping: AtomicBool::new(false),
         current: RwLock::new(Arc::new(generation)),
     });
-    let workers: Vec<_> = (0..settings.workers)
-        .map(|_| {
-            let (server, shared) = (server.clone(), shared.clone());
-            std::thread::spawn(move || work(&server, &shared))
-        })
-        .collect();
-    loop {
-        match wait_for(&signals) {
-            libc::SIGHUP => reload(config_path, &shared, &settings),
-            _ => break,
-        }
+    let accepting = {
+        let (listener, shared) = (listener.clone(), shared.clone());
+        let timeout = Duration::from_millis(settings.client_timeout_ms);
+        std::thread::spawn(move || accept(&listener, &shared, timeout))
+    };
+    // SIGHUP reloads; SIGTERM or SIGINT ends the loop.
+    while wait_for(&signals) == libc::SIGHUP {
+        reload(config_path, &shared, &settings);
     }
+    shared.stopping.store(true, Ordering::SeqCst);
+    listener.shut();
+    let _ = accepting.join();
     shared.current().logger.log(
         Severity::Info,
         &format!(
-            "serve: stopping, answering {} requests in flight and those queued",
+            "serve: stopping; no new connections, {} requests in flight",
             shared.in_flight()
         ),
     );
-    shared.stopping.store(true, Ordering::SeqCst);
-    for worker in workers {
-        let _ = worker.join();
+    // Each request ends by its deadline.
+    while shared.in_flight() > 0 {
+        std::thread::sleep(Duration::from_millis(10));
     }
     if let Some(path) = socket_path(&settings.listen) {
         let _ = std::fs::remove_file(path);
@@ -148,19 +161,47 @@ pub fn run(config_path: &Path) -> ExitCode {
     ExitCode::Ok
 }
 
-/// Takes requests until told to stop and the queue is empty.
-fn work(server: &tiny_http::Server, shared: &Shared) {
+/// Accepts connections until the listener is shut, each served on a thread of its own.
+fn accept(listener: &Listener, shared: &Arc<Shared>, timeout: Duration) {
+    let open = ConnectionCount::new(MAX_CONNECTIONS);
     loop {
-        match server.recv_timeout(Duration::from_millis(100)) {
-            Ok(Some(request)) => {
-                shared.in_flight.fetch_add(1, Ordering::Relaxed);
-                http::handle(request, &shared.current(), shared);
-                shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let stream = match listener.accept() {
+            Ok(stream) => stream,
+            Err(_) if shared.stopping.load(Ordering::SeqCst) => return,
+            Err(e) => {
+                // Out of descriptors and the like: pause rather than spin, and go on.
+                let line = format!("serve: accept failed: {e}");
+                shared.current().logger.log(Severity::Error, &line);
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
             }
-            Ok(None) if shared.stopping.load(Ordering::SeqCst) => return,
-            Ok(None) => {}
-            Err(_) => return,
-        }
+        };
+        let Some(place) = open.enter() else {
+            wire::turn_away(stream, timeout);
+            continue;
+        };
+        let shared = shared.clone();
+        std::thread::spawn(move || {
+            let _place = place;
+            let handle = |request| {
+                shared.in_flight.fetch_add(1, Ordering::SeqCst);
+                let response = http::handle(request, &shared.current(), &shared);
+                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                response
+            };
+            let malformed = |bad: &wire::Malformed, peer: &str| {
+                http::malformed(&shared.current(), &shared, bad, peer)
+            };
+            let stopping = || shared.stopping.load(Ordering::SeqCst);
+            wire::serve_connection(
+                stream,
+                timeout,
+                http::MAX_BODY,
+                &handle,
+                &malformed,
+                &stopping,
+            );
+        });
     }
 }
 
@@ -198,56 +239,21 @@ fn socket_path(listen: &str) -> Option<&Path> {
     listen.starts_with('/').then(|| Path::new(listen))
 }
 
-fn listen(settings: &ServeConfig) -> Result<tiny_http::Server, String> {
-    let timeout = Duration::from_millis(settings.client_timeout_ms);
-    let listener: tiny_http::Listener = match socket_path(&settings.listen) {
+fn listen(settings: &ServeConfig) -> Result<Listener, String> {
+    match socket_path(&settings.listen) {
         Some(path) => {
             // A socket left behind by a previous run; any other file stays.
             if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
                 std::fs::remove_file(path).map_err(|e| e.to_string())?;
             }
-            let listener =
-                std::os::unix::net::UnixListener::bind(path).map_err(|e| e.to_string())?;
-            set_client_timeouts(&listener, timeout)?;
-            listener.into()
+            std::os::unix::net::UnixListener::bind(path)
+                .map(Listener::Unix)
+                .map_err(|e| e.to_string())
         }
-        None => {
-            let listener =
-                std::net::TcpListener::bind(&settings.listen).map_err(|e| e.to_string())?;
-            set_client_timeouts(&listener, timeout)?;
-            listener.into()
-        }
-    };
-    tiny_http::Server::from_listener(listener, None).map_err(|e| e.to_string())
-}
-
-/// tiny_http has no client timeouts of its own; Linux copies SO_RCVTIMEO/SO_SNDTIMEO from a
-/// listening socket to each socket it accepts, so a client that stalls while sending its
-/// request or taking its answer is dropped after `timeout` instead of holding a thread.
-fn set_client_timeouts(listener: &impl AsRawFd, timeout: Duration) -> Result<(), String> {
-    let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
-    };
-    for option in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
-        // SAFETY: a valid socket descriptor and a timeval of the size passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                listener.as_raw_fd(),
-                libc::SOL_SOCKET,
-                option,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(format!(
-                "setting the client timeout: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
+        None => std::net::TcpListener::bind(&settings.listen)
+            .map(Listener::Tcp)
+            .map_err(|e| e.to_string()),
     }
-    Ok(())
 }
 
 fn blocked_signals() -> libc::sigset_t {

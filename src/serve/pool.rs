@@ -23,7 +23,7 @@ struct State<T> {
 
 /// Every connection of the pool is lent out and none came back before the deadline.
 #[derive(Debug, thiserror::Error)]
-#[error("all {size} pooled {name} connections busy until the deadline")]
+#[error("busy: all {size} of pool {name} in use until the deadline")]
 pub struct Exhausted {
     name: &'static str,
     size: usize,
@@ -150,7 +150,10 @@ mod tests {
         assert!(first.get().is_none());
         first.fill(7);
         let err = pool.lease(&deadline).err().expect("pool of one is busy");
-        assert_eq!(err.to_string(), "all 1 pooled test connections busy until the deadline");
+        assert_eq!(
+            err.to_string(),
+            "busy: all 1 of pool test in use until the deadline"
+        );
         drop(first);
         let mut again = pool.lease(&deadline).unwrap();
         assert_eq!(again.get(), Some(&mut 7));

@@ -133,7 +133,12 @@ impl Serve {
     pub fn auth(&self, user: &str, password: &str, service: &str) -> Reply {
         let body = json!({"username": user, "password": password, "service": service,
                           "real_rip": "192.0.2.10"});
-        self.request("POST", "/auth", Some(&self.token), body.to_string().as_bytes())
+        self.request(
+            "POST",
+            "/auth",
+            Some(&self.token),
+            body.to_string().as_bytes(),
+        )
     }
 
     pub fn request(&self, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Reply {
