@@ -2,7 +2,9 @@
 //!
 //! `POST /auth` `{username, password, service, real_rip, dovecot}` and `GET /lookup?user=…`
 //! answer `{result, user, fields, reason}`, `result` being one of `ok`, `mismatch`, `unknown`,
-//! `disabled`, `next`, `tempfail` ([`LuaResult::json_word`]). Every route but `/health` needs
+//! `disabled`, `next`, `tempfail` ([`LuaResult::json_word`]) — or, for a client that sends
+//! `Accept: text/plain` (the Lua script, which has no JSON parser), the reply `dovecot-lua`
+//! writes ([`crate::dovecot_lua::reply`]). Every route but `/health` needs
 //! `Authorization: Bearer <token>`. A refused request is logged without its body.
 
 use std::time::Instant;
@@ -26,6 +28,22 @@ use crate::userdb::{self, DovecotVersion};
 pub const MAX_BODY: usize = 8 * 1024;
 
 const JSON: &str = "application/json";
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// How an answer is written.
+#[derive(Clone, Copy)]
+enum Format {
+    Json,
+    /// The `dovecot-lua` reply: a result word, then `key=value` lines.
+    Lines,
+}
+
+/// What the client wants the answer in.
+#[derive(Clone, Copy)]
+struct Reply {
+    version: DovecotVersion,
+    format: Format,
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +68,15 @@ struct Refused(u16, String);
 /// Answers one HTTP request.
 pub fn handle(http: HttpRequest, generation: &Generation, server: &super::Shared) -> Response {
     let started = Instant::now();
+    let format = if http
+        .accept
+        .as_deref()
+        .is_some_and(|a| a.contains("text/plain"))
+    {
+        Format::Lines
+    } else {
+        Format::Json
+    };
     let path = http.path.as_str();
     let method = http.method.as_str();
     let result = match (method, path) {
@@ -59,13 +86,13 @@ pub fn handle(http: HttpRequest, generation: &Generation, server: &super::Shared
             "missing or wrong token (Authorization: Bearer …)".into(),
         )),
         ("POST", "/auth") => parse_auth(&http.body).map(|(auth, version)| {
-            (
-                authenticate(generation, server, auth, version, started),
-                JSON,
-            )
+            let reply = Reply { version, format };
+            authenticate(generation, server, auth, reply, started)
         }),
-        ("GET", "/lookup") => parse_lookup(&http.query)
-            .map(|(user, version)| (lookup(generation, server, &user, version, started), JSON)),
+        ("GET", "/lookup") => parse_lookup(&http.query).map(|(user, version)| {
+            let reply = Reply { version, format };
+            lookup(generation, server, &user, reply, started)
+        }),
         ("GET", "/metrics") => Ok((
             server.metrics.render(&generation.pools, server.in_flight()),
             "text/plain; version=0.0.4",
@@ -181,9 +208,9 @@ fn authenticate(
     generation: &Generation,
     server: &super::Shared,
     auth: AuthBody,
-    version: DovecotVersion,
+    reply: Reply,
     started: Instant,
-) -> String {
+) -> (String, &'static str) {
     let request = Request {
         user: auth.username.as_bytes(),
         password: auth.password.as_bytes(),
@@ -191,16 +218,16 @@ fn authenticate(
         remote_ip: auth.real_rip.unwrap_or_else(|| "-".into()),
         lookup: false,
     };
-    run(generation, server, &request, version, started)
+    run(generation, server, &request, reply, started)
 }
 
 fn lookup(
     generation: &Generation,
     server: &super::Shared,
     user: &str,
-    version: DovecotVersion,
+    reply: Reply,
     started: Instant,
-) -> String {
+) -> (String, &'static str) {
     let request = Request {
         user: user.as_bytes(),
         password: b"",
@@ -208,7 +235,7 @@ fn lookup(
         remote_ip: "-".into(),
         lookup: true,
     };
-    run(generation, server, &request, version, started)
+    run(generation, server, &request, reply, started)
 }
 
 /// The login flow on pooled connections, its log line, its metrics and its JSON answer.
@@ -216,9 +243,9 @@ fn run(
     generation: &Generation,
     server: &super::Shared,
     request: &Request,
-    version: DovecotVersion,
+    reply: Reply,
     started: Instant,
-) -> String {
+) -> (String, &'static str) {
     let config = generation.config;
     let deadline = Deadline::starting_at(started, config.deadline);
     let report = Report::new(request, started);
@@ -253,17 +280,26 @@ fn run(
     server
         .metrics
         .answered(kind, &request.service, word, started.elapsed());
-    match &answer {
+    if let Format::Lines = reply.format {
+        let text =
+            crate::dovecot_lua::reply::render(&answer, &reason, reply.version, request.lookup)
+                .unwrap_or_else(|e| {
+                    format!("INTERNAL_FAILURE\nreason={}\n", printable(&e.to_string()))
+                });
+        return (text, TEXT);
+    }
+    let text = match &answer {
         Answer::Found { mailbox, userdb } => {
             let prefix = if request.lookup { "" } else { "userdb_" };
-            let fields = userdb::fields(mailbox, userdb, version)
+            let fields = userdb::fields(mailbox, userdb, reply.version)
                 .into_iter()
                 .map(|(name, value)| (format!("{prefix}{name}"), Value::String(value)))
                 .collect();
             answer_json(word, Some(&mailbox.username), fields, "ok")
         }
         _ => answer_json(word, None, Map::new(), &printable(&reason)),
-    }
+    };
+    (text, JSON)
 }
 
 fn answer_json(word: &str, user: Option<&str>, fields: Map<String, Value>, reason: &str) -> String {

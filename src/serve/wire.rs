@@ -114,6 +114,8 @@ pub struct Request {
     pub query: String,
     /// The `Authorization` header, if any.
     pub authorization: Option<Zeroizing<String>>,
+    /// The `Accept` header, if any.
+    pub accept: Option<String>,
     pub body: Zeroizing<Vec<u8>>,
     pub peer: String,
 }
@@ -234,6 +236,7 @@ fn read_request(stream: &mut Stream, timeout: Duration, max_body: usize, peer: &
     let mut keep_alive = parsed.version == Some(1);
     let mut length = 0usize;
     let mut authorization = None;
+    let mut accept = None;
     for header in parsed.headers.iter() {
         let value = || String::from_utf8_lossy(header.value).trim().to_owned();
         if header.name.eq_ignore_ascii_case("content-length") {
@@ -252,6 +255,8 @@ fn read_request(stream: &mut Stream, timeout: Duration, max_body: usize, peer: &
             };
         } else if header.name.eq_ignore_ascii_case("authorization") {
             authorization = Some(Zeroizing::new(value()));
+        } else if header.name.eq_ignore_ascii_case("accept") {
+            accept = Some(value());
         }
     }
     if length > max_body {
@@ -283,6 +288,7 @@ fn read_request(stream: &mut Stream, timeout: Duration, max_body: usize, peer: &
             path,
             query,
             authorization,
+            accept,
             body,
             peer: peer.to_owned(),
         },
