@@ -13,7 +13,7 @@ mod metrics;
 pub mod pool;
 mod wire;
 
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -246,9 +246,13 @@ fn listen(settings: &ServeConfig) -> Result<Listener, String> {
             if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
                 std::fs::remove_file(path).map_err(|e| e.to_string())?;
             }
-            std::os::unix::net::UnixListener::bind(path)
-                .map(Listener::Unix)
-                .map_err(|e| e.to_string())
+            let listener =
+                std::os::unix::net::UnixListener::bind(path).map_err(|e| e.to_string())?;
+            // Anyone on the machine may connect, as to the loopback port: the token is the
+            // guard (the Dovecot auth-worker runs as another user).
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+                .map_err(|e| e.to_string())?;
+            Ok(Listener::Unix(listener))
         }
         None => std::net::TcpListener::bind(&settings.listen)
             .map(Listener::Tcp)

@@ -153,8 +153,15 @@ impl Serve {
         token: Option<&str>,
         body: &[u8],
     ) -> std::io::Result<Reply> {
-        let mut stream = TcpStream::connect(&self.addr)?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut stream: Box<dyn ReadWrite> = if self.addr.starts_with('/') {
+            let stream = std::os::unix::net::UnixStream::connect(&self.addr)?;
+            stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+            Box::new(stream)
+        } else {
+            let stream = TcpStream::connect(&self.addr)?;
+            stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+            Box::new(stream)
+        };
         let auth = token
             .map(|t| format!("Authorization: Bearer {t}\r\n"))
             .unwrap_or_default();
@@ -180,6 +187,10 @@ impl Serve {
         Ok(Reply { status, body })
     }
 }
+
+/// A TCP or Unix stream.
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
 
 impl Drop for Serve {
     fn drop(&mut self) {
