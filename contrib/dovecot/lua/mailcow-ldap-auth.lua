@@ -77,16 +77,16 @@ function script_init(args)
       return 1
     end
   end
+  if settings.dovecot ~= "2.3" and settings.dovecot ~= "2.4" then
+    dovecot.i_error("mailcow-ldap-auth.lua: setting 'dovecot' must be 2.3 or 2.4")
+    return 1
+  end
   if settings.url then
     local failed = open_url_transport()
     if failed then
       dovecot.i_error("mailcow-ldap-auth.lua: " .. failed)
       return 1
     end
-  end
-  if settings.dovecot ~= "2.3" and settings.dovecot ~= "2.4" then
-    dovecot.i_error("mailcow-ldap-auth.lua: setting 'dovecot' must be 2.3 or 2.4")
-    return 1
   end
   if settings.cache_key then
     local key = settings.cache_key
@@ -118,14 +118,31 @@ function open_url_transport()
   if not timeout or timeout <= 0 then
     return "setting 'timeout_ms' must be a positive number"
   end
-  http_client = dovecot.http.client({
+  -- One attempt: a login is not sent twice. 2.4 takes its http_client_* settings (without
+  -- the prefix, with units) and refuses 2.3's names.
+  local options = {
     request_timeout_msecs = timeout,
     request_absolute_timeout_msecs = timeout,
     connect_timeout_msecs = timeout,
     max_attempts = 1,
     no_auto_retry = true,
     user_agent = "mailcow-ldap-auth.lua",
-  })
+  }
+  if settings.dovecot == "2.4" then
+    options = {
+      request_timeout = timeout .. "ms",
+      request_absolute_timeout = timeout .. "ms",
+      connect_timeout = timeout .. "ms",
+      request_max_attempts = 1,
+      auto_retry = "no",
+      user_agent = "mailcow-ldap-auth.lua",
+    }
+  end
+  local made, client = pcall(dovecot.http.client, options)
+  if not made then
+    return "cannot make the HTTP client: " .. tostring(client)
+  end
+  http_client = client
   return nil
 end
 
