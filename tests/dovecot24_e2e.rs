@@ -354,7 +354,7 @@ fn url_mode_through_serve_every_result_and_serve_restarts() {
     };
     rewrite(&serve, &site.env.cfg);
     serve.signal(libc::SIGHUP);
-    wait_for(|| serve.log().matches("configuration reloaded").count() == 1);
+    serve.wait_for_log("configuration reloaded");
 
     let addr = site.user("ulla", "ulla-pw", Some("staff"));
     let r = imap_login(d.imap_port, &addr, "ulla-pw");
@@ -388,12 +388,4 @@ fn url_mode_through_serve_every_result_and_serve_restarts() {
     let r = imap_login(d.imap_port, &addr, "ulla-pw");
     assert!(r.ok(), "{r:#?}\nserve:\n{}", serve.log());
     assert!(!serve.log().contains("ulla-pw"));
-}
-
-fn wait_for(done: impl Fn() -> bool) {
-    let until = std::time::Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(std::time::Instant::now() < until, "timed out waiting");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }

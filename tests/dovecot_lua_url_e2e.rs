@@ -114,7 +114,7 @@ fn imap_logins_through_serve_every_result_and_serve_restarts() {
         &serde_norway::to_string(&broken).unwrap(),
     );
     serve.signal(libc::SIGHUP);
-    wait_until(|| serve.log().contains("configuration reloaded"));
+    serve.wait_for_log("configuration reloaded");
     let r = imap("anna", "anna-pw");
     assert!(r.login.starts_with("NO [UNAVAILABLE]"), "{r:#?}");
 
@@ -132,12 +132,4 @@ fn imap_logins_through_serve_every_result_and_serve_restarts() {
     let r = imap("anna", "anna-pw");
     assert!(r.ok(), "{r:#?}\nserve:\n{}", serve.log());
     assert!(!serve.log().contains("anna-pw"));
-}
-
-fn wait_until(done: impl Fn() -> bool) {
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !done() {
-        assert!(std::time::Instant::now() < until, "timed out waiting");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
 }

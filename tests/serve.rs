@@ -37,6 +37,13 @@ fn site() -> TestEnv {
     env
 }
 
+/// `serve` on the env's config with this `serve:` section (listen and token added).
+fn serve_with(env: &TestEnv, section: serde_json::Value) -> Serve {
+    let mut cfg = env.cfg.clone();
+    cfg["serve"] = section;
+    Serve::start(&cfg)
+}
+
 #[test]
 fn answers_every_result_and_never_logs_the_password() {
     let env = site();
@@ -282,10 +289,9 @@ fn pooled_connections_recover_after_the_ldap_server_restarts() {
 #[test]
 fn two_hundred_concurrent_requests_are_all_answered_correctly() {
     let env = site();
-    let mut cfg = env.cfg.clone();
-    cfg["serve"] = json!({"workers": 8, "ldap_search_connections": 2,
-                          "ldap_bind_connections": 4, "database_connections": 4});
-    let serve = Serve::start(&cfg);
+    let sizes = json!({"workers": 8, "ldap_search_connections": 2,
+                       "ldap_bind_connections": 4, "database_connections": 4});
+    let serve = serve_with(&env, sizes);
     let replies: Vec<(usize, Reply)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..200)
             .map(|i| {
@@ -351,7 +357,7 @@ fn sighup_rereads_the_config_and_keeps_the_old_one_when_broken() {
     assert_result(&serve.auth("alice@example.org", PW, "imap"), "ok");
     private_file(&serve.config_path, "ldap: [broken\n");
     serve.signal(libc::SIGHUP);
-    wait_for_log(&serve, "reload failed, keeping the running configuration");
+    serve.wait_for_log("reload failed, keeping the running configuration");
     assert_result(&serve.auth("alice@example.org", PW, "imap"), "ok");
 
     // A good new config applies: here, a new token.
@@ -360,7 +366,7 @@ fn sighup_rereads_the_config_and_keeps_the_old_one_when_broken() {
     cfg["serve"] = json!({"listen": serve.addr, "token_file": serve.dir.join("token2")});
     private_file(&serve.config_path, &serde_norway::to_string(&cfg).unwrap());
     serve.signal(libc::SIGHUP);
-    wait_for_log(&serve, "configuration reloaded");
+    serve.wait_for_log("configuration reloaded");
     assert_eq!(serve.auth("alice@example.org", PW, "imap").status, 401);
     let body = json!({"username": "alice@example.org", "password": PW}).to_string();
     let reply = serve.request("POST", "/auth", Some("second-token"), body.as_bytes());
@@ -401,12 +407,8 @@ fn sigterm_answers_the_requests_in_flight_then_exits() {
 fn a_client_that_sends_nothing_is_dropped() {
     use std::io::Read;
     let env = site();
-    let mut cfg = env.cfg.clone();
-    cfg["serve"] = json!({"client_timeout_ms": 200});
-    let serve = Serve::start(&cfg);
-    let mut idle = std::net::TcpStream::connect(&serve.addr).unwrap();
-    idle.set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
+    let serve = serve_with(&env, json!({"client_timeout_ms": 200}));
+    let mut idle = serve.raw_client();
     let mut buf = [0u8; 64];
     // Closed by serve (EOF or reset), not by our own read timeout.
     match idle.read(&mut buf) {
@@ -414,18 +416,6 @@ fn a_client_that_sends_nothing_is_dropped() {
         Err(e) => assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}"),
     }
     assert_result(&serve.auth("alice@example.org", PW, "imap"), "ok");
-}
-
-fn wait_for_log(serve: &Serve, needle: &str) {
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !serve.log().contains(needle) {
-        assert!(
-            std::time::Instant::now() < until,
-            "no {needle:?} in:\n{}",
-            serve.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -437,9 +427,7 @@ fn listens_on_a_unix_socket_too() {
         .tempdir_in(process::scratch())
         .unwrap();
     let path = dir.path().join("serve.sock");
-    let mut cfg = env.cfg.clone();
-    cfg["serve"] = json!({ "listen": path });
-    let serve = Serve::start(&cfg);
+    let serve = serve_with(&env, json!({ "listen": path }));
     assert_result(&serve.auth("alice@example.org", PW, "imap"), "ok");
     let meta = std::fs::symlink_metadata(&path).unwrap();
     assert!(meta.file_type().is_socket());
@@ -452,12 +440,8 @@ fn listens_on_a_unix_socket_too() {
 fn a_client_trickling_its_request_is_cut_off() {
     use std::io::{Read, Write};
     let env = site();
-    let mut cfg = env.cfg.clone();
-    cfg["serve"] = json!({"client_timeout_ms": 300});
-    let serve = Serve::start(&cfg);
-    let mut slow = std::net::TcpStream::connect(&serve.addr).unwrap();
-    slow.set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
+    let serve = serve_with(&env, json!({"client_timeout_ms": 300}));
+    let mut slow = serve.raw_client();
     slow.write_all(b"POST /auth HTTP/1.1\r\n").unwrap();
     // One byte every 50 ms: each read is quick, the request as a whole never completes.
     for _ in 0..200 {

@@ -118,6 +118,25 @@ impl Serve {
         std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
     }
 
+    /// Waits (up to 20 s) until the log holds `needle`.
+    #[track_caller]
+    pub fn wait_for_log(&self, needle: &str) {
+        let until = Instant::now() + Duration::from_secs(20);
+        while !self.log().contains(needle) {
+            assert!(Instant::now() < until, "no {needle:?} in:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A plain TCP connection to serve (for clients that misbehave).
+    pub fn raw_client(&self) -> TcpStream {
+        let stream = TcpStream::connect(&self.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        stream
+    }
+
     pub fn signal(&self, signal: libc::c_int) {
         // SAFETY: our own child.
         unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
