@@ -118,9 +118,12 @@ function open_url_transport()
   if not timeout or timeout <= 0 then
     return "setting 'timeout_ms' must be a positive number"
   end
-  -- One attempt: a login is not sent twice. 2.4 takes its http_client_* settings (without
-  -- the prefix, with units) and refuses 2.3's names.
+  -- One attempt: a login is not sent twice. Idle connections are closed after 1 s, before
+  -- serve closes them (serve.client_timeout_ms, 5 s): a connection the server closed under
+  -- a request would cost that login. 2.4 takes its http_client_* settings (without the
+  -- prefix, with units) and refuses 2.3's names.
   local options = {
+    max_idle_time_msecs = 1000,
     request_timeout_msecs = timeout,
     request_absolute_timeout_msecs = timeout,
     connect_timeout_msecs = timeout,
@@ -130,6 +133,7 @@ function open_url_transport()
   }
   if settings.dovecot == "2.4" then
     options = {
+      max_idle_time = "1s",
       request_timeout = timeout .. "ms",
       request_absolute_timeout = timeout .. "ms",
       connect_timeout = timeout .. "ms",
