@@ -459,3 +459,28 @@ fn a_client_trickling_its_request_is_cut_off() {
     );
     assert!(serve.log().contains("http status=408"), "{}", serve.log());
 }
+
+#[test]
+fn answers_100_continue_before_the_body() {
+    use std::io::{Read, Write};
+    let env = site();
+    let serve = Serve::start(&env.cfg);
+    let body = json!({"username": "alice@example.org", "password": PW}).to_string();
+    let mut client = serve.raw_client();
+    write!(
+        client,
+        "POST /auth HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        serve.token,
+        body.len()
+    )
+    .unwrap();
+    let mut interim = [0u8; 25];
+    client.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    client.write_all(body.as_bytes()).unwrap();
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""result":"ok""#), "{answer}");
+}

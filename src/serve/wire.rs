@@ -237,6 +237,7 @@ fn read_request(stream: &mut Stream, timeout: Duration, max_body: usize, peer: &
     let mut length = 0usize;
     let mut authorization = None;
     let mut accept = None;
+    let mut expect_continue = false;
     for header in parsed.headers.iter() {
         let value = || String::from_utf8_lossy(header.value).trim().to_owned();
         if header.name.eq_ignore_ascii_case("content-length") {
@@ -257,6 +258,8 @@ fn read_request(stream: &mut Stream, timeout: Duration, max_body: usize, peer: &
             authorization = Some(Zeroizing::new(value()));
         } else if header.name.eq_ignore_ascii_case("accept") {
             accept = Some(value());
+        } else if header.name.eq_ignore_ascii_case("expect") {
+            expect_continue = value().eq_ignore_ascii_case("100-continue");
         }
     }
     if length > max_body {
@@ -268,6 +271,15 @@ fn read_request(stream: &mut Stream, timeout: Duration, max_body: usize, peer: &
         return malformed(400, "pipelined requests are not accepted");
     }
     let started = started.unwrap_or_else(Instant::now);
+    // Dovecot's HTTP client asks so on a new connection, and waits 2 s for it otherwise.
+    if expect_continue && body.len() < length {
+        let sent = stream
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .and_then(|()| stream.flush());
+        if sent.is_err() {
+            return Next::Gone;
+        }
+    }
     while body.len() < length {
         let left = timeout.saturating_sub(started.elapsed());
         if left.is_zero() || stream.set_timeouts(left).is_err() {
