@@ -87,15 +87,34 @@ echo "Dovecot $(dovecot --version | cut -d' ' -f1); $USERS users; $N per measure
   "$(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 python3 - "$BENCH_PW" "$USERS" "$N" "$CLIENTS" "$SERVE_PORT" "$(cat "$T/etc/token")" "$SERVE_PID" \
-  "$RSS_REQUESTS" \
-  "a) serve via Lua url" "$PORT_URL" "$T/url/run/auth-client" \
-  "b) native passdb ldap" "$PORT_LDAP" "$T/ldap/run/auth-client" \
-  "c) checkpassword" "$PORT_CP" "$T/cp/run/auth-client" <<'PY'
+  "$RSS_REQUESTS" "$(cat "$T/slapd/pid")" "$(cat "$T/mariadb/pid")" \
+  "a) serve via Lua url" "$PORT_URL" "$T/url/run/auth-client" "$(cat "$T/url/pid")" \
+  "b) native passdb ldap" "$PORT_LDAP" "$T/ldap/run/auth-client" "$(cat "$T/ldap/pid")" \
+  "c) checkpassword" "$PORT_CP" "$T/cp/run/auth-client" "$(cat "$T/cp/pid")" <<'PY'
 import base64, http.client, imaplib, json, os, socket, statistics, sys, time
 from concurrent.futures import ProcessPoolExecutor
 password, users, n, clients = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 serve_port, token, serve_pid, rss_requests = int(sys.argv[5]), sys.argv[6], sys.argv[7], int(sys.argv[8])
-kinds = [(sys.argv[i], int(sys.argv[i + 1]), sys.argv[i + 2]) for i in (9, 12, 15)]
+slapd_pid, mariadb_pid = int(sys.argv[9]), int(sys.argv[10])
+kinds = [(sys.argv[i], int(sys.argv[i + 1]), sys.argv[i + 2], int(sys.argv[i + 3]))
+         for i in (11, 15, 19)]
+TICK = os.sysconf("SC_CLK_TCK")
+
+def cpu(pid=None, pgid=None):
+    """CPU seconds so far of a process (with the children it reaped), or of every process in
+    a process group (Dovecot's master runs in its own: auth, auth-workers, checkpassword runs)."""
+    total = 0
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = open(f"/proc/{p}/stat").read().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(p) == pid or (pgid is not None and int(stat[2]) == pgid):
+            total += sum(int(x) for x in stat[11:15])
+    return total / TICK
+
+def cpu_all(pgid):
+    return [cpu(pgid=pgid), cpu(pid=int(serve_pid)), cpu(pid=slapd_pid), cpu(pid=mariadb_pid)]
 names = [f"fb{i}@example.org" for i in range(1, users + 1)]
 ROUNDS = 3
 
@@ -154,20 +173,28 @@ def rss_kib():
 conn = http.client.HTTPConnection("127.0.0.1", serve_port)
 for u in names:                   # first logins: every mailbox exists from here on
     post(conn, u)
-for _, port, path in kinds:       # warm up each Dovecot (auth-workers, LDAP connections)
+for _, port, path, _ in kinds:    # warm up each Dovecot (auth-workers, LDAP connections)
     parallel(auth_worker, path, clients * 20)
 
-auth = {name: [] for name, _, _ in kinds}
-imap = {name: [] for name, _, _ in kinds}
+auth = {name: [] for name, _, _, _ in kinds}
+imap = {name: [] for name, _, _, _ in kinds}
+cpu_ms = {name: [0.0] * 4 for name, _, _, _ in kinds}
 for _round in range(ROUNDS):
-    for name, port, path in kinds:
+    for name, port, path, pgid in kinds:
+        before = cpu_all(pgid)
         auth[name].append(parallel(auth_worker, path, n))
+        used = [(b - a) * 1000 / n / ROUNDS for a, b in zip(before, cpu_all(pgid))]
+        cpu_ms[name] = [x + y for x, y in zip(cpu_ms[name], used)]
         imap[name].append(parallel(imap_worker, port, n // 4))
 print(f"{'':26} {'auth-client AUTH/s':>24} {'IMAP LOGIN+LOGOUT/s':>24}   ({clients} clients, {ROUNDS} rounds)")
-for name, _, _ in kinds:
+for name, _, _, _ in kinds:
     a = " ".join(f"{r:8.0f}" for r in auth[name])
     i = " ".join(f"{r:8.0f}" for r in imap[name])
     print(f"  {name:24} {a:>24} {i:>24}")
+print("CPU ms per authentication (auth-client runs):  Dovecot   serve   slapd  MariaDB   total")
+for name, _, _, _ in kinds:
+    d, sv, sl, db = cpu_ms[name]
+    print(f"  {name:44} {d:6.3f}  {sv:6.3f}  {sl:6.3f}  {db:6.3f}  {d + sv + sl + db:6.3f}")
 ratio = max(auth[kinds[0][0]]) / max(auth[kinds[1][0]])
 print(f"  (a)/(b) authentications/s, best rounds: {ratio:.2f}")
 
