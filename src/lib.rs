@@ -34,8 +34,13 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::DovecotLua { mode } => dovecot_lua::run(&cli.config, &mode),
         Command::Serve => serve::run(&cli.config),
         Command::Login { user, service } => commands::login::run(&cli.config, &user, &service),
-        Command::TestConnection { user } => {
-            commands::test_connection::run(&cli.config, user.as_deref())
+        Command::TestConnection { user, json } => {
+            let format = if json {
+                commands::check_report::Format::Json
+            } else {
+                commands::check_report::Format::Text
+            };
+            commands::test_connection::run(&cli.config, user.as_deref(), format)
         }
         Command::Authsource {
             target,
@@ -54,5 +59,6 @@ pub fn run(cli: Cli) -> ExitCode {
                 state_dir,
             },
         ),
+        Command::Completions { shell } => commands::completions::run(shell),
     }
 }
