@@ -98,20 +98,8 @@ serve_port, token, serve_pid, rss_requests = int(sys.argv[5]), sys.argv[6], sys.
 slapd_pid, mariadb_pid = int(sys.argv[9]), int(sys.argv[10])
 kinds = [(sys.argv[i], int(sys.argv[i + 1]), sys.argv[i + 2], int(sys.argv[i + 3]))
          for i in (11, 15, 19)]
-TICK = os.sysconf("SC_CLK_TCK")
-
-def cpu(pid=None, pgid=None):
-    """CPU seconds so far of a process (with the children it reaped), or of every process in
-    a process group (Dovecot's master runs in its own: auth, auth-workers, checkpassword runs)."""
-    total = 0
-    for p in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = open(f"/proc/{p}/stat").read().rsplit(") ", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(p) == pid or (pgid is not None and int(stat[2]) == pgid):
-            total += sum(int(x) for x in stat[11:15])
-    return total / TICK
+sys.path.insert(0, "scripts/lib")
+from benchcpu import cpu
 
 def cpu_all(pgid):
     return [cpu(pgid=pgid), cpu(pid=int(serve_pid)), cpu(pid=slapd_pid), cpu(pid=mariadb_pid)]

@@ -358,16 +358,14 @@ fn url_mode_through_serve_every_result_and_serve_restarts() {
 
     let addr = site.user("ulla", "ulla-pw", Some("staff"));
     let r = imap_login(d.imap_port, &addr, "ulla-pw");
-    assert!(
-        r.ok(),
-        "{r:#?}\nserve:\n{}\ndovecot:\n{}",
+    r.assert_selected(&format!(
+        "serve:
+{}
+dovecot:
+{}",
         serve.log(),
         d.log()
-    );
-    assert!(
-        r.select.as_deref().is_some_and(|s| s.starts_with("OK")),
-        "{r:#?}"
-    );
+    ));
     assert!(serve.log().contains("mailbox created from template Staff"));
     assert_eq!(imap_login(d.imap_port, &addr, "wrong").login, FAILED);
     assert_eq!(

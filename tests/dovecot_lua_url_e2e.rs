@@ -54,16 +54,14 @@ fn imap_logins_through_serve_every_result_and_serve_restarts() {
 
     // ok: first login creates the mailbox
     let r = imap("anna", "anna-pw");
-    assert!(
-        r.ok(),
-        "{r:#?}\nserve:\n{}\ndovecot:\n{}",
+    r.assert_selected(&format!(
+        "serve:
+{}
+dovecot:
+{}",
         serve.log(),
         d.log()
-    );
-    assert!(
-        r.select.as_deref().is_some_and(|s| s.starts_with("OK")),
-        "{r:#?}"
-    );
+    ));
     assert!(
         serve
             .log()

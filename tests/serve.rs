@@ -67,23 +67,13 @@ fn answers_every_result_and_never_logs_the_password() {
     assert_result(&created, "ok");
     assert_eq!(row_counts(&env.db, "bob@example.org")["mailbox"], 1);
 
-    let found = serve.request(
-        "GET",
-        "/lookup?user=alice%40example.org&dovecot=2.4",
-        Some(&serve.token),
-        b"",
-    );
+    let found = serve.get("/lookup?user=alice%40example.org&dovecot=2.4");
     assert_result(&found, "ok");
     assert_eq!(found.body["fields"]["quota_storage_size"], "1073741824");
-    let none = serve.request(
-        "GET",
-        "/lookup?user=erin%40example.org",
-        Some(&serve.token),
-        b"",
-    );
+    let none = serve.get("/lookup?user=erin%40example.org");
     assert_result(&none, "unknown");
 
-    let metrics = serve.request("GET", "/metrics", Some(&serve.token), b"");
+    let metrics = serve.get("/metrics");
     assert_eq!(metrics.status, 200);
     let text = metrics.body.as_str().unwrap();
     assert!(
@@ -307,7 +297,7 @@ fn two_hundred_concurrent_requests_are_all_answered_correctly() {
     for (i, reply) in &replies {
         assert_result(reply, if i % 3 == 0 { "mismatch" } else { "ok" });
     }
-    let metrics = serve.request("GET", "/metrics", Some(&serve.token), b"");
+    let metrics = serve.get("/metrics");
     let text = metrics.body.as_str().unwrap();
     assert!(text.contains(r#"result="ok"} 133"#), "{text}");
     assert!(text.contains(r#"pool="database",state="max"} 4"#), "{text}");

@@ -160,6 +160,11 @@ impl Serve {
         )
     }
 
+    /// `GET path` with this instance's token.
+    pub fn get(&self, path: &str) -> Reply {
+        self.request("GET", path, Some(&self.token), b"")
+    }
+
     pub fn request(&self, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Reply {
         self.try_request(method, path, token, body)
             .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log()))
