@@ -14,7 +14,7 @@ pub use certs::certs;
 pub use cmd::{CHECKPASSWORD_REPLY, ConfigAt, ENV_REPLY, Outcome, Run};
 pub use mariadb::{Domain, Mailbox, PROVISIONED, TestDb, mariadb, provisioned};
 pub use net::{BlackHole, FirstRequestProxy, Forwarder, Switch, dead_port};
-pub use slapd::{LdapUser, SVC_DN, SVC_PW, Subtree, slapd};
+pub use slapd::{LdapUser, SVC_DN, SVC_PW, Slapd, Subtree, slapd};
 
 use serde_json::{Value, json};
 use std::time::Instant;
