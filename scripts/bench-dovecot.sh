@@ -66,21 +66,13 @@ kinds = ["2.3 checkpassword", "2.3 Lua", "2.4.1 Lua"]
 ports = dict(zip(kinds, map(int, sys.argv[4:7])))
 sockets = dict(zip(kinds, sys.argv[7:10]))
 groups = dict(zip(kinds, map(int, sys.argv[10:13])))
-TICK = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, "scripts/lib")
+from benchcpu import cpu
 
 def group_cpu(pgid):
-    """CPU seconds of every process Dovecot's master (own process group) ran so far: each live
-    process's user+system time plus that of the children it reaped (checkpassword runs, Lua
-    popen shells and programs, IMAP and login processes). slapd and MariaDB are not in it."""
-    total = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = open(f"/proc/{pid}/stat").read().rsplit(") ", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(stat[2]) == pgid:
-            total += sum(int(x) for x in stat[11:15])
-    return total / TICK
+    """CPU seconds of every process Dovecot's master (own process group) ran so far; slapd
+    and MariaDB are not in it."""
+    return cpu(pgid=pgid)
 
 def with_cpu(name, measure):
     before = group_cpu(groups[name])

@@ -62,6 +62,16 @@ pub enum Command {
         #[command(subcommand)]
         mode: crate::dovecot_lua::Mode,
     },
+    /// Answer logins over HTTP as a long-running service with pooled connections (for the Lua
+    /// script's `url` transport).
+    ///
+    /// Listens on `serve.listen` (default 127.0.0.1:9077, or a Unix socket path); every request
+    /// but GET /health needs `Authorization: Bearer <token>` (the content of
+    /// `serve.token_file`, without which it does not start). POST /auth, GET /lookup?user=…,
+    /// GET /health, GET /metrics. SIGHUP re-reads the configuration; SIGTERM answers the
+    /// requests in flight, then exits 0. Exit 111 when it cannot start.
+    #[command(verbatim_doc_comment)]
+    Serve,
     /// Try a login from a shell, exactly as Dovecot's would run (provisioning included).
     ///
     /// The password is read from standard input (first line) or prompted for on a terminal;

@@ -59,6 +59,8 @@ struct RawConfig {
     #[serde(default)]
     sync: SyncConfig,
     redis: Option<redis::RawRedis>,
+    #[serde(default)]
+    serve: ServeConfig,
 }
 
 #[derive(Deserialize)]
@@ -187,6 +189,7 @@ pub struct Config {
     pub from_mailcow: Option<mailcow_idp::LocalLdap>,
     /// mailcow's Redis, for the template rate limits; `None`: they are logged as skipped.
     pub redis: Option<RedisConfig>,
+    pub serve: ServeConfig,
     /// Problems worth a warning that do not stop the program (e.g. a world-readable secret).
     pub warnings: Vec<String>,
 }
@@ -342,6 +345,80 @@ impl Default for SyncConfig {
     }
 }
 
+/// The `serve` command's settings (read by the other commands too, so that a typo is an error
+/// everywhere; only `serve` acts on them).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// `host:port`, or a Unix socket path (starting with `/`).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The shared secret every request carries (`Authorization: Bearer …`); `serve` refuses to
+    /// start without it. Read by `serve` only, with the trust checks of the other secrets.
+    pub token_file: Option<PathBuf>,
+    /// Requests answered at the same time (the rest wait in the queue).
+    #[serde(default = "default_serve_workers")]
+    pub workers: usize,
+    /// Pooled LDAP connections bound as `ldap.bind_dn`, for the user searches.
+    #[serde(default = "default_search_connections")]
+    pub ldap_search_connections: usize,
+    /// Pooled LDAP connections for the user binds.
+    #[serde(default = "default_serve_workers")]
+    pub ldap_bind_connections: usize,
+    #[serde(default = "default_serve_workers")]
+    pub database_connections: usize,
+    /// A client gets this long to send a request (and to take its answer) before it is dropped.
+    #[serde(default = "default_client_timeout_ms")]
+    pub client_timeout_ms: u64,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9077";
+
+fn default_listen() -> String {
+    DEFAULT_LISTEN.into()
+}
+fn default_serve_workers() -> usize {
+    16
+}
+fn default_search_connections() -> usize {
+    4
+}
+fn default_client_timeout_ms() -> u64 {
+    5_000
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: default_listen(),
+            token_file: None,
+            workers: default_serve_workers(),
+            ldap_search_connections: default_search_connections(),
+            ldap_bind_connections: default_serve_workers(),
+            database_connections: default_serve_workers(),
+            client_timeout_ms: default_client_timeout_ms(),
+        }
+    }
+}
+
+impl ServeConfig {
+    fn validate(&self) -> Result<(), String> {
+        let sizes = [
+            ("workers", self.workers),
+            ("ldap_search_connections", self.ldap_search_connections),
+            ("ldap_bind_connections", self.ldap_bind_connections),
+            ("database_connections", self.database_connections),
+        ];
+        if let Some((key, _)) = sizes.iter().find(|(_, n)| *n == 0) {
+            return Err(format!("serve.{key}: must be greater than 0"));
+        }
+        if self.client_timeout_ms == 0 {
+            return Err("serve.client_timeout_ms: must be greater than 0".into());
+        }
+        Ok(())
+    }
+}
+
 /// The placeholders `dovecot.userdb_fields` values may use.
 pub const USERDB_PLACEHOLDERS: [&str; 3] = ["username", "local_part", "domain"];
 
@@ -391,6 +468,7 @@ impl Config {
                 )));
             }
         }
+        raw.serve.validate().map_err(err)?;
         if raw.deadline_ms == 0 {
             return Err(err("deadline_ms: must be greater than 0".into()));
         }
@@ -406,6 +484,7 @@ impl Config {
             sync: raw.sync,
             from_mailcow: local_ldap,
             redis,
+            serve: raw.serve,
             warnings,
         })
     }
@@ -438,22 +517,28 @@ fn secret(
     match (inline, file) {
         (Some(_), Some(_)) => Err(format!("{key} and {key}_file: set only one")),
         (Some(s), None) => Ok(s),
-        (None, Some(file)) => {
-            let text = zeroize::Zeroizing::new(
-                read_trusted(&file).map_err(|e| format!("{key}_file: {e}"))?,
-            );
-            if readable_by_others(&file) {
-                warnings.push(format!(
-                    "{} ({key}_file) is readable by other users; chmod o-r it",
-                    file.display()
-                ));
-            }
-            let trimmed = text.strip_suffix('\n').unwrap_or(&text);
-            let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
-            Ok(SecretString::from(trimmed.to_owned()))
-        }
+        (None, Some(file)) => secret_file(&file, &format!("{key}_file"), warnings),
         (None, None) => Err(format!("{key}: missing (set {key} or {key}_file)")),
     }
+}
+
+/// A secret kept in `file` (named `key` in errors), read with the trust checks of the
+/// configuration; its last newline is dropped.
+pub fn secret_file(
+    file: &Path,
+    key: &str,
+    warnings: &mut Vec<String>,
+) -> Result<SecretString, String> {
+    let text = zeroize::Zeroizing::new(read_trusted(file).map_err(|e| format!("{key}: {e}"))?);
+    if readable_by_others(file) {
+        warnings.push(format!(
+            "{} ({key}) is readable by other users; chmod o-r it",
+            file.display()
+        ));
+    }
+    let trimmed = text.strip_suffix('\n').unwrap_or(&text);
+    let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
+    Ok(SecretString::from(trimmed.to_owned()))
 }
 
 /// An LDAP attribute description: a name (letters, digits, '-') or a numeric OID.

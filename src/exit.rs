@@ -1,4 +1,5 @@
-//! Exit codes and Lua results: the one place that maps an answer to what Dovecot is told.
+//! Exit codes, Lua results and `serve`'s JSON results: the one place that maps an answer to
+//! what Dovecot is told.
 
 use crate::login::Refusal;
 use crate::request::Answer;
@@ -90,6 +91,18 @@ impl LuaResult {
             LuaResult::UserDisabled => "USER_DISABLED",
             LuaResult::Next => "NEXT",
             LuaResult::InternalFailure => "INTERNAL_FAILURE",
+        }
+    }
+
+    /// The `result` of `serve`'s JSON answer (the script maps it back to the Lua result).
+    pub fn json_word(self) -> &'static str {
+        match self {
+            LuaResult::Ok => "ok",
+            LuaResult::PasswordMismatch => "mismatch",
+            LuaResult::UserUnknown => "unknown",
+            LuaResult::UserDisabled => "disabled",
+            LuaResult::Next => "next",
+            LuaResult::InternalFailure => "tempfail",
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod checkpassword;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod connections;
 pub mod deadline;
 pub mod dovecot_lua;
 pub mod exit;
@@ -19,6 +20,7 @@ pub mod login;
 pub mod mailcow;
 pub mod mapping;
 pub mod request;
+pub mod serve;
 pub mod sync;
 pub mod userdb;
 
@@ -30,6 +32,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Checkpassword { reply_program } => checkpassword::run(&cli.config, &reply_program),
         Command::DovecotLua { mode } => dovecot_lua::run(&cli.config, &mode),
+        Command::Serve => serve::run(&cli.config),
         Command::Login { user, service } => commands::login::run(&cli.config, &user, &service),
         Command::TestConnection { user, json } => {
             let format = if json {

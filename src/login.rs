@@ -3,11 +3,12 @@
 //! provision/update → answer → `sasl_log`.
 
 use crate::config::{Config, ConfigError};
+use crate::connections::{Connections, Fresh};
 use crate::deadline::Deadline;
-use crate::ldap::{self, DirectoryError, Rejected, UserSearch};
+use crate::ldap::{DirectoryError, Rejected, UserSearch};
 use crate::mailcow::address::{self, AddressError};
 use crate::mailcow::provision::{self, Applied, ProvisionError};
-use crate::mailcow::{AppPassword, LoginRead, Mailbox, Store, StoreError, password_hash};
+use crate::mailcow::{AppPassword, LoginRead, Mailbox, StoreError, password_hash};
 use crate::mapping::mapped_template;
 
 pub struct LoginRequest<'a> {
@@ -85,6 +86,9 @@ pub enum LoginError {
     Directory(#[from] DirectoryError),
     #[error("deadline exceeded before {0}")]
     Deadline(&'static str),
+    /// `serve`: no pooled connection came free in time.
+    #[error(transparent)]
+    Busy(#[from] crate::serve::pool::Exhausted),
 }
 
 /// A policy refusal of provisioning rejects the login; a database fault is temporary.
@@ -110,13 +114,6 @@ pub(crate) fn with_skipped(note: String, skipped: &[String]) -> String {
     }
 }
 
-fn connect_store(config: &Config, deadline: &Deadline) -> Result<Store, LoginError> {
-    let timeout = deadline
-        .cap(config.database.timeout)
-        .ok_or(LoginError::Deadline("the database connection"))?;
-    Ok(Store::connect(&config.database, timeout)?.with_redis(config.redis.as_ref()))
-}
-
 /// mailcow's login checks, all answered from the database, so that a disabled protocol or
 /// mailbox never causes an LDAP bind (which could lock an Active Directory account).
 pub fn check_access(mailbox: &Mailbox, service: &str) -> Result<(), Refusal> {
@@ -135,7 +132,17 @@ pub fn check_access(mailbox: &Mailbox, service: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// [`authenticate_with`] on connections of its own.
 pub fn authenticate(
+    config: &Config,
+    request: &LoginRequest,
+    deadline: &Deadline,
+) -> Result<Outcome, LoginError> {
+    authenticate_with(&mut Fresh::new(config), config, request, deadline)
+}
+
+pub fn authenticate_with(
+    connections: &mut dyn Connections,
     config: &Config,
     request: &LoginRequest,
     deadline: &Deadline,
@@ -151,17 +158,22 @@ pub fn authenticate(
     let Ok(username) = normalize_login(request.username) else {
         return rejected(Refusal::MalformedLogin);
     };
-    let mut store = connect_store(config, deadline)?;
-    let outcome = decide(config, request, &username, &mut store, deadline)?;
-    Ok(record_sasl_log(config, request, &mut store, outcome))
+    let outcome = decide(connections, config, request, &username, deadline)?;
+    Ok(record_sasl_log(
+        connections,
+        config,
+        request,
+        outcome,
+        deadline,
+    ))
 }
 
-/// The login's decision on a normalised address, with the database connection it runs on.
+/// The login's decision on a normalised address.
 fn decide(
+    connections: &mut dyn Connections,
     config: &Config,
     request: &LoginRequest,
     username: &str,
-    store: &mut Store,
     deadline: &Deadline,
 ) -> Result<Outcome, LoginError> {
     let rejected = |refusal| Ok(Outcome::Rejected(refusal));
@@ -169,7 +181,9 @@ fn decide(
         mailbox: existing,
         app_passwords,
         identity_provider,
-    } = store.login_read(username, config.reads_mailcow_settings())?;
+    } = connections
+        .store(deadline)?
+        .login_read(username, config.reads_mailcow_settings())?;
     if let Some(mailbox) = &existing {
         if let Err(refusal) = check_access(mailbox, request.service).and(ldap_backed(mailbox)) {
             return rejected(refusal);
@@ -186,25 +200,30 @@ fn decide(
     }
 
     // ldap.from_mailcow: this login's LDAP settings and mapping, as mailcow's UI stores them
-    // (only now: a refusal above, or an app password, needs none of them).
+    // (only now: a refusal above, or an app password, needs none of them). The caller's
+    // directory connections belong to the file's settings, so these logins connect afresh.
     let from_mailcow;
-    let config = match &identity_provider {
+    let mut own_directory;
+    let (config, directory): (&Config, &mut dyn Connections) = match &identity_provider {
         Some(rows) => {
             from_mailcow = config.with_mailcow_settings(rows)?;
-            &from_mailcow
+            own_directory = Fresh::new(&from_mailcow);
+            (&from_mailcow, &mut own_directory)
         }
-        None => config,
+        None => (config, &mut *connections),
     };
-    let mut session = ldap::connect(&config.ldap, deadline)?;
-    let entry = match session.find_login(request.username, username, deadline)? {
+    let entry = match directory.find_login(request.username, username, deadline)? {
         UserSearch::Found(entry) => entry,
         UserSearch::NotFound => return rejected(Refusal::NoLdapEntry),
         UserSearch::Ambiguous(count) => return rejected(Refusal::Ambiguous(count)),
     };
-    if let Err(Rejected(detail)) = session.check_password(&entry.dn, request.password, deadline)? {
+    if let Err(Rejected(detail)) =
+        directory.check_password(&entry.dn, request.password, deadline)?
+    {
         return rejected(Refusal::WrongPassword(server_says(detail)));
     }
-    drop(session);
+    directory.directory_done();
+    let store = connections.store(deadline)?;
 
     let mapped = mapped_template(&config.attribute_mapping, &entry.mapping_values);
     let name = entry.display_name.as_deref();
@@ -303,10 +322,11 @@ fn matching_app_password(app_passwords: &[AppPassword], request: &LoginRequest) 
 /// mailcow's `set_sasl_log()` for an accepted login whose client IP is known. A failure to
 /// write the row never fails the login: it is added to the log line.
 fn record_sasl_log(
+    connections: &mut dyn Connections,
     config: &Config,
     request: &LoginRequest,
-    store: &mut Store,
     mut outcome: Outcome,
+    deadline: &Deadline,
 ) -> Outcome {
     let (Some(remote_ip), true) = (request.remote_ip, config.log.sasl_log) else {
         return outcome;
@@ -318,7 +338,10 @@ fn record_sasl_log(
     } = &mut outcome
     {
         let id = app_password.unwrap_or(0);
-        if let Err(e) = store.write_sasl_log(&mailbox.username, remote_ip, request.service, id) {
+        let written = connections.store(deadline).and_then(|store| {
+            Ok(store.write_sasl_log(&mailbox.username, remote_ip, request.service, id)?)
+        });
+        if let Err(e) = written {
             note.push_str(&format!("; sasl_log not written: {e}"));
         }
     }
@@ -359,16 +382,16 @@ pub(crate) fn describe_values(values: &[String]) -> String {
 /// Active 1 and 2 ("no login, mail still accepted") both count, and resource mailboxes too,
 /// like mailcow's SQL userdb.
 pub fn lookup(
-    config: &Config,
+    connections: &mut dyn Connections,
     username: &str,
     deadline: &Deadline,
 ) -> Result<Option<Mailbox>, LoginError> {
     let Ok(username) = normalize_login(username) else {
         return Ok(None);
     };
-    let mut store = connect_store(config, deadline)?;
     // Resource mailboxes (rooms, equipment) receive mail too; their logins stay refused.
-    Ok(store
+    Ok(connections
+        .store(deadline)?
         .mailbox(&username)?
         .filter(|m| m.active == 1 || m.active == 2))
 }

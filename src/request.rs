@@ -8,6 +8,7 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::connections::{Connections, Fresh};
 use crate::deadline::Deadline;
 use crate::exit::ExitCode;
 use crate::log::{Logger, Severity, printable, printable_word};
@@ -62,13 +63,7 @@ pub struct Served {
 /// Runs one request; `watchdog` was started when the front end began reading it.
 pub fn serve(config_path: &Path, request: &Request, watchdog: Watchdog) -> Served {
     let started = watchdog.started;
-    let report = Arc::new(Report {
-        user: String::from_utf8_lossy(request.user).into_owned(),
-        service: request.service.clone(),
-        remote_ip: request.remote_ip.clone(),
-        lookup: request.lookup,
-        started,
-    });
+    let report = Arc::new(Report::new(request, started));
     let config = match Config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
@@ -96,16 +91,13 @@ pub fn serve(config_path: &Path, request: &Request, watchdog: Watchdog) -> Serve
         logger.log(Severity::Warning, warning);
     }
 
-    let (answer, reason) = answer(&config, request, &deadline);
-    let code = ExitCode::of(&answer);
-    let severity = if code == ExitCode::TempFail {
-        Severity::Error
-    } else {
-        Severity::Info
-    };
-    logger.log(
-        severity,
-        &report.line(result_word(code, request.lookup), &reason),
+    let (answer, reason) = answer_logged(
+        &config,
+        &mut Fresh::new(&config),
+        &logger,
+        request,
+        &report,
+        &deadline,
     );
     Served {
         answer,
@@ -116,7 +108,46 @@ pub fn serve(config_path: &Path, request: &Request, watchdog: Watchdog) -> Serve
     }
 }
 
-fn answer(config: &Config, request: &Request, deadline: &Deadline) -> (Answer, String) {
+/// Answers `request` on `connections` and writes its log line.
+pub(crate) fn answer_logged(
+    config: &Config,
+    connections: &mut dyn Connections,
+    logger: &Logger,
+    request: &Request,
+    report: &Report,
+    deadline: &Deadline,
+) -> (Answer, String) {
+    let (answer, reason) = answer(config, connections, request, deadline);
+    log_answer(logger, request, report, &answer, &reason);
+    (answer, reason)
+}
+
+/// Writes the log line of an answer.
+pub(crate) fn log_answer(
+    logger: &Logger,
+    request: &Request,
+    report: &Report,
+    answer: &Answer,
+    reason: &str,
+) {
+    let code = ExitCode::of(answer);
+    let severity = if code == ExitCode::TempFail {
+        Severity::Error
+    } else {
+        Severity::Info
+    };
+    logger.log(
+        severity,
+        &report.line(result_word(code, request.lookup), reason),
+    );
+}
+
+fn answer(
+    config: &Config,
+    connections: &mut dyn Connections,
+    request: &Request,
+    deadline: &Deadline,
+) -> (Answer, String) {
     let (Ok(user), Ok(password)) = (
         std::str::from_utf8(request.user),
         std::str::from_utf8(request.password),
@@ -129,7 +160,7 @@ fn answer(config: &Config, request: &Request, deadline: &Deadline) -> (Answer, S
         return (answer, "login name or password is not UTF-8".to_owned());
     };
     if request.lookup {
-        return match login::lookup(config, user, deadline) {
+        return match login::lookup(connections, user, deadline) {
             Ok(Some(mailbox)) => found(config, Box::new(mailbox), "ok".to_owned(), true),
             Ok(None) => (
                 Answer::Unknown,
@@ -144,7 +175,7 @@ fn answer(config: &Config, request: &Request, deadline: &Deadline) -> (Answer, S
         service: &request.service,
         remote_ip: (request.remote_ip != UNKNOWN_IP).then_some(request.remote_ip.as_str()),
     };
-    match login::authenticate(config, &login, deadline) {
+    match login::authenticate_with(connections, config, &login, deadline) {
         Ok(Outcome::Accepted { mailbox, note, .. }) => found(config, mailbox, note, false),
         Ok(Outcome::Rejected(refusal)) => {
             let reason = refusal.to_string();
@@ -177,7 +208,7 @@ pub(crate) fn found(
 }
 
 /// The one log line every request ends with.
-struct Report {
+pub(crate) struct Report {
     user: String,
     service: String,
     remote_ip: String,
@@ -186,6 +217,16 @@ struct Report {
 }
 
 impl Report {
+    pub(crate) fn new(request: &Request, started: Instant) -> Report {
+        Report {
+            user: String::from_utf8_lossy(request.user).into_owned(),
+            service: request.service.clone(),
+            remote_ip: request.remote_ip.clone(),
+            lookup: request.lookup,
+            started,
+        }
+    }
+
     fn line(&self, result: &str, reason: &str) -> String {
         let kind = if self.lookup { "lookup" } else { "login" };
         let rip = if self.lookup {

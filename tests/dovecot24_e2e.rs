@@ -323,3 +323,67 @@ fn the_password_is_in_no_process_arguments_or_environment_during_a_login() {
         "never saw the program run (the check above proved nothing)"
     );
 }
+
+/// The snippet's url-mode `lua_settings` (Dovecot 2.4's own HTTP client) → a real `serve`.
+#[test]
+fn url_mode_through_serve_every_result_and_serve_restarts() {
+    use common::serve::{Serve, private_file};
+    use e2e::dovecot24::Transport;
+    use serde_json::json;
+    // The site first (for the config serve reads), its Dovecot named after serve's address.
+    let mut site = Site::for_mail("url24", 8, 8, Path::new("/nowhere"));
+    let mut serve = Serve::start(&site.env.cfg);
+    let url = format!("http://{}/", serve.addr);
+    let d = Dovecot24::start_with(
+        "url24",
+        "",
+        &[],
+        Transport::Url {
+            url: &url,
+            token: &serve.token,
+        },
+    );
+    site.env.cfg["dovecot"]["userdb_fields"] = json!({
+        "uid": d.mail_uid.to_string(),
+        "gid": d.mail_gid.to_string(),
+        "home": format!("{}/{{domain}}/{{local_part}}", d.mail),
+    });
+    site.env.cfg["serve"] = json!({"listen": serve.addr, "token_file": serve.dir.join("token")});
+    let rewrite = |serve: &Serve, cfg: &serde_json::Value| {
+        private_file(&serve.config_path, &serde_norway::to_string(cfg).unwrap());
+    };
+    rewrite(&serve, &site.env.cfg);
+    serve.signal(libc::SIGHUP);
+    serve.wait_for_log("configuration reloaded");
+
+    let addr = site.user("ulla", "ulla-pw", Some("staff"));
+    let r = imap_login(d.imap_port, &addr, "ulla-pw");
+    r.assert_selected(&format!(
+        "serve:
+{}
+dovecot:
+{}",
+        serve.log(),
+        d.log()
+    ));
+    assert!(serve.log().contains("mailbox created from template Staff"));
+    assert_eq!(imap_login(d.imap_port, &addr, "wrong").login, FAILED);
+    assert_eq!(
+        imap_login(d.imap_port, &site.addr("nobody"), "pw").login,
+        FAILED
+    );
+    // Staff: POP3 disabled
+    assert_eq!(pop3_login(d.pop3_port, &addr, "ulla-pw"), POP3_FAILED);
+    assert!(serve.log().contains("service pop3 disabled"));
+    let (code, fields, out) = d.user(&addr);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(field(&fields, "quota_storage_size", &out), STAFF_QUOTA);
+
+    serve.kill();
+    let r = imap_login(d.imap_port, &addr, "ulla-pw");
+    assert!(r.login.starts_with(TEMPFAIL), "{r:#?}\nlog:\n{}", d.log());
+    serve.restart();
+    let r = imap_login(d.imap_port, &addr, "ulla-pw");
+    assert!(r.ok(), "{r:#?}\nserve:\n{}", serve.log());
+    assert!(!serve.log().contains("ulla-pw"));
+}

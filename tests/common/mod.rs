@@ -8,13 +8,14 @@ pub mod mariadb;
 pub mod net;
 pub mod process;
 pub mod redis;
+pub mod serve;
 pub mod slapd;
 
 pub use certs::certs;
 pub use cmd::{CHECKPASSWORD_REPLY, ConfigAt, ENV_REPLY, Outcome, Run};
 pub use mariadb::{Domain, Mailbox, PROVISIONED, TestDb, mariadb, provisioned};
-pub use net::{BlackHole, FirstRequestProxy, Forwarder, dead_port};
-pub use slapd::{LdapUser, SVC_DN, SVC_PW, Subtree, slapd};
+pub use net::{BlackHole, FirstRequestProxy, Forwarder, Switch, dead_port};
+pub use slapd::{LdapUser, SVC_DN, SVC_PW, Slapd, Subtree, slapd};
 
 use serde_json::{Value, json};
 use std::time::Instant;

@@ -6,7 +6,7 @@ use super::certs::certs;
 use super::process::{free_port, random_hex, run_ok, scratch_subdir, spawn_server, stop_server};
 use ldap3::{LdapConn, LdapConnSettings};
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -33,7 +33,7 @@ pub struct Slapd {
 /// The process-wide slapd, started on first use.
 pub fn slapd() -> &'static Slapd {
     static SLAPD: OnceLock<Slapd> = OnceLock::new();
-    SLAPD.get_or_init(Slapd::start)
+    SLAPD.get_or_init(|| Slapd::start_in("slapd"))
 }
 
 /// `{SSHA}` hash as slappasswd makes it: base64(sha1(pw + salt) + salt), 8-byte salt.
@@ -54,10 +54,12 @@ fn base64(data: &[u8]) -> String {
 }
 
 impl Slapd {
-    fn start() -> Slapd {
+    /// A slapd of the caller's own in the scratch sub-directory `name` (for a test that
+    /// restarts it; [`slapd`] is shared).
+    pub fn start_in(name: &str) -> Slapd {
         let t0 = Instant::now();
         let certs = certs();
-        let dir = scratch_subdir("slapd");
+        let dir = scratch_subdir(name);
         let db = dir.join("db");
         std::fs::create_dir_all(&db).expect("mkdir slapd db");
         let root_pw = random_hex();
@@ -125,58 +127,12 @@ access to *
                 .arg(&ldif),
         );
 
-        let log_path = dir.join("slapd.log");
         for attempt in 0..20 {
             let (port, ldaps_port) = (free_port(), free_port());
             if port == ldaps_port {
                 continue;
             }
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log_path)
-                .expect("open slapd.log");
-            let mut cmd = Command::new("slapd");
-            cmd.args(["-d", "none", "-h"])
-                .arg(format!(
-                    "ldap://127.0.0.1:{port}/ ldaps://127.0.0.1:{ldaps_port}/"
-                ))
-                .arg("-f")
-                .arg(&conf)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log);
-            let mut child = spawn_server(cmd).expect("spawn slapd");
-            let deadline = Instant::now() + Duration::from_secs(20);
-            let ready = loop {
-                if let Some(status) = child.try_wait().expect("try_wait slapd") {
-                    // lost a port race (errno 98) or a real failure: retry, then give up.
-                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                    if !log.contains("Address already in use") || attempt == 19 {
-                        panic!("slapd exited with {status}:\n{log}");
-                    }
-                    break false;
-                }
-                match bind_as(port, ROOT_DN, &root_pw) {
-                    Ok(0) => break true,
-                    // Someone else's server answers on our port: ours will fail; retry.
-                    Ok(_) => {
-                        stop_server(&mut child);
-                        break false;
-                    }
-                    Err(_) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(5))
-                    }
-                    Err(e) => {
-                        stop_server(&mut child);
-                        panic!(
-                            "slapd not ready after 20 s: {e}\n{}",
-                            std::fs::read_to_string(&log_path).unwrap_or_default()
-                        );
-                    }
-                }
-            };
-            if ready {
+            if let Some(child) = launch(&dir, port, ldaps_port, &root_pw, attempt == 19) {
                 let s = Slapd {
                     port,
                     ldaps_port,
@@ -200,6 +156,27 @@ access to *
 
     pub fn pid(&self) -> u32 {
         self.child.lock().unwrap_or_else(|e| e.into_inner()).id()
+    }
+
+    /// Stops the server (SIGTERM: its connections are closed) and starts it again on the same
+    /// ports and data.
+    pub fn restart(&self) {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        stop_server(&mut child);
+        // The ports were ours a moment ago; another process may take one meanwhile.
+        for attempt in 0..50 {
+            if let Some(new) = launch(
+                &self.dir,
+                self.port,
+                self.ldaps_port,
+                &self.root_pw,
+                attempt == 49,
+            ) {
+                *child = new;
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     pub fn url(&self) -> String {
@@ -244,6 +221,57 @@ access to *
         }
         let _ = c.unbind();
         st
+    }
+}
+
+/// Starts slapd on these ports with the configuration in `dir` and waits until the rootdn can
+/// bind; `None` when it lost a port to another process (`last`: panic instead).
+fn launch(dir: &Path, port: u16, ldaps_port: u16, root_pw: &str, last: bool) -> Option<Child> {
+    let log_path = dir.join("slapd.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .expect("open slapd.log");
+    let log_start = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
+    let mut cmd = Command::new("slapd");
+    cmd.args(["-d", "none", "-h"])
+        .arg(format!(
+            "ldap://127.0.0.1:{port}/ ldaps://127.0.0.1:{ldaps_port}/"
+        ))
+        .arg("-f")
+        .arg(dir.join("slapd.conf"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    let mut child = spawn_server(cmd).expect("spawn slapd");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait slapd") {
+            // lost a port race (errno 98) or a real failure: retry, then give up.
+            let log = std::fs::read(&log_path).unwrap_or_default();
+            let log = String::from_utf8_lossy(&log[log_start as usize..]);
+            if !log.contains("Address already in use") || last {
+                panic!("slapd exited with {status}:\n{log}");
+            }
+            return None;
+        }
+        match bind_as(port, ROOT_DN, root_pw) {
+            Ok(0) => return Some(child),
+            // Someone else's server answers on our port: ours will fail; retry.
+            Ok(_) => {
+                stop_server(&mut child);
+                return None;
+            }
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => {
+                stop_server(&mut child);
+                panic!(
+                    "slapd not ready after 20 s: {e}\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
+            }
+        }
     }
 }
 

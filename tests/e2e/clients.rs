@@ -100,6 +100,17 @@ impl ImapLogin {
     pub fn ok(&self) -> bool {
         self.login.starts_with("OK ")
     }
+
+    /// Panics unless LOGIN and SELECT INBOX succeeded (the mail process ran with the userdb's
+    /// uid/gid/home); `logs` goes into the message.
+    #[track_caller]
+    pub fn assert_selected(&self, logs: &str) {
+        assert!(self.ok(), "{self:#?}\n{logs}");
+        assert!(
+            self.select.as_deref().is_some_and(|s| s.starts_with("OK")),
+            "{self:#?}\n{logs}"
+        );
+    }
 }
 
 /// Connects and sends `a1 LOGIN user pass`; returns the session and the tagged answer

@@ -35,7 +35,17 @@ pub enum Auth {
     Checkpassword,
     /// `contrib/dovecot/2.3/10-auth-mailcow-ldap-lua.conf` + `contrib/dovecot/lua/`
     Lua,
+    /// The same, in url mode (its commented `MAILCOW_LDAP_AUTH_URL` line instead of the
+    /// binary's): the script asks the `serve` named in [`URL_TRANSPORT`].
+    LuaUrl,
 }
+
+/// Where `serve` listens and its token file, for [`Auth::LuaUrl`]: set before [`dovecot`].
+pub static URL_TRANSPORT: OnceLock<(String, PathBuf)> = OnceLock::new();
+/// The snippet's url-mode line (commented) and the names in it.
+const URL_LINE: &str = "#import_environment = $import_environment MAILCOW_LDAP_AUTH_URL=";
+const INSTALLED_URL: &str = "http://127.0.0.1:9077/";
+const INSTALLED_TOKEN: &str = "/etc/mailcow-ldap-auth/token";
 
 pub const SNIPPET: &str = include_str!("../../contrib/dovecot/2.3/10-auth-mailcow-ldap.conf");
 pub const LUA_SNIPPET: &str =
@@ -51,7 +61,7 @@ impl Auth {
     pub fn snippet(self) -> &'static str {
         match self {
             Auth::Checkpassword => SNIPPET,
-            Auth::Lua => LUA_SNIPPET,
+            Auth::Lua | Auth::LuaUrl => LUA_SNIPPET,
         }
     }
 
@@ -59,7 +69,7 @@ impl Auth {
     pub fn snippet_name(self) -> &'static str {
         match self {
             Auth::Checkpassword => "10-auth-mailcow-ldap.conf",
-            Auth::Lua => "10-auth-mailcow-ldap-lua.conf",
+            Auth::Lua | Auth::LuaUrl => "10-auth-mailcow-ldap-lua.conf",
         }
     }
 }
@@ -145,7 +155,7 @@ pub fn generated_snippet(auth: Auth, dir: &Path) -> String {
                 );
             }
         }
-        Auth::Lua => {
+        Auth::Lua | Auth::LuaUrl => {
             // binary and config named once; the script by the passdb and the userdb
             assert_eq!(
                 count(INSTALLED_BIN),
@@ -165,6 +175,10 @@ pub fn generated_snippet(auth: Auth, dir: &Path) -> String {
             );
         }
     }
+    let snippet = match auth {
+        Auth::LuaUrl => url_mode(snippet),
+        _ => snippet.to_owned(),
+    };
     snippet
         .replace(
             INSTALLED_BIN,
@@ -182,6 +196,40 @@ pub fn generated_snippet(auth: Auth, dir: &Path) -> String {
                 .to_str()
                 .expect("utf-8 path"),
         )
+}
+
+/// The Lua snippet switched to url mode as its comment says: the binary's
+/// `import_environment` line commented out, the url line (naming this test's serve) in.
+fn url_mode(snippet: &str) -> String {
+    let (url, token) = URL_TRANSPORT
+        .get()
+        .expect("URL_TRANSPORT set before dovecot()");
+    assert_eq!(
+        snippet.matches(URL_LINE).count(),
+        1,
+        "the Lua snippet must have one `{URL_LINE}` line"
+    );
+    snippet
+        .lines()
+        .map(|line| {
+            if line.starts_with("import_environment = ") {
+                format!("#{line}")
+            } else if let Some(rest) = line
+                .strip_prefix('#')
+                .filter(|_| line.starts_with(URL_LINE))
+            {
+                assert!(
+                    rest.contains(INSTALLED_URL) && rest.contains(INSTALLED_TOKEN),
+                    "{line}"
+                );
+                rest.replace(INSTALLED_URL, url)
+                    .replace(INSTALLED_TOKEN, token.to_str().expect("utf-8 path"))
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl Dovecot {
@@ -232,7 +280,7 @@ impl Dovecot {
         std::fs::write(&passwd, "").expect("write passwd-file");
         let next_passdb = match auth {
             Auth::Checkpassword => String::new(),
-            Auth::Lua => format!(
+            Auth::Lua | Auth::LuaUrl => format!(
                 "passdb {{\n  driver = passwd-file\n  args = {}\n}}\n",
                 passwd.display()
             ),

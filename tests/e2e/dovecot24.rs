@@ -124,6 +124,48 @@ pub fn generated_snippet(bin: &str, config: &str, script: &str) -> String {
         .replace(INSTALLED_CONFIG, config)
 }
 
+/// How the shipped script reaches the program.
+pub enum Transport<'a> {
+    /// One process per request (the snippet's active `lua_settings`).
+    Process,
+    /// `serve` at `url`: the snippet's commented url-mode `lua_settings` instead, with a token
+    /// file holding `token` in the instance directory.
+    Url { url: &'a str, token: &'a str },
+}
+
+/// The snippet in url mode, as its comment says: the active `lua_settings` block out, the
+/// commented one (url, token_file) in.
+fn url_mode(snippet: &str, url: &str, token_file: &str) -> String {
+    let mut out = Vec::new();
+    let mut in_active = false;
+    let mut in_commented = false;
+    for line in snippet.lines() {
+        if line == "lua_settings {" {
+            in_active = true;
+        } else if in_active {
+            in_active = line != "}";
+        } else if line == "#lua_settings {" || in_commented {
+            in_commented = line != "#}";
+            let line = &line[1..];
+            out.push(if line.trim_start().starts_with("url = ") {
+                format!("  url = {url}")
+            } else if line.trim_start().starts_with("token_file = ") {
+                format!("  token_file = {token_file}")
+            } else {
+                line.to_owned()
+            });
+        } else {
+            out.push(line.to_owned());
+        }
+    }
+    let text = out.join("\n");
+    assert!(
+        text.contains(&format!("url = {url}")),
+        "no url-mode lua_settings in the 2.4 snippet"
+    );
+    text
+}
+
 pub struct Dovecot24 {
     root: PathBuf,
     /// This instance's directory (host path).
@@ -147,6 +189,16 @@ impl Dovecot24 {
     /// `files` (name, text) in that directory. The binary's config file is written later
     /// ([`Dovecot24::write_config`]).
     pub fn start(tag: &str, extra: &str, files: &[(&str, &str)]) -> Dovecot24 {
+        Self::start_with(tag, extra, files, Transport::Process)
+    }
+
+    /// [`Dovecot24::start`] with the script on `transport`.
+    pub fn start_with(
+        tag: &str,
+        extra: &str,
+        files: &[(&str, &str)],
+        transport: Transport,
+    ) -> Dovecot24 {
         let t0 = Instant::now();
         let s = shared();
         let dir = s.dir.join(tag);
@@ -162,15 +214,24 @@ impl Dovecot24 {
             std::fs::write(dir.join(name), text).expect("write instance file");
         }
         let inner = inner(&s.root, &dir);
-        std::fs::write(
-            dir.join("conf.d/10-auth-mailcow-ldap.conf"),
-            generated_snippet(
-                &inner_of(&s.bin),
-                &format!("{inner}/etc/config.yml"),
-                &inner_of(&s.script),
-            ),
-        )
-        .expect("write snippet");
+        let snippet = generated_snippet(
+            &inner_of(&s.bin),
+            &format!("{inner}/etc/config.yml"),
+            &inner_of(&s.script),
+        );
+        let snippet = match transport {
+            Transport::Process => snippet,
+            Transport::Url { url, token } => {
+                let path = dir.join("etc/token");
+                std::fs::write(&path, format!("{token}\n")).expect("write token");
+                std::os::unix::fs::chown(&path, Some(0), Some(s.dovecot_gid)).expect("chown");
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640))
+                    .expect("chmod");
+                url_mode(&snippet, url, &format!("{inner}/etc/token"))
+            }
+        };
+        std::fs::write(dir.join("conf.d/10-auth-mailcow-ldap.conf"), snippet)
+            .expect("write snippet");
 
         for attempt in 0..20 {
             let (imap_port, pop3_port) = (free_port(), free_port());

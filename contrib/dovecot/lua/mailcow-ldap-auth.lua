@@ -1,6 +1,12 @@
 -- mailcow-ldap-auth: Dovecot Lua passdb + userdb (Dovecot 2.3 and 2.4, the same file).
 --
--- Each request runs the program once:
+-- Two transports, chosen by the settings:
+--   url:     each request is an HTTP request to `mailcow-ldap-auth serve` (pooled LDAP and
+--            database connections, no process per login), through Dovecot's own HTTP client
+--            (dovecot.http); the token from token_file goes in the Authorization header.
+--   process: each request runs the program once (below).
+--
+-- The process transport runs, per request:
 --   <binary> --config <config> dovecot-lua verify|lookup --service S --remote-ip IP
 --            --dovecot 2.3|2.4 --reply-file <os.tmpname()> -- USER
 -- through `sh -c "exec …"` (the shell replaces itself with the program: one process per
@@ -16,6 +22,13 @@
 --     config    its configuration file; Dovecot variables in it are expanded per request
 --     dovecot   2.3 or 2.4: the userdb field names the program emits (2.4 ignores quota_rule)
 --     cache_key optional (2.4): a cache key template; defines auth_passdb_get_cache_key()
+--   or, for the url transport (2.3: MAILCOW_LDAP_AUTH_URL, MAILCOW_LDAP_AUTH_TOKEN_FILE):
+--     url        where serve listens, e.g. http://127.0.0.1:9077/
+--     token_file the file holding serve's token (serve.token_file), readable by the
+--                auth-worker's user; read once when the script is loaded
+--     timeout_ms optional: how long to wait for serve (default 15000; serve's own deadline,
+--                deadline_ms, is shorter)
+--   (`dovecot` is needed by both.)
 -- Nothing in this file needs editing.
 
 local settings = {}
@@ -30,7 +43,17 @@ local ENVIRONMENT = {
   binary = "MAILCOW_LDAP_AUTH_BINARY",
   config = "MAILCOW_LDAP_AUTH_CONFIG",
   dovecot = "MAILCOW_LDAP_AUTH_DOVECOT",
+  url = "MAILCOW_LDAP_AUTH_URL",
+  token_file = "MAILCOW_LDAP_AUTH_TOKEN_FILE",
+  timeout_ms = "MAILCOW_LDAP_AUTH_TIMEOUT_MS",
 }
+
+-- url transport: Dovecot's HTTP client (kept across requests: keep-alive) and the token.
+local http_client
+local token
+
+-- Defined below.
+local open_url_transport, parse_reply
 
 function script_init(args)
   for key, value in pairs(args or {}) do
@@ -44,7 +67,11 @@ function script_init(args)
       settings[key] = value
     end
   end
-  for _, key in ipairs({ "binary", "config", "dovecot" }) do
+  local needed = { "binary", "config", "dovecot" }
+  if settings.url then
+    needed = { "url", "token_file", "dovecot" }
+  end
+  for _, key in ipairs(needed) do
     if not settings[key] then
       dovecot.i_error("mailcow-ldap-auth.lua: setting '" .. key .. "' is missing")
       return 1
@@ -53,6 +80,13 @@ function script_init(args)
   if settings.dovecot ~= "2.3" and settings.dovecot ~= "2.4" then
     dovecot.i_error("mailcow-ldap-auth.lua: setting 'dovecot' must be 2.3 or 2.4")
     return 1
+  end
+  if settings.url then
+    local failed = open_url_transport()
+    if failed then
+      dovecot.i_error("mailcow-ldap-auth.lua: " .. failed)
+      return 1
+    end
   end
   if settings.cache_key then
     local key = settings.cache_key
@@ -64,6 +98,56 @@ function script_init(args)
 end
 
 function script_deinit()
+end
+
+-- Reads the token and makes the HTTP client; returns why not, or nil.
+function open_url_transport()
+  if not settings.url:match("^https?://[^/]+/") then
+    return "setting 'url' must look like http://127.0.0.1:9077/"
+  end
+  local file, err = io.open(settings.token_file, "r")
+  if not file then
+    return "cannot read token_file: " .. tostring(err)
+  end
+  token = (file:read("a") or ""):gsub("[\r\n]+$", "")
+  file:close()
+  if token == "" or token:find("[%c ]") then
+    return "token_file " .. settings.token_file .. " is empty or holds spaces"
+  end
+  local timeout = tonumber(settings.timeout_ms or "15000")
+  if not timeout or timeout <= 0 then
+    return "setting 'timeout_ms' must be a positive number"
+  end
+  -- One attempt: a login is not sent twice. Idle connections are closed after 1 s, before
+  -- serve closes them (serve.client_timeout_ms, 5 s): a connection the server closed under
+  -- a request would cost that login. 2.4 takes its http_client_* settings (without the
+  -- prefix, with units) and refuses 2.3's names.
+  local options = {
+    max_idle_time_msecs = 1000,
+    request_timeout_msecs = timeout,
+    request_absolute_timeout_msecs = timeout,
+    connect_timeout_msecs = timeout,
+    max_attempts = 1,
+    no_auto_retry = true,
+    user_agent = "mailcow-ldap-auth.lua",
+  }
+  if settings.dovecot == "2.4" then
+    options = {
+      max_idle_time = "1s",
+      request_timeout = timeout .. "ms",
+      request_absolute_timeout = timeout .. "ms",
+      connect_timeout = timeout .. "ms",
+      request_max_attempts = 1,
+      auto_retry = "no",
+      user_agent = "mailcow-ldap-auth.lua",
+    }
+  end
+  local made, client = pcall(dovecot.http.client, options)
+  if not made then
+    return "cannot make the HTTP client: " .. tostring(client)
+  end
+  http_client = client
+  return nil
 end
 
 -- One shell word: '…' with every ' written as '\''. nil for a NUL, which a command line
@@ -129,9 +213,19 @@ local function ask(mode, req, password, reply_path)
   end
   local text = file:read("a")
   file:close()
-  local word, rest = text:match("^([A-Z_]+)\n(.*)$")
-  if not word or (word == "OK") ~= (code == 0) then
+  local word, fields = parse_reply(text)
+  if word and (word == "OK") ~= (code == 0) then
     return nil, "malformed reply (exit " .. code .. ")"
+  end
+  return word, fields
+end
+
+-- The reply of `dovecot-lua` and of serve (Accept: text/plain): a result word, then
+-- key=value lines. Returns the word and a table of the lines, or nil and why.
+function parse_reply(text)
+  local word, rest = text:match("^([A-Z_]+)\n(.*)$")
+  if not word then
+    return nil, "malformed reply"
   end
   local fields = {}
   for line in rest:gmatch("([^\n]*)\n") do
@@ -144,8 +238,59 @@ local function ask(mode, req, password, reply_path)
   return word, fields
 end
 
--- ask() with a fresh reply file that is removed whatever happens.
+-- A JSON string literal (the value is UTF-8 or passed through as it is).
+local function json_string(value)
+  return '"' .. value:gsub('[%c"\\]', function(c)
+    return string.format("\\u%04x", c:byte())
+  end) .. '"'
+end
+
+local function url_encode(value)
+  return (value:gsub("[^%w%-%._~]", function(c)
+    return string.format("%%%02X", c:byte())
+  end))
+end
+
+-- One request to serve: POST /auth with the password, or GET /lookup. Same answer as ask().
+local function ask_url(mode, req, password)
+  local service = req.protocol or req.service or "unknown"
+  local request
+  if mode == "verify" then
+    request = http_client:request({ url = settings.url .. "auth", method = "POST" })
+    request:add_header("Content-Type", "application/json")
+    request:set_payload("{" ..
+      '"username":' .. json_string(req.user) ..
+      ',"password":' .. json_string(password) ..
+      ',"service":' .. json_string(service) ..
+      ',"real_rip":' .. json_string(req.remote_ip or req.real_rip or "-") ..
+      ',"dovecot":' .. json_string(settings.dovecot) .. "}")
+  else
+    request = http_client:request({
+      url = settings.url .. "lookup?user=" .. url_encode(req.user) ..
+        "&dovecot=" .. settings.dovecot,
+    })
+  end
+  request:add_header("Authorization", "Bearer " .. token)
+  request:add_header("Accept", "text/plain")
+  local response = request:submit()
+  local status = response:status()
+  if status ~= 200 then
+    -- Dovecot reports its own failures (connect refused, timeout) as status 9000 and up.
+    return nil, settings.url .. " answered " .. tostring(status) .. " " ..
+      tostring(response:reason())
+  end
+  return parse_reply(response:payload())
+end
+
+-- ask() with a fresh reply file that is removed whatever happens, or ask_url().
 local function ask_once(mode, req, password)
+  if http_client then
+    local ran, word, fields = pcall(ask_url, mode, req, password)
+    if not ran then
+      return nil, tostring(word)
+    end
+    return word, fields
+  end
   local made, reply_path = pcall(os.tmpname)
   if not made then
     return nil, "cannot create a reply file: " .. tostring(reply_path)

@@ -149,6 +149,11 @@ pub struct Store {
 }
 
 impl Store {
+    /// Whether the connection still answers (for a pooled one that lay idle).
+    pub fn ping(&mut self) -> bool {
+        self.conn.ping().is_ok()
+    }
+
     pub fn connect(config: &DatabaseConfig, timeout: Duration) -> Result<Store, StoreError> {
         let builder = OptsBuilder::new()
             .user(Some(&config.user))

@@ -1,0 +1,102 @@
+//! Where the login flow gets its connections from: the seam between [`crate::login`] and its
+//! callers. The per-login front ends connect afresh ([`Fresh`]); `serve` lends pooled ones
+//! (`crate::serve::pool`). The flow itself is the same either way.
+
+use crate::config::Config;
+use crate::deadline::Deadline;
+use crate::ldap::{self, DirectoryError, Rejected, Session, UserSearch};
+use crate::login::LoginError;
+use crate::mailcow::Store;
+
+/// The database and directory connections of one login or lookup.
+pub trait Connections {
+    /// The database connection, opened on first use and kept for the rest of the request.
+    fn store(&mut self, deadline: &Deadline) -> Result<&mut Store, LoginError>;
+
+    /// The directory entry of a login (see [`Session::find_login`]), as the service account.
+    fn find_login(
+        &mut self,
+        typed: &str,
+        address: &str,
+        deadline: &Deadline,
+    ) -> Result<UserSearch, LoginError>;
+
+    /// The user bind (see [`Session::check_password`]).
+    fn check_password(
+        &mut self,
+        dn: &str,
+        password: &str,
+        deadline: &Deadline,
+    ) -> Result<Result<(), Rejected>, LoginError>;
+
+    /// The flow needs no more LDAP for this request: close or hand back those connections.
+    fn directory_done(&mut self);
+}
+
+/// New connections for one request, closed with it (checkpassword, `dovecot-lua`, `login`):
+/// one LDAP connection serves the search and then the user bind.
+pub struct Fresh<'c> {
+    config: &'c Config,
+    store: Option<Store>,
+    session: Option<Session<'c>>,
+}
+
+impl<'c> Fresh<'c> {
+    pub fn new(config: &'c Config) -> Self {
+        Fresh {
+            config,
+            store: None,
+            session: None,
+        }
+    }
+
+    fn session(&mut self, deadline: &Deadline) -> Result<&mut Session<'c>, DirectoryError> {
+        match &mut self.session {
+            Some(session) => Ok(session),
+            empty => Ok(empty.insert(ldap::connect(&self.config.ldap, deadline)?)),
+        }
+    }
+}
+
+/// Connects to the database with at most what is left of the deadline.
+pub fn connect_store(config: &Config, deadline: &Deadline) -> Result<Store, LoginError> {
+    let timeout = deadline
+        .cap(config.database.timeout)
+        .ok_or(LoginError::Deadline("the database connection"))?;
+    Ok(Store::connect(&config.database, timeout)?.with_redis(config.redis.as_ref()))
+}
+
+impl Connections for Fresh<'_> {
+    fn store(&mut self, deadline: &Deadline) -> Result<&mut Store, LoginError> {
+        match &mut self.store {
+            Some(store) => Ok(store),
+            empty => Ok(empty.insert(connect_store(self.config, deadline)?)),
+        }
+    }
+
+    fn find_login(
+        &mut self,
+        typed: &str,
+        address: &str,
+        deadline: &Deadline,
+    ) -> Result<UserSearch, LoginError> {
+        Ok(self
+            .session(deadline)?
+            .find_login(typed, address, deadline)?)
+    }
+
+    fn check_password(
+        &mut self,
+        dn: &str,
+        password: &str,
+        deadline: &Deadline,
+    ) -> Result<Result<(), Rejected>, LoginError> {
+        Ok(self
+            .session(deadline)?
+            .check_password(dn, password, deadline)?)
+    }
+
+    fn directory_done(&mut self) {
+        self.session = None;
+    }
+}
