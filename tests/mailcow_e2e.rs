@@ -145,3 +145,129 @@ fn mailcows_passdb_chain_asks_serve_first_and_mailcow_for_the_rest() {
     );
     assert!(!serve.log().contains("anna-pw") && !d.log().contains("anna-pw"));
 }
+
+/// The Lua script in mailcow mode for Dovecot 2.4 (mailcow's `feat/dovecot-2.4` images),
+/// under a plain Lua 5.4 with a stand-in `dovecot` table whose HTTP client answers
+/// `serve_reply` (no Dovecot 2.4 with lua-sec here), and the real PHP stand-in over HTTPS:
+/// contrib/mailcow/passwd-verify.lua switched to 2.4 as its comments say. Returns the script's
+/// printed result lines.
+fn lua24(php: &MailcowPhp, serve_reply: &str, user: &str, password: &str) -> Vec<String> {
+    let wrapper = e2e::dovecot::MAILCOW_WRAPPER
+        .replace("dovecot = \"2.3\"", "dovecot = \"2.4\"")
+        .replace("  -- cache_key = ", "  cache_key = ")
+        .replace("https://nginx:9082", &php.url)
+        .replace(
+            e2e::dovecot::INSTALLED_SCRIPT,
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/contrib/dovecot/lua/mailcow-ldap-auth.lua"
+            ),
+        );
+    let dir = tempfile::tempdir_in(common::process::scratch()).expect("temp dir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    let wrapper = wrapper.replace("/etc/mailcow-ldap-auth/token", token.to_str().unwrap());
+    let wrapper_path = dir.path().join("passwd-verify.lua");
+    std::fs::write(&wrapper_path, wrapper).unwrap();
+    let quoted = |s: &str| format!("{s:?}");
+    let driver = format!(
+        r#"
+dovecot = {{
+  auth = setmetatable({{}}, {{ __index = function(_, name) return name end }}),
+  i_error = function(message) io.stderr:write(message, "\n") end,
+  i_info = function(message) io.stderr:write(message, "\n") end,
+  http = {{ client = function(options)
+    return {{ request = function(_, r)
+      local request = {{}}
+      function request:add_header() end
+      function request:set_payload() end
+      function request:submit()
+        return {{ status = function() return 200 end, reason = function() return "OK" end,
+                 payload = function() return {serve_reply} end }}
+      end
+      return request
+    end }}
+  end }},
+}}
+dofile({wrapper})
+print("init=" .. tostring(script_init({{ blocking = "yes", result_success = "return-ok" }})))
+print("cache_key=" .. tostring(auth_passdb_get_cache_key and auth_passdb_get_cache_key()))
+local req = {{ auth_user = {user}, user = {user}, protocol = "imap", remote_ip = "192.0.2.7" }}
+local result, extra = auth_password_verify(req, {password})
+print("result=" .. tostring(result))
+if type(extra) == "table" then
+  for key, value in pairs(extra) do print("field=" .. key .. "=" .. value) end
+else
+  print("message=" .. tostring(extra))
+end
+"#,
+        serve_reply = quoted(serve_reply),
+        wrapper = quoted(wrapper_path.to_str().unwrap()),
+        user = quoted(user),
+        password = quoted(password),
+    );
+    let out = std::process::Command::new("lua5.4")
+        .arg("-e")
+        .arg(&driver)
+        .output()
+        .expect("run lua5.4");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout.lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn on_dovecot_2_4_the_script_makes_mailcows_2_4_request_and_keeps_its_cache_key() {
+    let fred = format!("fred@{DOMAIN}");
+    let php = MailcowPhp::start(&[(fred.as_str(), "fred-sql-pw")]);
+    let lines = lua24(&php, "NEXT\n", &fred, "fred-sql-pw");
+    assert_eq!(
+        lines,
+        [
+            "init=0",
+            "cache_key=%{protocol}:%{user | username}\t:%{password}",
+            "result=PASSDB_RESULT_OK",
+            "field=msg=",
+        ]
+    );
+    // mailcow's 2.4 request: auth_user, remote_ip, protocol
+    assert_eq!(
+        php.requests(),
+        [
+            json!({"username": fred, "password": "fred-sql-pw", "real_rip": "192.0.2.7", "service": "imap"})
+        ]
+    );
+    let lines = lua24(&php, "NEXT\n", &fred, "wrong");
+    assert_eq!(
+        lines[2..],
+        [
+            "result=PASSDB_RESULT_PASSWORD_MISMATCH",
+            "message=Failed to authenticate"
+        ]
+    );
+    // serve's own answer is final: mailcow is not asked
+    let lines = lua24(
+        &php,
+        "PASSWORD_MISMATCH\nreason=wrong password\n",
+        &fred,
+        "x",
+    );
+    assert_eq!(
+        lines[2..],
+        [
+            "result=PASSDB_RESULT_PASSWORD_MISMATCH",
+            "message=wrong password"
+        ]
+    );
+    // no domain: mailcow's USER_UNKNOWN, before anyone is asked
+    let lines = lua24(&php, "OK\nuser=x\n", "fred", "x");
+    assert_eq!(
+        lines[2..],
+        ["result=PASSDB_RESULT_USER_UNKNOWN", "message=No such user"]
+    );
+    assert_eq!(php.requests().len(), 2);
+}
