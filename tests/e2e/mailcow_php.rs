@@ -3,7 +3,7 @@
 //! request.
 
 use crate::common::certs;
-use crate::common::process::{free_port, scratch_subdir, spawn_server};
+use crate::common::process::{free_port, scratch, spawn_server};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -20,7 +20,11 @@ pub struct MailcowPhp {
 impl MailcowPhp {
     /// `table`: the username → password pairs it accepts.
     pub fn start(table: &[(&str, &str)]) -> MailcowPhp {
-        let dir = scratch_subdir("mailcow-php");
+        let dir = tempfile::Builder::new()
+            .prefix("mailcow-php.")
+            .tempdir_in(scratch())
+            .expect("stand-in dir")
+            .keep();
         let script = dir.join("standin.py");
         std::fs::write(&script, SCRIPT).expect("write stand-in");
         let table: serde_json::Map<String, Value> = table
