@@ -194,15 +194,11 @@ print("init=" .. tostring(script_init({{ blocking = "yes", result_success = "ret
 print("cache_key=" .. tostring(auth_passdb_get_cache_key and auth_passdb_get_cache_key()))
 local req = {{ auth_user = {user}, user = {user}, protocol = "imap", remote_ip = "192.0.2.7" }}
 local result, extra = auth_password_verify(req, {password})
-print("result=" .. tostring(result))
-if type(extra) == "table" then
-  for key, value in pairs(extra) do print("field=" .. key .. "=" .. value) end
-else
-  print("message=" .. tostring(extra))
-end
+{print_result}
 "#,
         serve_reply = quoted(serve_reply),
         wrapper = quoted(wrapper_path.to_str().unwrap()),
+        print_result = common::lua::PRINT_RESULT,
         user = quoted(user),
         password = quoted(password),
     );

@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod cmd;
+pub mod lua;
 pub mod mailcow_ui;
 pub mod mariadb;
 pub mod net;
