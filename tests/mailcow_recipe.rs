@@ -147,6 +147,9 @@ fn the_dockerfile_builds_the_release_binary_as_the_package_does() {
         "the builder image must be Rust {rust_version}"
     );
     assert!(DOCKERFILE.contains("FROM debian:bookworm-slim"));
+    // the context (the repository root) leaves out the build output, which is gigabytes
+    let ignored = include_str!("../.dockerignore");
+    assert!(ignored.lines().any(|l| l == "/target"));
 }
 
 #[test]
