@@ -143,19 +143,33 @@ fn mailcows_passdb_chain_asks_serve_first_and_mailcow_for_the_rest() {
         "{r:#?}\n{}",
         d.log()
     );
+    // serve is asked first for every login, mailcow's own mailboxes too (README)
+    let r = imap_login(d.imap_port, &fred, "fred-sql-pw");
+    assert!(r.login.starts_with("NO [UNAVAILABLE]"), "{r:#?}");
     assert!(!serve.log().contains("anna-pw") && !d.log().contains("anna-pw"));
 }
 
 /// The Lua script in mailcow mode for Dovecot 2.4 (mailcow's `feat/dovecot-2.4` images),
 /// under a plain Lua 5.4 with a stand-in `dovecot` table whose HTTP client answers
 /// `serve_reply` (no Dovecot 2.4 with lua-sec here), and the real PHP stand-in over HTTPS:
-/// contrib/mailcow/passwd-verify.lua switched to 2.4 as its comments say. Returns the script's
-/// printed result lines.
-fn lua24(php: &MailcowPhp, serve_reply: &str, user: &str, password: &str) -> Vec<String> {
+/// contrib/mailcow/passwd-verify.lua switched to 2.4 as its comments say. The client is
+/// 192.0.2.7, SOGo's address when `from_sogo`. Returns the script's printed result lines.
+fn lua24(
+    php: &MailcowPhp,
+    serve_reply: &str,
+    user: &str,
+    password: &str,
+    from_sogo: bool,
+) -> Vec<String> {
+    const CLIENT: &str = "192.0.2.7";
     let wrapper = e2e::dovecot::MAILCOW_WRAPPER
         .replace("dovecot = \"2.3\"", "dovecot = \"2.4\"")
         .replace("  -- cache_key = ", "  cache_key = ")
         .replace("https://nginx:9082", &php.url)
+        .replace(
+            "172.22.1.248",
+            if from_sogo { CLIENT } else { "172.22.1.248" },
+        )
         .replace(
             e2e::dovecot::INSTALLED_SCRIPT,
             concat!(
@@ -192,7 +206,7 @@ dovecot = {{
 dofile({wrapper})
 print("init=" .. tostring(script_init({{ blocking = "yes", result_success = "return-ok" }})))
 print("cache_key=" .. tostring(auth_passdb_get_cache_key and auth_passdb_get_cache_key()))
-local req = {{ auth_user = {user}, user = {user}, protocol = "imap", remote_ip = "192.0.2.7" }}
+local req = {{ auth_user = {user}, user = {user}, protocol = "imap", remote_ip = {client:?} }}
 local result, extra = auth_password_verify(req, {password})
 {print_result}
 "#,
@@ -201,6 +215,7 @@ local result, extra = auth_password_verify(req, {password})
         print_result = common::lua::PRINT_RESULT,
         user = quoted(user),
         password = quoted(password),
+        client = CLIENT,
     );
     let out = std::process::Command::new("lua5.4")
         .arg("-e")
@@ -220,7 +235,7 @@ local result, extra = auth_password_verify(req, {password})
 fn on_dovecot_2_4_the_script_makes_mailcows_2_4_request_and_keeps_its_cache_key() {
     let fred = format!("fred@{DOMAIN}");
     let php = MailcowPhp::start(&[(fred.as_str(), "fred-sql-pw")]);
-    let lines = lua24(&php, "NEXT\n", &fred, "fred-sql-pw");
+    let lines = lua24(&php, "NEXT\n", &fred, "fred-sql-pw", false);
     assert_eq!(
         lines,
         [
@@ -237,7 +252,7 @@ fn on_dovecot_2_4_the_script_makes_mailcows_2_4_request_and_keeps_its_cache_key(
             json!({"username": fred, "password": "fred-sql-pw", "real_rip": "192.0.2.7", "service": "imap"})
         ]
     );
-    let lines = lua24(&php, "NEXT\n", &fred, "wrong");
+    let lines = lua24(&php, "NEXT\n", &fred, "wrong", false);
     assert_eq!(
         lines[2..],
         [
@@ -251,6 +266,7 @@ fn on_dovecot_2_4_the_script_makes_mailcows_2_4_request_and_keeps_its_cache_key(
         "PASSWORD_MISMATCH\nreason=wrong password\n",
         &fred,
         "x",
+        false,
     );
     assert_eq!(
         lines[2..],
@@ -260,10 +276,20 @@ fn on_dovecot_2_4_the_script_makes_mailcows_2_4_request_and_keeps_its_cache_key(
         ]
     );
     // no domain: mailcow's USER_UNKNOWN, before anyone is asked
-    let lines = lua24(&php, "OK\nuser=x\n", "fred", "x");
+    let lines = lua24(&php, "OK\nuser=x\n", "fred", "x", false);
     assert_eq!(
         lines[2..],
         ["result=PASSDB_RESULT_USER_UNKNOWN", "message=No such user"]
     );
     assert_eq!(php.requests().len(), 2);
+    // SOGo's logins (its single sign-on secret) go to mailcow only, whatever serve would say
+    let lines = lua24(
+        &php,
+        "PASSWORD_MISMATCH\nreason=x\n",
+        &fred,
+        "fred-sql-pw",
+        true,
+    );
+    assert_eq!(lines[2..], ["result=PASSDB_RESULT_OK", "field=msg="]);
+    assert_eq!(php.requests().len(), 3);
 }
