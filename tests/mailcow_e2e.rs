@@ -1,6 +1,6 @@
 //! mailcow-dockerized's own passdb chain on a real Dovecot 2.3 (issue 11): the three passdb
 //! blocks of mailcow's dovecot.conf, verbatim (tests/fixtures/mailcow/dovecot-passdb.conf),
-//! running contrib/mailcow/passwd-verify.lua in place of mailcow's script, which asks a real
+//! running contrib/mailcow/passwd-verify.lua in place of mailcow's script (and mailcow's auth cache settings), which asks a real
 //! `serve` (slapd + MariaDB, settings from mailcow's `identity_provider` table) first and a
 //! stand-in for mailcow's PHP endpoint for what serve hands on. One Dovecot and one serve for
 //! this binary; the steps run in order in one test because the last one stops serve.
@@ -29,9 +29,11 @@ fn mailcows_passdb_chain_asks_serve_first_and_mailcow_for_the_rest() {
     let anna = format!("anna@{DOMAIN}");
     let bert = format!("bert@{DOMAIN}");
     let fred = format!("fred@{DOMAIN}");
+    let cleo = format!("cleo@{DOMAIN}");
     let mut env = TestEnv::new(&[
         LdapUser::new("anna", &anna, "anna-pw").employee_type("staff"),
         LdapUser::new("bert", &bert, "bert-pw").employee_type("staff"),
+        LdapUser::new("cleo", &cleo, "cleo-pw").employee_type("staff"),
     ]);
     env.db.add_domain(&Domain::new(DOMAIN));
     env.db
@@ -61,6 +63,10 @@ fn mailcows_passdb_chain_asks_serve_first_and_mailcow_for_the_rest() {
         )
     };
     let staff = vec![vec![Some("staff".to_owned())]];
+    // Dovecot caches each answer as mailcow's does (key %s:%u:%w), here for 1 s: a step
+    // that repeats a login waits until its entry has expired (Dovecot counts whole seconds:
+    // an entry of second N is expired from second N + 2 on).
+    let expire_cache = || std::thread::sleep(std::time::Duration::from_millis(2100));
 
     // An LDAP user: serve answers (and provisions from the mapped template); mailcow's
     // endpoint is never asked.
@@ -124,28 +130,43 @@ fn mailcows_passdb_chain_asks_serve_first_and_mailcow_for_the_rest() {
     );
 
     // An app password without IMAP access is no app password here: LDAP refuses it.
+    expire_cache();
     save_as_mailcow_ui(&env, r#"["staff"]"#, r#"["Staff"]"#, &[]);
     env.db.exec("DELETE FROM app_passwd");
     app_password(0);
     let r = imap_login(d.imap_port, &anna, &app_pw);
-    assert!(r.login.starts_with("NO [AUTHENTICATIONFAILED]"), "{r:#?}");
+    assert!(
+        r.login.starts_with("NO [AUTHENTICATIONFAILED]"),
+        "{r:#?}\n{}",
+        logs(&serve)
+    );
     assert_eq!(
         php.requests().len(),
         php_calls,
         "mailcow's endpoint asked for an LDAP mailbox"
     );
 
-    // serve down: a temporary failure, not "wrong password" as mailcow's own script answers.
+    // serve down: a temporary failure, not "wrong password" as mailcow's own script
+    // answers; serve is asked first for every login, mailcow's own mailboxes too (README).
     serve.kill();
-    let r = imap_login(d.imap_port, &anna, "anna-pw");
-    assert!(
-        r.login.starts_with("NO [UNAVAILABLE]"),
-        "{r:#?}\n{}",
-        d.log()
+    expire_cache();
+    for (user, pw) in [(&cleo, "cleo-pw"), (&fred, "fred-other-pw")] {
+        let r = imap_login(d.imap_port, user, pw);
+        assert!(
+            r.login.starts_with("NO [UNAVAILABLE]"),
+            "{r:#?}\n{}",
+            d.log()
+        );
+    }
+    // INTERNAL_FAILURE keeps an expired cache entry: logins that succeeded before still do.
+    for (user, pw) in [(&anna, "anna-pw"), (&fred, "fred-sql-pw")] {
+        imap_login(d.imap_port, user, pw).assert_selected(&d.log());
+    }
+    assert_eq!(
+        php.requests().len(),
+        php_calls,
+        "the cache answered, not mailcow"
     );
-    // serve is asked first for every login, mailcow's own mailboxes too (README)
-    let r = imap_login(d.imap_port, &fred, "fred-sql-pw");
-    assert!(r.login.starts_with("NO [UNAVAILABLE]"), "{r:#?}");
     assert!(!serve.log().contains("anna-pw") && !d.log().contains("anna-pw"));
 }
 

@@ -228,13 +228,24 @@ pub fn generated_snippet(auth: Auth, dir: &Path) -> String {
         )
 }
 
-/// mailcow's passdb blocks with their paths in `dir`, and a static userdb.
+/// mailcow's passdb blocks with their paths in `dir`, mailcow's auth cache settings (the TTL
+/// shortened so that an entry expires between two steps of a test), and a static userdb.
 fn mailcow_chain(dir: &Path) -> String {
     assert_eq!(MAILCOW_PASSDB.matches(MAILCOW_SCRIPT).count(), 2);
     assert_eq!(MAILCOW_PASSDB.matches(MAILCOW_MASTER_PASSWD).count(), 1);
     let path = |name: &str| dir.join(name).to_str().expect("utf-8 path").to_owned();
     format!(
-        "{}\nuserdb {{\n  driver = static\n  args = uid=mail gid=mail home={}/%d/%n\n}}\n",
+        "{}
+auth_cache_verify_password_with_worker = yes
+auth_cache_negative_ttl = 60s
+# mailcow: 300s
+auth_cache_ttl = 1s
+auth_cache_size = 10M
+userdb {{
+  driver = static
+  args = uid=mail gid=mail home={}/%d/%n
+}}
+",
         MAILCOW_PASSDB
             .replace(MAILCOW_SCRIPT, &path("share/passwd-verify.lua"))
             .replace(MAILCOW_MASTER_PASSWD, &path("master.passwd")),
