@@ -11,6 +11,7 @@ const DOCKERFILE: &str = include_str!("../contrib/mailcow/Dockerfile");
 const WRAPPER: &str = include_str!("../contrib/mailcow/passwd-verify.lua");
 const BUILD_DEB: &str = include_str!("../scripts/build-deb.sh");
 const CARGO_TOML: &str = include_str!("../Cargo.toml");
+const README: &str = include_str!("../README.md");
 const SERVICE: &str = "mailcow-ldap-auth";
 
 fn compose() -> Value {
@@ -94,8 +95,22 @@ fn dovecot_gets_the_script_over_mailcows_and_the_token() {
             .unwrap_or_else(|| panic!("nothing mounted at {target}"))
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let wrapper = source_of("/etc/dovecot/auth/passwd-verify.lua");
-    assert_eq!(in_repo(&wrapper), "contrib/mailcow/passwd-verify.lua");
+    // the wrapper: the README's copy, mounted writable (mailcow's entrypoint runs under
+    // `set -e` and chowns, chmods and touches it)
+    let entry = compose["services"]["dovecot-mailcow"]["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|v| v.contains(":/etc/dovecot/auth/passwd-verify.lua"))
+        .expect("the wrapper mount");
+    assert_eq!(
+        entry,
+        "./data/conf/mailcow-ldap-auth/passwd-verify.lua:/etc/dovecot/auth/passwd-verify.lua:z"
+    );
+    assert!(README.contains(
+        "cp /opt/mailcow-ldap-auth/contrib/mailcow/passwd-verify.lua data/conf/mailcow-ldap-auth/"
+    ));
     // the wrapper loads the script from where the override mounts it
     let loaded = WRAPPER
         .lines()

@@ -330,7 +330,7 @@ local function answer(prefix, words, word, fields)
 end
 
 -- mailcow's request to its PHP endpoint and its reading of the answer, as mailcow's own
--- passwd-verify.lua makes them (2.3: master; 2.4: the feat/dovecot-2.4 branch), outages
+-- passwd-verify.lua makes them (2.3: master at 06424670; 2.4: feat/dovecot-2.4 at 816b5cdb), outages
 -- included (they stay PASSWORD_MISMATCH there). Uses the modules of mailcow's image.
 local function ask_mailcow(req, password)
   local json = require "cjson"
