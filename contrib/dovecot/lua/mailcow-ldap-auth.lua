@@ -332,17 +332,21 @@ end
 -- mailcow's request to its PHP endpoint and its reading of the answer, as mailcow's own
 -- passwd-verify.lua makes them (2.3: master at 06424670; 2.4: feat/dovecot-2.4 at 816b5cdb), outages
 -- included (they stay PASSWORD_MISMATCH there). Uses the modules of mailcow's image.
+local function mailcow_request(req, password)
+  if settings.dovecot == "2.4" then
+    return { username = req.auth_user, password = password, real_rip = req.remote_ip,
+      service = req.protocol }
+  end
+  return { username = req.user, password = password, real_rip = req.real_rip,
+    service = req.service }
+end
+
 local function ask_mailcow(req, password)
   local json = require "cjson"
   local ltn12 = require "ltn12"
   local https = require "ssl.https"
   https.TIMEOUT = 30
-  local body = { username = req.user, password = password, real_rip = req.real_rip,
-    service = req.service }
-  if settings.dovecot == "2.4" then
-    body = { username = req.auth_user, password = password, real_rip = req.remote_ip,
-      service = req.protocol }
-  end
+  local body = mailcow_request(req, password)
   local req_json = json.encode(body)
   local res = {}
   local _, c = https.request {
@@ -381,7 +385,8 @@ local function verify_in_mailcow(req, password)
   if domain == nil then
     return dovecot.auth.PASSDB_RESULT_USER_UNKNOWN, "No such user"
   end
-  if settings.sogo_rip and (req.remote_ip or req.real_rip) == settings.sogo_rip then
+  -- SOGo as mailcow's endpoint recognises it: by the address mailcow's request carries
+  if settings.sogo_rip and mailcow_request(req, password).real_rip == settings.sogo_rip then
     return ask_mailcow(req, password)
   end
   local word, fields = ask_once("verify", req, password)
