@@ -330,8 +330,9 @@ local function answer(prefix, words, word, fields)
 end
 
 -- mailcow's request to its PHP endpoint and its reading of the answer, as mailcow's own
--- passwd-verify.lua makes them (2.3: master at 06424670; 2.4: feat/dovecot-2.4 at 816b5cdb), outages
--- included (they stay PASSWORD_MISMATCH there). Uses the modules of mailcow's image.
+-- passwd-verify.lua makes them (2.3: master at 06424670; 2.4: feat/dovecot-2.4 at
+-- 816b5cdb), outages included (they stay PASSWORD_MISMATCH there). Uses the modules of
+-- mailcow's image (cjson, lua-socket, lua-sec).
 local function mailcow_request(req, password)
   if settings.dovecot == "2.4" then
     return { username = req.auth_user, password = password, real_rip = req.remote_ip,
