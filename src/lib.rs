@@ -18,6 +18,7 @@ pub mod log;
 pub mod login;
 pub mod mailcow;
 pub mod mapping;
+pub mod planner;
 pub mod request;
 pub mod sync;
 pub mod userdb;

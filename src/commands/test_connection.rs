@@ -12,7 +12,7 @@ use crate::ldap::{self, Session, UserSearch};
 use crate::login::{Refusal, normalize_login};
 use crate::mailcow::Store;
 use crate::mailcow::provision::{self, Preview, ProvisionError};
-use crate::mapping::mapped_template;
+use crate::planner::{self, MailboxState, Plan, Policy};
 
 /// Prints one check per line and remembers whether all passed.
 struct Report {
@@ -155,12 +155,13 @@ fn check_user(
         config.ldap.name_field, entry.display_name
     ));
 
-    let mapped = mapped_template(&config.attribute_mapping, &entry.mapping_values);
     let name = entry.display_name.as_deref();
     let existing = match store.mailbox(&address) {
         Ok(mailbox) => mailbox,
         Err(e) => return report.check(false, e.to_string()),
     };
+    let plan =
+        Policy::login(config).plan(MailboxState::of(existing.as_ref()), &entry.mapping_values);
     if let Some(mailbox) = existing {
         let authsource = mailbox.authsource.as_deref().unwrap_or("mailcow");
         report.check(
@@ -170,8 +171,10 @@ fn check_user(
                 mailbox.active, mailbox.domain_active
             ),
         );
-        let Some(template) = mapped else {
-            return report.info("no mapped template: logins leave the mailbox as it is");
+        let template = match plan {
+            Plan::Reapply(template) => template,
+            Plan::Refused(refusal) => return report.info(format!("{refusal}: logins are refused")),
+            _ => return report.info("no mapped template: logins leave the mailbox as it is"),
         };
         let loaded = match store.template(template) {
             Ok(loaded) => loaded,
@@ -190,12 +193,13 @@ fn check_user(
         }
         return;
     }
-    if !config.login_provisioning {
-        return report.check(false, format!("{address}: {}", Refusal::ProvisioningOff));
-    }
-    let Some(template) = mapped.or(config.default_template.as_deref()) else {
-        let values = format!("{:?}", entry.mapping_values);
-        return report.check(false, format!("{address}: {}", Refusal::NoMapping(values)));
+    let template = match plan {
+        Plan::Create(template) => template,
+        Plan::Refused(planner::Refusal::NoMapping) => {
+            let values = format!("{:?}", entry.mapping_values);
+            return report.check(false, format!("{address}: {}", Refusal::NoMapping(values)));
+        }
+        _ => return report.check(false, format!("{address}: {}", Refusal::ProvisioningOff)),
     };
     let loaded = match store.template(template) {
         Ok(loaded) => loaded,
