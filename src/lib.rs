@@ -44,12 +44,14 @@ pub fn run(cli: Cli) -> ExitCode {
             dry_run,
             force,
             state_dir,
+            json,
         } => sync::run(
             &cli.config,
             &sync::Options {
                 dry_run,
                 force,
                 state_dir,
+                json,
             },
         ),
     }

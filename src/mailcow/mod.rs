@@ -8,7 +8,9 @@ pub mod store;
 
 use serde_json::{Map, Value};
 
-pub use store::{AuthsourceChange, SqlPassword, Store, StoreError, UnreadableMailbox};
+pub use store::{
+    AuthsourceChange, MailboxDigest, SqlPassword, Store, StoreError, UnreadableMailbox,
+};
 
 /// Resource mailboxes (`mailbox.kind`) never log in.
 pub const RESOURCE_KINDS: [&str; 3] = ["location", "thing", "group"];

@@ -204,8 +204,7 @@ impl Update {
 
     /// mailcow's change detection: stored hash and stored name both equal the new ones.
     pub(super) fn matches(&self, stored_name: &str, stored_hash: Option<&str>) -> bool {
-        stored_hash == Some(self.hash.as_str())
-            && self.name.as_deref().is_none_or(|name| name == stored_name)
+        matches(&self.hash, self.name.as_deref(), stored_name, stored_hash)
     }
 
     /// The `name` and `active` the update writes: the template's and the directory's where
@@ -217,6 +216,24 @@ impl Update {
             self.active.unwrap_or(locked.active),
         )
     }
+}
+
+/// Whether a template (of this `attribute_hash`) would change nothing on a mailbox: the stored
+/// hash equals it, and the LDAP display name is empty or equals the stored name. The sync's
+/// comparison before any transaction; the update decides again on the locked row.
+pub fn up_to_date(
+    hash: &str,
+    display_name: Option<&str>,
+    stored_name: &str,
+    stored_hash: Option<&str>,
+) -> bool {
+    let name = clean_name(display_name);
+    let name = Some(name.as_str()).filter(|n| !n.is_empty());
+    matches(hash, name, stored_name, stored_hash)
+}
+
+fn matches(hash: &str, name: Option<&str>, stored_name: &str, stored_hash: Option<&str>) -> bool {
+    stored_hash == Some(hash) && name.is_none_or(|name| name == stored_name)
 }
 
 /// Whether a template may still be re-applied to the row as locked: only to an LDAP-backed
