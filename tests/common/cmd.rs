@@ -123,6 +123,12 @@ impl Run {
         }
     }
 
+    /// One more argument after the subcommand's.
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.subcommand.push(arg.into());
+        self
+    }
+
     /// Replace the config with raw YAML text (for broken configs).
     pub fn config_yaml(mut self, yaml: &str) -> Self {
         self.config = ConfigSrc::Yaml(yaml.into());
