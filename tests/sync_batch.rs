@@ -55,6 +55,16 @@ fn batches_write_exactly_the_rows_of_single_logins() {
     let users: Vec<LdapUser> = (0..MANY).map(staff).collect();
     let imported = env(&users, roomy_domain());
     let logged_in = env(&users, roomy_domain());
+    // aliases pointing at mailboxes of the batch, which their SOGo view rows list
+    for db in [&imported.db, &logged_in.db] {
+        db.exec(
+            "INSERT INTO alias (address, goto, domain, active) VALUES \
+             ('team@example.org', 'u000@example.org,u200@example.org,U449@Example.org', \
+              'example.org', 1), \
+             ('b-team@example.org', 'u200@example.org', 'example.org', 1), \
+             ('a-team@example.org', 'u200@example.org', 'example.org', 1)",
+        );
+    }
     let (out, summary) = sync_json(&imported, &sync_state());
     out.assert_code(0);
     assert_eq!(summary["created"], MANY, "{out}");
@@ -70,9 +80,18 @@ fn batches_write_exactly_the_rows_of_single_logins() {
         );
     }
     // and every row of every table, per mailbox
-    // one row per mailbox in every table (StaffUI has one tag)
+    let aliases = imported.db.rows_with(
+        "SELECT aliases FROM _sogo_static_view WHERE c_uid = ?",
+        ("u200@example.org",),
+    );
+    assert_eq!(
+        aliases[0][0].as_deref(),
+        Some("a-team@example.org b-team@example.org team@example.org")
+    );
+    // one row per mailbox in every table (StaffUI has one tag), and the three aliases
     for (table, rows) in snapshot(&imported.db) {
-        assert_eq!(rows.len(), MANY, "{table} rows");
+        let extra = if table == "alias" { 3 } else { 0 };
+        assert_eq!(rows.len(), MANY + extra, "{table} rows");
     }
 }
 

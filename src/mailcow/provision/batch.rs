@@ -116,6 +116,7 @@ pub fn create(store: &mut Store, domain: &str, items: &[Item]) -> Result<Vec<Don
         let domain_row = check_domain(&mut tx, domain)?;
         let mut usage = tx.domain_usage(domain)?;
         let mut done = Vec::with_capacity(pending.len());
+        let mut written: Vec<(&str, i64)> = Vec::with_capacity(pending.len());
         for (k, (_, (new, template))) in pending.iter().enumerate() {
             let address = match tx.address_facts(&new.username) {
                 Ok(address) => address,
@@ -126,6 +127,7 @@ pub fn create(store: &mut Store, domain: &str, items: &[Item]) -> Result<Vec<Don
                     if let Err(e) = write_new(&mut tx, new) {
                         return item_fault(k, e);
                     }
+                    written.push((&new.username, new.active));
                     usage.count += 1;
                     usage.used_mib = usage.used_mib.saturating_add(new.quota_mib);
                     let skipped = outside_mysql(&new.username, template);
@@ -136,6 +138,7 @@ pub fn create(store: &mut Store, domain: &str, items: &[Item]) -> Result<Vec<Don
                 Err(TxError::Store(e)) => return item_fault(k, e),
             }
         }
+        tx.refresh_sogo_views(&written)?;
         tx.commit("committing a batch of new mailboxes")?;
         Ok(Attempt::Done(done))
     })?;
@@ -161,6 +164,7 @@ pub fn apply(store: &mut Store, domain: &str, items: &[Item]) -> Result<Vec<Done
         // Bytes of quota the domain's mailboxes hold, read on the first quota increase.
         let mut total: Option<i64> = None;
         let mut done = Vec::with_capacity(pending.len());
+        let mut written: Vec<(&str, i64)> = Vec::with_capacity(pending.len());
         for (k, (_, (update, template, username))) in pending.iter().enumerate() {
             let others = |tx: &mut Tx, locked: &LockedMailbox| -> Result<i64, StoreError> {
                 let sum = match total {
@@ -172,8 +176,9 @@ pub fn apply(store: &mut Store, domain: &str, items: &[Item]) -> Result<Vec<Done
             };
             match check_update(&mut tx, &domain_row, username, domain, update, others) {
                 Ok(ApplyCheck::Apply { quota, locked }) => {
-                    if let Err(e) = write_update(&mut tx, username, update, quota, &locked) {
-                        return item_fault(k, e);
+                    match write_update(&mut tx, username, update, quota, &locked) {
+                        Ok(active) => written.push((username, active)),
+                        Err(e) => return item_fault(k, e),
                     }
                     if let Some(sum) = &mut total {
                         *sum += quota - counted_quota(&locked);
@@ -189,6 +194,7 @@ pub fn apply(store: &mut Store, domain: &str, items: &[Item]) -> Result<Vec<Done
                 Err(TxError::Store(e)) => return item_fault(k, e),
             }
         }
+        tx.refresh_sogo_views(&written)?;
         tx.commit("committing a batch of template updates")?;
         Ok(Attempt::Done(done))
     })?;

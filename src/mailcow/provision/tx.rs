@@ -53,11 +53,13 @@ pub(super) fn try_create(store: &mut Store, new: &NewMailbox) -> Result<CreateCh
         return Ok(CreateCheck::Exists);
     }
     write_new(&mut tx, new)?;
+    tx.refresh_sogo_views(&[(&new.username, new.active)])?;
     tx.commit("committing the new mailbox")?;
     Ok(CreateCheck::Create)
 }
 
-/// Every row of a new mailbox, in mailcow's order.
+/// Every row of a new mailbox, in mailcow's order, but its SOGo view row (refreshed once per
+/// transaction, after all its mailboxes).
 pub(super) fn write_new(tx: &mut Tx, new: &NewMailbox) -> Result<(), StoreError> {
     tx.insert_mailbox(&NewMailboxRow {
         username: &new.username,
@@ -69,8 +71,7 @@ pub(super) fn write_new(tx: &mut Tx, new: &NewMailbox) -> Result<(), StoreError>
         active: new.active,
     })?;
     tx.insert_tags(&new.username, &new.tags)?;
-    tx.write_user_acl(&new.username, &new.acl)?;
-    tx.refresh_sogo_view(&new.username, new.active)
+    tx.write_user_acl(&new.username, &new.acl)
 }
 
 /// Re-applies the update to the mailbox as locked now.
@@ -86,19 +87,21 @@ pub(super) fn try_apply(
         ApplyCheck::UpToDate => return Ok(ApplyDone::UpToDate),
         ApplyCheck::NotLdapBacked(authsource) => return Ok(ApplyDone::NotLdapBacked(authsource)),
     };
-    write_update(&mut tx, username, update, quota, &locked)?;
+    let active = write_update(&mut tx, username, update, quota, &locked)?;
+    tx.refresh_sogo_views(&[(username, active)])?;
     tx.commit("committing the template update")?;
     Ok(ApplyDone::Reapplied)
 }
 
-/// The rows a re-applied template writes, on the mailbox as locked.
+/// The rows a re-applied template writes, on the mailbox as locked, but the SOGo view row;
+/// the `active` it wrote.
 pub(super) fn write_update(
     tx: &mut Tx,
     username: &str,
     update: &Update,
     quota: i64,
     locked: &LockedMailbox,
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
     let (name, active) = update.name_and_active(locked);
     tx.update_mailbox(&MailboxUpdate {
         username,
@@ -109,5 +112,5 @@ pub(super) fn write_update(
     })?;
     tx.write_user_acl(username, &update.acl)?;
     tx.insert_tags(username, &update.tags)?;
-    tx.refresh_sogo_view(username, active)
+    Ok(active)
 }

@@ -124,27 +124,33 @@ const UPDATE_ALIAS_ACTIVE: &str = "UPDATE alias SET active = ? WHERE address = ?
 
 pub(super) const DELETE_SOGO_VIEW: &str = "DELETE FROM _sogo_static_view WHERE c_uid = ?";
 
-/// mailcow's `update_sogo_static_view()` for one mailbox, filled from the grouped_* views'
-/// expressions. mailcow joins grouped_mail_aliases (one row per alias.goto list) with
-/// `REGEXP '(^|,)<username>($|,)'` on the unescaped address; FIND_IN_SET is the same test.
-/// Querying the base tables gives the same strings without grouping every alias and mailbox of
-/// the installation into temporary tables on each login.
+/// mailcow's `update_sogo_static_view()` for a list of mailboxes (one or a batch), filled from
+/// the grouped_* views' expressions. mailcow joins grouped_mail_aliases (one row per
+/// alias.goto list) with `REGEXP '(^|,)<username>($|,)'` on the unescaped address; FIND_IN_SET
+/// is the same test. The aliases that point elsewhere are grouped once per statement (one scan
+/// of `alias`, not one per mailbox), and the statement never groups every mailbox of the
+/// installation into temporary tables. Followed by the usernames as `?, …` twice: after
+/// [`REPLACE_SOGO_VIEW`] and after [`REPLACE_SOGO_VIEW_MIDDLE`], each closed by `)`.
 const REPLACE_SOGO_VIEW: &str = "REPLACE INTO _sogo_static_view (c_uid, domain, c_name, \
      c_password, c_cn, mail, aliases, ad_aliases, ext_acl, kind, multiple_bookings) \
      SELECT m.username, m.domain, m.username, ?, m.name, m.username, \
-     (SELECT IFNULL(GROUP_CONCAT(ga.aliases ORDER BY ga.aliases SEPARATOR ' '), '') FROM \
-        (SELECT IFNULL(GROUP_CONCAT(a.address ORDER BY a.address ASC SEPARATOR ' '), '') \
-           AS aliases FROM alias a \
-         WHERE a.address <> a.goto AND a.active = '1' AND a.sogo_visible = '1' \
-           AND a.address NOT LIKE '@%' AND FIND_IN_SET(?, a.goto) \
-         GROUP BY a.goto) ga), \
+     IFNULL(al.aliases, ''), \
      (SELECT IFNULL(GROUP_CONCAT(mb.local_part, '@', ad.alias_domain SEPARATOR ' '), '') \
         FROM mailbox mb LEFT JOIN alias_domain ad ON ad.target_domain = mb.domain \
-        WHERE mb.username = ?), \
+        WHERE mb.username = m.username), \
      (SELECT IFNULL(GROUP_CONCAT(s.send_as SEPARATOR ' '), '') FROM sender_acl s \
-        WHERE s.logged_in_as = ? AND s.send_as NOT LIKE '@%' AND s.external = '1'), \
+        WHERE s.logged_in_as = m.username AND s.send_as NOT LIKE '@%' AND s.external = '1'), \
      m.kind, m.multiple_bookings \
-     FROM mailbox m WHERE m.active = '1' AND m.username = ?";
+     FROM mailbox m LEFT JOIN \
+       (SELECT mb.username, GROUP_CONCAT(ga.aliases ORDER BY ga.aliases SEPARATOR ' ') AS aliases \
+        FROM mailbox mb JOIN \
+          (SELECT a.goto, GROUP_CONCAT(a.address ORDER BY a.address ASC SEPARATOR ' ') AS aliases \
+           FROM alias a WHERE a.address <> a.goto AND a.active = '1' \
+             AND a.sogo_visible = '1' AND a.address NOT LIKE '@%' GROUP BY a.goto) ga \
+          ON FIND_IN_SET(mb.username, ga.goto) \
+        WHERE mb.username IN (";
+const REPLACE_SOGO_VIEW_MIDDLE: &str = ") GROUP BY mb.username) al ON al.username = m.username \
+     WHERE m.active = '1' AND m.username IN (";
 
 /// The `domain` row's flags and limits (MiB).
 #[derive(Debug)]
@@ -430,17 +436,24 @@ impl<'c> Tx<'c> {
         )
     }
 
-    /// mailcow's `update_sogo_static_view()` for one mailbox: the row exists exactly while the
-    /// mailbox has `active = 1`.
-    pub fn refresh_sogo_view(&mut self, username: &str, active: i64) -> Result<(), StoreError> {
-        if active != 1 {
-            return self.drop_exec(DELETE_SOGO_VIEW, (username,), "removing the SOGo view row");
+    /// mailcow's `update_sogo_static_view()` for these mailboxes (address, `active`): a
+    /// mailbox's row exists exactly while it has `active = 1`.
+    pub fn refresh_sogo_views(&mut self, mailboxes: &[(&str, i64)]) -> Result<(), StoreError> {
+        let (active, inactive): (Vec<_>, Vec<_>) = mailboxes.iter().partition(|(_, a)| *a == 1);
+        for (username, _) in inactive {
+            self.drop_exec(DELETE_SOGO_VIEW, (username,), "removing the SOGo view row")?;
         }
-        self.drop_exec(
-            REPLACE_SOGO_VIEW,
-            (SOGO_STATIC_PASSWORD, username, username, username, username),
-            "refreshing the SOGo view row",
-        )
+        if active.is_empty() {
+            return Ok(());
+        }
+        let list = vec!["?"; active.len()].join(", ");
+        let sql = format!("{REPLACE_SOGO_VIEW}{list}{REPLACE_SOGO_VIEW_MIDDLE}{list})");
+        let usernames = active.iter().map(|(u, _)| SqlValue::from(*u));
+        let params: Vec<SqlValue> = std::iter::once(SOGO_STATIC_PASSWORD.into())
+            .chain(usernames.clone())
+            .chain(usernames)
+            .collect();
+        self.drop_exec(&sql, params, "refreshing the SOGo view rows")
     }
 }
 
