@@ -233,3 +233,32 @@ fn json_summary_and_no_progress_line_without_a_terminal() {
     assert_eq!(summary["result"], "tempfail");
     assert!(summary["reason"].as_str().unwrap().contains("database"));
 }
+
+#[test]
+fn a_terminal_gets_a_progress_line() {
+    let env = env(&[staff(1), staff(2)], roomy_domain());
+    let dir = tempfile::Builder::new()
+        .prefix("tty.")
+        .tempdir_in(common::process::scratch())
+        .unwrap();
+    let config = dir.path().join("config.yml");
+    std::fs::write(&config, serde_norway::to_string(&env.cfg).unwrap()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let command = format!(
+        "{} --config {} sync --force --state-dir {}",
+        env!("CARGO_BIN_EXE_mailcow-ldap-auth"),
+        config.display(),
+        dir.path().join("state").display()
+    );
+    // script(1) runs the sync with a pseudo-terminal as standard output and error
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .expect("script(1)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("listing: 1 entries"), "{text}");
+    assert!(text.contains("\r\x1b[2K"), "the line is cleared: {text}");
+    assert!(text.contains("sync created=2"), "the summary on a terminal: {text}");
+}

@@ -127,9 +127,9 @@ pub(super) const DELETE_SOGO_VIEW: &str = "DELETE FROM _sogo_static_view WHERE c
 /// mailcow's `update_sogo_static_view()` for a list of mailboxes (one or a batch), filled from
 /// the grouped_* views' expressions. mailcow joins grouped_mail_aliases (one row per
 /// alias.goto list) with `REGEXP '(^|,)<username>($|,)'` on the unescaped address; FIND_IN_SET
-/// is the same test. The aliases that point elsewhere are grouped once per statement (one scan
-/// of `alias`, not one per mailbox), and the statement never groups every mailbox of the
-/// installation into temporary tables. Followed by the usernames as `?, …` twice: after
+/// is the same test. One statement covers all the mailboxes (one scan of `alias` per batch, not
+/// one per mailbox), and it never groups every alias and mailbox of the installation into
+/// temporary tables. Followed by the usernames as `?, …` twice: after
 /// [`REPLACE_SOGO_VIEW`] and after [`REPLACE_SOGO_VIEW_MIDDLE`], each closed by `)`.
 const REPLACE_SOGO_VIEW: &str = "REPLACE INTO _sogo_static_view (c_uid, domain, c_name, \
      c_password, c_cn, mail, aliases, ad_aliases, ext_acl, kind, multiple_bookings) \
@@ -142,14 +142,14 @@ const REPLACE_SOGO_VIEW: &str = "REPLACE INTO _sogo_static_view (c_uid, domain, 
         WHERE s.logged_in_as = m.username AND s.send_as NOT LIKE '@%' AND s.external = '1'), \
      m.kind, m.multiple_bookings \
      FROM mailbox m LEFT JOIN \
-       (SELECT mb.username, GROUP_CONCAT(ga.aliases ORDER BY ga.aliases SEPARATOR ' ') AS aliases \
-        FROM mailbox mb JOIN \
-          (SELECT a.goto, GROUP_CONCAT(a.address ORDER BY a.address ASC SEPARATOR ' ') AS aliases \
-           FROM alias a WHERE a.address <> a.goto AND a.active = '1' \
-             AND a.sogo_visible = '1' AND a.address NOT LIKE '@%' GROUP BY a.goto) ga \
-          ON FIND_IN_SET(mb.username, ga.goto) \
-        WHERE mb.username IN (";
-const REPLACE_SOGO_VIEW_MIDDLE: &str = ") GROUP BY mb.username) al ON al.username = m.username \
+       (SELECT ga.username, GROUP_CONCAT(ga.aliases ORDER BY ga.aliases SEPARATOR ' ') AS aliases \
+        FROM (SELECT mb.username, \
+                GROUP_CONCAT(a.address ORDER BY a.address ASC SEPARATOR ' ') AS aliases \
+              FROM mailbox mb JOIN alias a ON FIND_IN_SET(mb.username, a.goto) \
+              WHERE a.address <> a.goto AND a.active = '1' AND a.sogo_visible = '1' \
+                AND a.address NOT LIKE '@%' AND mb.username IN (";
+const REPLACE_SOGO_VIEW_MIDDLE: &str = ") GROUP BY mb.username, a.goto) ga \
+        GROUP BY ga.username) al ON al.username = m.username \
      WHERE m.active = '1' AND m.username IN (";
 
 /// The `domain` row's flags and limits (MiB).
