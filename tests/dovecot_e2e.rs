@@ -91,15 +91,8 @@ fn imap_first_login_provisions_and_later_logins_rewrite_nothing() {
         "template Staff",
     ]);
 
-    // Later logins write nothing: pin `modified` to a sentinel (an UPDATE that changes any
-    // column would move it to NOW()) and compare every row before and after.
-    for sql in [
-        "UPDATE mailbox SET modified = '2001-02-03 04:05:06' WHERE username = ?",
-        "UPDATE alias SET modified = '2001-02-03 04:05:06' WHERE address = ?",
-    ] {
-        site.env.db.exec_with(sql, (&addr,));
-    }
-    let before = site.snapshot(&addr);
+    // Later logins write nothing: every row stays as it was, `modified` included.
+    let before = site.pin_modified(&addr);
     let r = imap_login(d.imap_port, &addr, "alice-pw");
     assert!(
         r.ok(),
@@ -117,7 +110,7 @@ fn imap_first_login_provisions_and_later_logins_rewrite_nothing() {
     assert_eq!(site.snapshot(&addr), before, "a later login rewrote rows");
     assert_eq!(
         one(site.rows_with("SELECT modified FROM mailbox WHERE username = ?", (&addr,))),
-        vec![s("2001-02-03 04:05:06")]
+        vec![s(e2e::PINNED)]
     );
     log_line(&[&format!("Login: user=<{addr}>"), "imap-login"]);
 }
