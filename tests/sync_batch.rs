@@ -260,5 +260,8 @@ fn a_terminal_gets_a_progress_line() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("listing: 1 entries"), "{text}");
     assert!(text.contains("\r\x1b[2K"), "the line is cleared: {text}");
-    assert!(text.contains("sync created=2"), "the summary on a terminal: {text}");
+    assert!(
+        text.contains("sync created=2"),
+        "the summary on a terminal: {text}"
+    );
 }

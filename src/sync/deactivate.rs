@@ -50,7 +50,7 @@ pub(super) fn run(
             continue;
         }
         // Inactive already, or deactivated by a run and activated again by an admin.
-        if active == 0 || seen.is_some_and(|m| m.deactivated) {
+        if !active || seen.is_some_and(|m| m.deactivated) {
             continue;
         }
         missing.push(address);

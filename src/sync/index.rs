@@ -1,9 +1,10 @@
-//! The comparison of one run, kept compact: per address, what the mailbox row says (name,
-//! template hash, authsource, active) and what the LDAP listing asks for (a plan and the
+//! The comparison of one run, kept compact: per address, what the mailbox row says (name
+//! hash, template hash, authsource, active) and what the LDAP listing asks for (a plan and the
 //! display name). Rows arrive streamed from the database and entries page by page from LDAP;
 //! neither side is ever held as full structs.
 
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use super::report::Outcome;
 use crate::mailcow::{MailboxDigest, RESOURCE_KINDS, UnreadableMailbox};
@@ -32,13 +33,21 @@ impl Interner {
     }
 }
 
-/// A mailbox row as the sync compares it.
+/// A mailbox row as the sync compares it: the name as a hash (an unchanged name is the common
+/// case; a changed one is confirmed on the locked row), interned template hash and authsource.
 pub(super) struct Stored {
-    name: Box<str>,
+    name_hash: u64,
     hash: Option<u32>,
     authsource: Option<u32>,
     resource: bool,
-    active: i64,
+    active: bool,
+}
+
+/// The hash the index keeps of a mailbox name (the same for the same text within a run).
+pub(super) fn name_hash(name: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    name.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// What the listing asks for one address.
@@ -78,11 +87,11 @@ impl<'c> Index<'c> {
         let (address, stored) = match row {
             Ok(d) => {
                 let stored = Stored {
-                    name: d.name.into(),
+                    name_hash: name_hash(&d.name),
                     hash: d.attribute_hash.as_deref().map(|h| self.strings.id(h)),
                     authsource: d.authsource.as_deref().map(|a| self.strings.id(a)),
                     resource: RESOURCE_KINDS.contains(&d.kind.as_str()),
-                    active: d.active,
+                    active: d.active != 0,
                 };
                 (d.username, Ok(stored))
             }
@@ -135,9 +144,10 @@ pub(super) enum Row<'a> {
     Unreadable(&'a str),
     Stored {
         state: MailboxState<'a>,
-        name: &'a str,
+        name_hash: u64,
         hash: Option<&'a str>,
-        active: i64,
+        /// `active` is not 0.
+        active: bool,
     },
 }
 
@@ -150,7 +160,7 @@ fn row<'a>(strings: &'a Interner, stored: &'a Option<Result<Stored, Box<str>>>) 
                 authsource: s.authsource.map(|id| strings.get(id)),
                 resource: s.resource,
             },
-            name: &s.name,
+            name_hash: s.name_hash,
             hash: s.hash.map(|id| strings.get(id)),
             active: s.active,
         },

@@ -92,7 +92,8 @@ impl Output<'_> {
 
     /// The line of one entry's outcome, if it deserves one.
     fn entry(&self, who: &str, outcome: &Outcome) {
-        if let Some((severity, reason)) = &outcome.note {
+        if let Some(note) = &outcome.note {
+            let (severity, reason) = &**note;
             self.line(
                 *severity,
                 &format!(
@@ -373,13 +374,17 @@ fn plan_entry<'c>(
         },
         Row::Stored {
             state,
-            name: stored_name,
+            name_hash,
             hash,
             ..
         } => match policy.plan(state, values) {
             Plan::Reapply(template) => match templates.get(template) {
                 Err(why) => Listed::Settled(Outcome::warn(Kind::Failed, why.to_owned())),
-                Ok(Some(t)) if up_to_date(&t.hash, name.as_deref(), stored_name, hash) => {
+                Ok(Some(t))
+                    if up_to_date(&t.hash, name.as_deref(), hash, |n| {
+                        index::name_hash(n) == name_hash
+                    }) =>
+                {
                     Listed::Settled(Outcome::quiet(Kind::Unchanged))
                 }
                 Ok(_) => Listed::Reapply {

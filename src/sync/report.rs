@@ -89,8 +89,9 @@ impl Kind {
 /// What happened to one entry, and the log line it deserves.
 pub(super) struct Outcome {
     pub(super) kind: Kind,
-    /// The log line's severity and reason; `None`: nothing worth a line.
-    pub(super) note: Option<(Severity, String)>,
+    /// The log line's severity and reason; `None`: nothing worth a line (most entries: boxed,
+    /// so that the sync's per-address record stays small).
+    pub(super) note: Option<Box<(Severity, String)>>,
 }
 
 impl Outcome {
@@ -100,13 +101,13 @@ impl Outcome {
     pub(super) fn info(kind: Kind, reason: String) -> Outcome {
         Outcome {
             kind,
-            note: Some((Severity::Info, reason)),
+            note: Some(Box::new((Severity::Info, reason))),
         }
     }
     pub(super) fn warn(kind: Kind, reason: String) -> Outcome {
         Outcome {
             kind,
-            note: Some((Severity::Warning, reason)),
+            note: Some(Box::new((Severity::Warning, reason))),
         }
     }
 }

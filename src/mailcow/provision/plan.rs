@@ -204,7 +204,9 @@ impl Update {
 
     /// mailcow's change detection: stored hash and stored name both equal the new ones.
     pub(super) fn matches(&self, stored_name: &str, stored_hash: Option<&str>) -> bool {
-        matches(&self.hash, self.name.as_deref(), stored_name, stored_hash)
+        matches(&self.hash, self.name.as_deref(), stored_hash, |n| {
+            n == stored_name
+        })
     }
 
     /// The `name` and `active` the update writes: the template's and the directory's where
@@ -219,21 +221,27 @@ impl Update {
 }
 
 /// Whether a template (of this `attribute_hash`) would change nothing on a mailbox: the stored
-/// hash equals it, and the LDAP display name is empty or equals the stored name. The sync's
-/// comparison before any transaction; the update decides again on the locked row.
+/// hash equals it, and the LDAP display name is empty or `stored_name_is` it. The sync's
+/// comparison before any transaction (on its compact record of the row); the update decides
+/// again on the locked row.
 pub fn up_to_date(
     hash: &str,
     display_name: Option<&str>,
-    stored_name: &str,
     stored_hash: Option<&str>,
+    stored_name_is: impl FnOnce(&str) -> bool,
 ) -> bool {
     let name = clean_name(display_name);
     let name = Some(name.as_str()).filter(|n| !n.is_empty());
-    matches(hash, name, stored_name, stored_hash)
+    matches(hash, name, stored_hash, stored_name_is)
 }
 
-fn matches(hash: &str, name: Option<&str>, stored_name: &str, stored_hash: Option<&str>) -> bool {
-    stored_hash == Some(hash) && name.is_none_or(|name| name == stored_name)
+fn matches(
+    hash: &str,
+    name: Option<&str>,
+    stored_hash: Option<&str>,
+    stored_name_is: impl FnOnce(&str) -> bool,
+) -> bool {
+    stored_hash == Some(hash) && name.is_none_or(stored_name_is)
 }
 
 /// Whether a template may still be re-applied to the row as locked: only to an LDAP-backed
