@@ -37,8 +37,7 @@ use crate::mailcow::{Store, StoreError};
 use crate::planner::{MailboxState, Plan, Policy, Refusal};
 use index::{Index, Listed, Row};
 use progress::Progress;
-pub use report::Counts;
-use report::{JsonSummary, Kind, Outcome};
+use report::{Counts, JsonSummary, Kind, Outcome};
 use state::StateDir;
 
 /// Where the lock and the time of the last completed run live unless `--state-dir` says.

@@ -9,6 +9,7 @@ use crate::mailcow::address;
 use crate::mailcow::store::{LockedMailbox, USER_ACL_COLUMNS};
 use crate::mailcow::template::Template;
 use crate::mailcow::{Mailbox, RESOURCE_KINDS};
+use crate::planner::{self, MailboxState};
 
 /// mailcow's `$TAGGING_LIMIT`.
 pub const TAG_LIMIT: usize = 25;
@@ -248,12 +249,10 @@ fn matches(
 /// mailbox that is not a resource (an admin may have switched it meanwhile). `Err`: the
 /// authsource it has now (NULL counts as mailcow).
 pub(super) fn still_ldap_backed(locked: &LockedMailbox) -> Result<(), String> {
-    let authsource = locked.authsource.as_deref().unwrap_or("mailcow");
-    if authsource == "ldap" && !RESOURCE_KINDS.contains(&locked.kind.as_str()) {
-        Ok(())
-    } else {
-        Err(authsource.to_owned())
-    }
+    planner::ldap_backed(MailboxState::Existing {
+        authsource: locked.authsource.as_deref(),
+        resource: RESOURCE_KINDS.contains(&locked.kind.as_str()),
+    })
 }
 
 pub(super) fn acl_flags(template: &Template) -> [bool; 15] {

@@ -27,10 +27,11 @@ const FORGET_MISS: &str = "DELETE FROM mailcow_ldap_auth_missing WHERE username 
 const MARK_DEACTIVATED: &str =
     "UPDATE mailcow_ldap_auth_missing SET deactivated = 1 WHERE username = ?";
 
-/// Only an LDAP-backed, active mailbox (not a resource) is deactivated, decided on the row as
-/// locked.
+/// Only an LDAP-backed, active mailbox (not a resource: `RESOURCE_KINDS`) is deactivated,
+/// decided on the row as locked.
 const LOCK_DEACTIVATABLE: &str = "SELECT 1 FROM mailbox WHERE username = ? \
-     AND authsource = 'ldap' AND active <> 0 AND kind = '' FOR UPDATE";
+     AND authsource = 'ldap' AND active <> 0 \
+     AND kind NOT IN ('location', 'thing', 'group') FOR UPDATE";
 const DEACTIVATE_MAILBOX: &str = "UPDATE mailbox SET active = 0 WHERE username = ?";
 const DEACTIVATE_ALIAS: &str = "UPDATE alias SET active = 0 WHERE address = ?";
 
