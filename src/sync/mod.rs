@@ -30,8 +30,8 @@ use crate::ldap::{self, DirectoryError, ListedUser, UserEntry};
 use crate::log::{Logger, Severity, printable, printable_word};
 use crate::login::{describe_values, with_skipped};
 use crate::mailcow::address;
-use crate::mailcow::provision::batch::{self, Done, Item};
-use crate::mailcow::provision::{self, Preview, ProvisionError, up_to_date};
+use crate::mailcow::provision::batch::{self, Done, Item, Mode};
+use crate::mailcow::provision::up_to_date;
 use crate::mailcow::template::Template;
 use crate::mailcow::{Store, StoreError};
 use crate::planner::{MailboxState, Plan, Policy, Refusal};
@@ -508,20 +508,19 @@ impl Writer<'_, '_> {
             }
         }
         let domain = work.first().map_or("", Work::domain);
-        let mut done = if self.out.dry_run() {
-            self.preview(&items, action)?
+        let mode = if self.out.dry_run() {
+            Mode::Preview
         } else {
-            let done = match action {
-                Action::Create => batch::create(self.store, domain, &items)?,
-                Action::Reapply => batch::apply(self.store, domain, &items)?,
-            };
-            items
-                .iter()
-                .zip(done)
-                .map(|(item, done)| outcome(item, done, action))
-                .collect()
-        }
-        .into_iter();
+            Mode::Write
+        };
+        let done = match action {
+            Action::Create => batch::create(self.store, domain, &items, mode)?,
+            Action::Reapply => batch::apply(self.store, domain, &items, mode)?,
+        };
+        let mut done = items
+            .iter()
+            .zip(done)
+            .map(|(item, done)| outcome(item, done, action, mode));
         let (mut created, mut reapplied) = (0, 0);
         for (w, slot) in work.iter().zip(outcomes) {
             let Some(outcome) = slot.or_else(|| done.next()) else {
@@ -538,47 +537,20 @@ impl Writer<'_, '_> {
             .wrote(created, reapplied, work.len() as u64);
         Ok(())
     }
-
-    /// What the batch would do, mailbox by mailbox, without writing (`--dry-run`): each
-    /// preview sees the database as it is, not what earlier previews would have written.
-    fn preview(&mut self, items: &[Item], action: Action) -> Result<Vec<Outcome>, SyncError> {
-        let mut outcomes = Vec::with_capacity(items.len());
-        for item in items {
-            let (name, t) = (item.display_name, item.template);
-            let tn = item.template_name;
-            let preview = match action {
-                Action::Create => provision::preview_create(self.store, item.username, name, tn, t),
-                Action::Reapply => match self.store.mailbox(item.username)? {
-                    Some(m) => provision::preview_apply(self.store, &m, name, tn, t),
-                    None => Ok(Preview::Nothing),
-                },
-            };
-            outcomes.push(match (preview, action) {
-                (Ok(Preview::Write), Action::Create) => Outcome::info(
-                    Kind::Created,
-                    format!("would create the mailbox from template {tn}"),
-                ),
-                (Ok(Preview::Write), Action::Reapply) => {
-                    Outcome::info(Kind::Reapplied, format!("would re-apply template {tn}"))
-                }
-                (Ok(Preview::Nothing), _) => Outcome::quiet(Kind::Unchanged),
-                (Ok(Preview::Skipped(why)), _) => Outcome::warn(Kind::Skipped, why),
-                (Ok(Preview::NotLdapBacked(authsource)), _) => switched_meanwhile(&authsource),
-                (Err(ProvisionError::Refused(why)), _)
-                | (Err(ProvisionError::Store(StoreError::Data(why))), _) => {
-                    Outcome::warn(Kind::Failed, why)
-                }
-                (Err(ProvisionError::Store(e)), _) => return Err(e.into()),
-            });
-        }
-        Ok(outcomes)
-    }
 }
 
-/// The outcome of one mailbox of a written batch.
-fn outcome(item: &Item, done: Done, action: Action) -> Outcome {
+/// The outcome of one mailbox of a batch (written, or previewed by `--dry-run`).
+fn outcome(item: &Item, done: Done, action: Action, mode: Mode) -> Outcome {
     let template = item.template_name;
     match (done, action) {
+        (Done::Written { .. }, Action::Create) if mode == Mode::Preview => Outcome::info(
+            Kind::Created,
+            format!("would create the mailbox from template {template}"),
+        ),
+        (Done::Written { .. }, Action::Reapply) if mode == Mode::Preview => Outcome::info(
+            Kind::Reapplied,
+            format!("would re-apply template {template}"),
+        ),
         (Done::Written { skipped }, Action::Create) => Outcome::info(
             Kind::Created,
             with_skipped(

@@ -3,6 +3,9 @@
 //! each mailbox then gets exactly the checks and rows of a single creation or update, with a
 //! running total of the domain's usage kept under the lock.
 //!
+//! A preview (the sync's `--dry-run`) runs the same checks and running totals on unlocked reads
+//! and writes nothing: it says what the batch would do, mailbox by mailbox.
+//!
 //! A mailbox refused by the checks is left out and the batch goes on. A mailbox whose
 //! statements fail on the server (bad data, a trigger, …) rolls the batch back; it is counted
 //! as failed and the batch is run again without it. Races (deadlock, duplicate key) run the
@@ -15,6 +18,13 @@ use super::{missing_for_update, new_mailbox};
 use crate::mailcow::store::{LockedMailbox, Store, StoreError, Tx};
 use crate::mailcow::template::Template;
 
+/// Write the batch, or only find out what it would write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Write,
+    Preview,
+}
+
 /// A mailbox to create or update, with its template (`None`: no template of that name).
 pub struct Item<'a> {
     pub username: &'a str,
@@ -26,7 +36,8 @@ pub struct Item<'a> {
 /// What a batch did to one mailbox.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Done {
-    /// Created, or the template re-applied; with the side effects outside MySQL not performed.
+    /// Created, or the template re-applied (a preview: would be); with the side effects
+    /// outside MySQL not performed.
     Written { skipped: Vec<String> },
     /// Nothing to write: the mailbox exists already (create) or is up to date (update).
     Nothing,
@@ -96,8 +107,21 @@ fn finish(results: Vec<Option<Done>>) -> Vec<Done> {
         .collect()
 }
 
+/// A transaction that locks what it decides on (writes), or unlocked reads (previews).
+fn begin(store: &mut Store, mode: Mode) -> Result<Tx<'_>, StoreError> {
+    match mode {
+        Mode::Write => store.transaction(),
+        Mode::Preview => store.snapshot(),
+    }
+}
+
 /// Creates the mailboxes of `items`, all in `domain`; one [`Done`] per item, in order.
-pub fn create(store: &mut Store, domain: &str, items: &[Item]) -> Result<Vec<Done>, StoreError> {
+pub fn create(
+    store: &mut Store,
+    domain: &str,
+    items: &[Item],
+    mode: Mode,
+) -> Result<Vec<Done>, StoreError> {
     let mut results: Vec<Option<Done>> = items.iter().map(|_| None).collect();
     let mut pending: Vec<(usize, (NewMailbox, &Template))> = Vec::new();
     for (i, item) in items.iter().enumerate() {
@@ -112,7 +136,7 @@ pub fn create(store: &mut Store, domain: &str, items: &[Item]) -> Result<Vec<Don
         }
     }
     run(pending, &mut results, |pending| {
-        let mut tx = store.transaction()?;
+        let mut tx = begin(store, mode)?;
         let domain_row = check_domain(&mut tx, domain)?;
         let mut usage = tx.domain_usage(domain)?;
         let mut done = Vec::with_capacity(pending.len());
@@ -124,8 +148,10 @@ pub fn create(store: &mut Store, domain: &str, items: &[Item]) -> Result<Vec<Don
             };
             match check_new(new, &domain_row, &address, usage) {
                 Ok(CreateCheck::Create) => {
-                    if let Err(e) = write_new(&mut tx, new) {
-                        return item_fault(k, e);
+                    if mode == Mode::Write {
+                        if let Err(e) = write_new(&mut tx, new) {
+                            return item_fault(k, e);
+                        }
                     }
                     written.push((&new.username, new.active));
                     usage.count += 1;
@@ -138,8 +164,10 @@ pub fn create(store: &mut Store, domain: &str, items: &[Item]) -> Result<Vec<Don
                 Err(TxError::Store(e)) => return item_fault(k, e),
             }
         }
-        tx.refresh_sogo_views(&written)?;
-        tx.commit("committing a batch of new mailboxes")?;
+        if mode == Mode::Write {
+            tx.refresh_sogo_views(&written)?;
+            tx.commit("committing a batch of new mailboxes")?;
+        }
         Ok(Attempt::Done(done))
     })?;
     Ok(finish(results))
@@ -147,7 +175,12 @@ pub fn create(store: &mut Store, domain: &str, items: &[Item]) -> Result<Vec<Don
 
 /// Re-applies the mapped templates of `items` (mailboxes of `domain`) where the template or
 /// the display name changed, deciding on each mailbox row as locked; one [`Done`] per item.
-pub fn apply(store: &mut Store, domain: &str, items: &[Item]) -> Result<Vec<Done>, StoreError> {
+pub fn apply(
+    store: &mut Store,
+    domain: &str,
+    items: &[Item],
+    mode: Mode,
+) -> Result<Vec<Done>, StoreError> {
     let mut results: Vec<Option<Done>> = items.iter().map(|_| None).collect();
     let mut pending: Vec<(usize, (Update, &Template, &str))> = Vec::new();
     for (i, item) in items.iter().enumerate() {
@@ -157,7 +190,7 @@ pub fn apply(store: &mut Store, domain: &str, items: &[Item]) -> Result<Vec<Done
         }
     }
     run(pending, &mut results, |pending| {
-        let mut tx = store.transaction()?;
+        let mut tx = begin(store, mode)?;
         let Some(domain_row) = tx.domain(domain)? else {
             return Err(TxError::Refused(format!("domain {domain} missing")));
         };
@@ -176,9 +209,11 @@ pub fn apply(store: &mut Store, domain: &str, items: &[Item]) -> Result<Vec<Done
             };
             match check_update(&mut tx, &domain_row, username, domain, update, others) {
                 Ok(ApplyCheck::Apply { quota, locked }) => {
-                    match write_update(&mut tx, username, update, quota, &locked) {
-                        Ok(active) => written.push((username, active)),
-                        Err(e) => return item_fault(k, e),
+                    if mode == Mode::Write {
+                        match write_update(&mut tx, username, update, quota, &locked) {
+                            Ok(active) => written.push((username, active)),
+                            Err(e) => return item_fault(k, e),
+                        }
                     }
                     if let Some(sum) = &mut total {
                         *sum += quota - counted_quota(&locked);
@@ -194,8 +229,10 @@ pub fn apply(store: &mut Store, domain: &str, items: &[Item]) -> Result<Vec<Done
                 Err(TxError::Store(e)) => return item_fault(k, e),
             }
         }
-        tx.refresh_sogo_views(&written)?;
-        tx.commit("committing a batch of template updates")?;
+        if mode == Mode::Write {
+            tx.refresh_sogo_views(&written)?;
+            tx.commit("committing a batch of template updates")?;
+        }
         Ok(Attempt::Done(done))
     })?;
     Ok(finish(results))
