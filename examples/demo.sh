@@ -140,16 +140,21 @@ SQL
 say "MariaDB   127.0.0.1:$MARIADB_PORT  (database mailcow: real mailcow schema, domain example.org, templates Default + Staff)"
 
 # The helper and its config, where the "dovecot" user can read them. The config is
-# examples/config.yml with only the ports, uid/gid and home directory changed.
+# examples/config.yml with only its "demo:" values filled in.
 install -m 0755 "$BIN_BUILT" "$T/bin/mailcow-ldap-auth"
 sed -e "s#^\(  port:\) 389 .*#\1 $SLAPD_PORT#" \
     -e "s#^\(  port:\) 3306 .*#\1 $MARIADB_PORT#" \
     -e "s#^\(    uid:\) \"5000\".*#\1 \"mail\"#" \
     -e "s#^\(    gid:\) \"5000\".*#\1 \"mail\"#" \
     -e "s#^\(    home:\) \"/var/vmail/#\1 \"$IN/vmail/#" \
+    -e "s#^\(  bind_password:\) CHANGE-ME .*#\1 mailcowsvc#" \
+    -e "s#^\(  password:\) CHANGE-ME .*#\1 mailcowdb#" \
+    -e "s#^\(  syslog:\) true .*#\1 false#" \
+    -e "s#^\(  stderr:\) errors .*#\1 all#" \
     "$REPO/examples/config.yml" > "$T/etc/config.yml"
 grep -q "port: $SLAPD_PORT" "$T/etc/config.yml" && grep -q "port: $MARIADB_PORT" "$T/etc/config.yml" &&
-  grep -q "home: \"$IN/vmail/" "$T/etc/config.yml" || die "could not adapt examples/config.yml"
+  grep -q "home: \"$IN/vmail/" "$T/etc/config.yml" && ! grep -q "^ *[a-z_]*: CHANGE-ME" "$T/etc/config.yml" &&
+  grep -q "stderr: all" "$T/etc/config.yml" || die "could not adapt examples/config.yml"
 in_root chown root:dovecot "$IN/etc/config.yml"
 chmod 0640 "$T/etc/config.yml"
 

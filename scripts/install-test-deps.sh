@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages the test suite and the demo need, when they are missing, and
+# Installs the Debian 12 packages the test suite and the demo need, when they are missing,
 # builds (once) the trixie root with Dovecot 2.4.1 the Dovecot 2.4 tests run in
-# (scripts/dovecot24-root.sh). Blocks service starts during the install: every server the
-# tests use is a throwaway instance they start themselves, never the system one.
+# (scripts/dovecot24-root.sh), and installs cargo-deb (scripts/build-deb.sh). Blocks service
+# starts during the install: every server the tests use is a throwaway instance they start
+# themselves, never the system one.
 set -euo pipefail
 
 packages=(slapd ldap-utils openssl mariadb-server-core mariadb-client-core
@@ -34,3 +35,8 @@ install_missing() {
 }
 [ ${#missing[@]} -eq 0 ] || install_missing
 bash "$(dirname "$0")/dovecot24-root.sh" >/dev/null
+# After the packages (build-essential): cargo-deb's dependencies compile C code.
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "install-test-deps: installing cargo-deb" >&2
+  cargo install --locked --quiet cargo-deb --version 3.8.0
+fi

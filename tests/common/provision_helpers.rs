@@ -130,6 +130,15 @@ pub fn insert_template(db: &TestDb, name: &str, attributes_text: &str) {
 }
 
 /// Replaces the attributes text of a mailbox template.
+/// The golden template (tests/fixtures) as the mailbox template `name`.
+pub fn insert_golden_template(db: &TestDb, name: &str) {
+    let golden = golden();
+    let attributes = golden["template"]["attributes_text"]
+        .as_str()
+        .expect("golden template text");
+    insert_template(db, name, attributes);
+}
+
 pub fn set_template_text(db: &TestDb, name: &str, attributes_text: &str) {
     db.conn()
         .exec_drop(
