@@ -33,7 +33,7 @@ use crate::mailcow::address;
 use crate::mailcow::provision::batch::{self, Done, Item, Mode};
 use crate::mailcow::provision::up_to_date;
 use crate::mailcow::template::Template;
-use crate::mailcow::{Store, StoreError};
+use crate::mailcow::{SettingsError, Store, StoreError, effective_config};
 use crate::planner::{MailboxState, Plan, Policy, Refusal};
 use index::{Index, Listed, Row};
 use progress::Progress;
@@ -64,6 +64,8 @@ pub enum SyncError {
     Directory(#[from] DirectoryError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
 }
 
 /// Where the lines of a run go: the log (syslog + stderr per config), or for a dry run
@@ -263,7 +265,9 @@ fn run_loaded(config: &Config, options: &Options, logger: &Logger) -> Ending {
 /// database fault ends the pass (every batch written so far was one complete transaction).
 /// Nothing is written before the listing is complete.
 fn synchronise(config: &Config, out: &Output) -> Result<Counts, SyncError> {
-    let mut store = Store::connect(&config.database, config.database.timeout)?;
+    let mut store = Store::connect(&config.database, config.database.timeout)?
+        .with_redis(config.redis.as_ref());
+    let config = &*effective_config(config, &mut store)?;
     let templates = Templates::load(&mut store, config)?;
     let mut index = Index::default();
     store.mailbox_digests(|row| index.add_row(row))?;

@@ -12,9 +12,10 @@
 //! whole batch again, as for single writes.
 
 use super::checks::{ApplyCheck, CreateCheck, check_domain, check_new, check_update};
-use super::plan::{NewMailbox, Update, outside_mysql};
+use super::plan::{NewMailbox, Update};
 use super::tx::{TxError, with_retries, write_new, write_update};
-use super::{missing_for_update, new_mailbox};
+use super::{missing_for_update, new_mailbox, outside_mysql};
+use crate::mailcow::ratelimit::RateLimit;
 use crate::mailcow::store::{LockedMailbox, Store, StoreError, Tx};
 use crate::mailcow::template::Template;
 
@@ -141,7 +142,7 @@ pub fn create(
         let mut usage = tx.domain_usage(domain)?;
         let mut done = Vec::with_capacity(pending.len());
         let mut written: Vec<(&str, i64)> = Vec::with_capacity(pending.len());
-        for (k, (_, (new, template))) in pending.iter().enumerate() {
+        for (k, (_, (new, _))) in pending.iter().enumerate() {
             let address = match tx.address_facts(&new.username) {
                 Ok(address) => address,
                 Err(e) => return item_fault(k, e),
@@ -156,8 +157,9 @@ pub fn create(
                     written.push((&new.username, new.active));
                     usage.count += 1;
                     usage.used_mib = usage.used_mib.saturating_add(new.quota_mib);
-                    let skipped = outside_mysql(&new.username, template);
-                    done.push(Done::Written { skipped });
+                    done.push(Done::Written {
+                        skipped: Vec::new(),
+                    });
                 }
                 Ok(CreateCheck::Exists) => done.push(Done::Nothing),
                 Err(TxError::Refused(why)) => done.push(Done::Refused(why)),
@@ -170,6 +172,9 @@ pub fn create(
         }
         Ok(Attempt::Done(done))
     })?;
+    if mode == Mode::Write {
+        after_commit(store, items, &mut results, RateLimit::on_creation);
+    }
     Ok(finish(results))
 }
 
@@ -182,10 +187,10 @@ pub fn apply(
     mode: Mode,
 ) -> Result<Vec<Done>, StoreError> {
     let mut results: Vec<Option<Done>> = items.iter().map(|_| None).collect();
-    let mut pending: Vec<(usize, (Update, &Template, &str))> = Vec::new();
+    let mut pending: Vec<(usize, (Update, &str))> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         match item.template {
-            Some(t) => pending.push((i, (Update::build(item.display_name, t), t, item.username))),
+            Some(t) => pending.push((i, (Update::build(item.display_name, t), item.username))),
             None => results[i] = Some(Done::Refused(missing_for_update(item.template_name))),
         }
     }
@@ -198,7 +203,7 @@ pub fn apply(
         let mut total: Option<i64> = None;
         let mut done = Vec::with_capacity(pending.len());
         let mut written: Vec<(&str, i64)> = Vec::with_capacity(pending.len());
-        for (k, (_, (update, template, username))) in pending.iter().enumerate() {
+        for (k, (_, (update, username))) in pending.iter().enumerate() {
             let others = |tx: &mut Tx, locked: &LockedMailbox| -> Result<i64, StoreError> {
                 let sum = match total {
                     Some(sum) => sum,
@@ -218,8 +223,9 @@ pub fn apply(
                     if let Some(sum) = &mut total {
                         *sum += quota - counted_quota(&locked);
                     }
-                    let skipped = outside_mysql(username, template);
-                    done.push(Done::Written { skipped });
+                    done.push(Done::Written {
+                        skipped: Vec::new(),
+                    });
                 }
                 Ok(ApplyCheck::UpToDate) => done.push(Done::Nothing),
                 Ok(ApplyCheck::NotLdapBacked(authsource)) => {
@@ -235,7 +241,25 @@ pub fn apply(
         }
         Ok(Attempt::Done(done))
     })?;
+    if mode == Mode::Write {
+        after_commit(store, items, &mut results, RateLimit::on_update);
+    }
     Ok(finish(results))
+}
+
+/// What a single write does after its commit, for each mailbox the batch wrote: the Redis rate
+/// limit (with a `redis:` section), and the list of what was left out.
+fn after_commit(
+    store: &Store,
+    items: &[Item],
+    results: &mut [Option<Done>],
+    rate_limit: fn(&Template) -> RateLimit,
+) {
+    for (item, result) in items.iter().zip(results) {
+        if let (Some(Done::Written { skipped }), Some(template)) = (result, item.template) {
+            *skipped = outside_mysql(store, item.username, rate_limit(template));
+        }
+    }
 }
 
 /// The quota a mailbox adds to its domain's sum (resources are not counted).
