@@ -101,11 +101,19 @@ fn run<T>(
     Ok(())
 }
 
-fn finish(results: Vec<Option<Done>>) -> Vec<Done> {
-    results
-        .into_iter()
-        .map(|r| r.unwrap_or(Done::Nothing))
-        .collect()
+/// Ends a batch's transaction: the SOGo view rows of what it wrote, then the commit (a
+/// preview ends with nothing written).
+fn end(
+    mut tx: Tx,
+    mode: Mode,
+    written: &[(&str, i64)],
+    context: &'static str,
+) -> Result<(), TxError> {
+    if mode == Mode::Write {
+        tx.refresh_sogo_views(written)?;
+        tx.commit(context)?;
+    }
+    Ok(())
 }
 
 /// A transaction that locks what it decides on (writes), or unlocked reads (previews).
@@ -124,7 +132,7 @@ pub fn create(
     mode: Mode,
 ) -> Result<Vec<Done>, StoreError> {
     let mut results: Vec<Option<Done>> = items.iter().map(|_| None).collect();
-    let mut pending: Vec<(usize, (NewMailbox, &Template))> = Vec::new();
+    let mut pending: Vec<(usize, NewMailbox)> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         match new_mailbox(
             item.username,
@@ -132,7 +140,7 @@ pub fn create(
             item.template_name,
             item.template,
         ) {
-            Ok(new) => pending.push((i, new)),
+            Ok((new, _)) => pending.push((i, new)),
             Err(e) => results[i] = Some(Done::Refused(e.to_string())),
         }
     }
@@ -142,7 +150,7 @@ pub fn create(
         let mut usage = tx.domain_usage(domain)?;
         let mut done = Vec::with_capacity(pending.len());
         let mut written: Vec<(&str, i64)> = Vec::with_capacity(pending.len());
-        for (k, (_, (new, _))) in pending.iter().enumerate() {
+        for (k, (_, new)) in pending.iter().enumerate() {
             let address = match tx.address_facts(&new.username) {
                 Ok(address) => address,
                 Err(e) => return item_fault(k, e),
@@ -166,16 +174,10 @@ pub fn create(
                 Err(TxError::Store(e)) => return item_fault(k, e),
             }
         }
-        if mode == Mode::Write {
-            tx.refresh_sogo_views(&written)?;
-            tx.commit("committing a batch of new mailboxes")?;
-        }
+        end(tx, mode, &written, "committing a batch of new mailboxes")?;
         Ok(Attempt::Done(done))
     })?;
-    if mode == Mode::Write {
-        after_commit(store, items, &mut results, RateLimit::on_creation);
-    }
-    Ok(finish(results))
+    Ok(finish(store, items, results, mode, RateLimit::on_creation))
 }
 
 /// Re-applies the mapped templates of `items` (mailboxes of `domain`) where the template or
@@ -235,31 +237,32 @@ pub fn apply(
                 Err(TxError::Store(e)) => return item_fault(k, e),
             }
         }
-        if mode == Mode::Write {
-            tx.refresh_sogo_views(&written)?;
-            tx.commit("committing a batch of template updates")?;
-        }
+        end(tx, mode, &written, "committing a batch of template updates")?;
         Ok(Attempt::Done(done))
     })?;
-    if mode == Mode::Write {
-        after_commit(store, items, &mut results, RateLimit::on_update);
-    }
-    Ok(finish(results))
+    Ok(finish(store, items, results, mode, RateLimit::on_update))
 }
 
-/// What a single write does after its commit, for each mailbox the batch wrote: the Redis rate
-/// limit (with a `redis:` section), and the list of what was left out.
-fn after_commit(
+/// One [`Done`] per item; for a written batch, after its commit, what a single write does
+/// then for each mailbox written: the Redis rate limit (with a `redis:` section), and the list
+/// of what was left out.
+fn finish(
     store: &Store,
     items: &[Item],
-    results: &mut [Option<Done>],
+    results: Vec<Option<Done>>,
+    mode: Mode,
     rate_limit: fn(&Template) -> RateLimit,
-) {
-    for (item, result) in items.iter().zip(results) {
-        if let (Some(Done::Written { skipped }), Some(template)) = (result, item.template) {
-            *skipped = outside_mysql(store, item.username, rate_limit(template));
-        }
-    }
+) -> Vec<Done> {
+    items
+        .iter()
+        .zip(results)
+        .map(|(item, result)| match (result, item.template) {
+            (Some(Done::Written { .. }), Some(template)) if mode == Mode::Write => Done::Written {
+                skipped: outside_mysql(store, item.username, rate_limit(template)),
+            },
+            (result, _) => result.unwrap_or(Done::Nothing),
+        })
+        .collect()
 }
 
 /// The quota a mailbox adds to its domain's sum (resources are not counted).
