@@ -127,11 +127,18 @@ impl Run {
         }
     }
 
+    /// One more argument after the subcommand's.
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.subcommand.push(arg.into());
+        self
+    }
+
     /// Run this program instead of the binary under test (e.g. the one a package installed).
     pub fn binary(mut self, path: &str) -> Self {
         self.binary = path.into();
         self
     }
+
     /// Replace the config with raw YAML text (for broken configs).
     pub fn config_yaml(mut self, yaml: &str) -> Self {
         self.config = ConfigSrc::Yaml(yaml.into());
