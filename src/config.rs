@@ -292,8 +292,14 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = fs::read_to_string(path)
             .map_err(|e| ConfigError::new(path, format!("cannot read the file: {e}")))?;
+        Config::from_yaml(&text, path)
+    }
+
+    /// Validates `text`, the contents of the file at `path` (named in errors; its mode decides
+    /// the warning about inline secrets). Files the text refers to (`*_file`) are read.
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig =
-            serde_norway::from_str(&text).map_err(|e| ConfigError::new(path, e.to_string()))?;
+            serde_norway::from_str(text).map_err(|e| ConfigError::new(path, e.to_string()))?;
         let mut warnings = Vec::new();
         let inline_secret = raw.ldap.bind_password.is_some() || raw.database.password.is_some();
         if inline_secret && readable_by_others(path) {
