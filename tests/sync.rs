@@ -140,15 +140,6 @@ fn modified(db: &TestDb, username: &str) -> Option<String> {
         .clone()
 }
 
-#[track_caller]
-fn assert_one_of_each(db: &TestDb, username: &str, tags: i64) {
-    let counts = row_counts(db, username);
-    for (table, n) in &counts {
-        let want = if *table == "tags_mailbox" { tags } else { 1 };
-        assert_eq!(*n, want, "{table} rows of {username}: {counts:?}");
-    }
-}
-
 /// A row made comparable: time columns only as "set"/NULL, `alias.id` dropped, and
 /// `mailbox.attributes` parsed without `passwd_update` (a time, checked for presence).
 fn normalise(table: &str, row: &Map<String, Value>) -> Map<String, Value> {

@@ -10,10 +10,10 @@ pub mod process;
 pub mod slapd;
 
 pub use certs::certs;
-pub use cmd::{CHECKPASSWORD_REPLY, ConfigAt, ENV_REPLY, Outcome, Run};
+pub use cmd::{CHECKPASSWORD_REPLY, ConfigAt, ENV_REPLY, Outcome, Run, Running};
 pub use mariadb::{Domain, Mailbox, TestDb, mariadb};
 pub use net::{BlackHole, FirstRequestProxy, dead_port};
-pub use slapd::{LdapUser, SVC_DN, SVC_PW, Subtree, slapd};
+pub use slapd::{LdapUser, SVC_DN, SVC_PW, Slapd, Subtree, slapd};
 
 use serde_json::{Value, json};
 use std::time::Instant;

@@ -3,7 +3,9 @@
 //! StartTLS works on the plain port). Every test gets its own `ou=<unique>,ou=people,...` subtree.
 
 use super::certs::certs;
-use super::process::{free_port, random_hex, run_ok, scratch_subdir, spawn_server, stop_server};
+use super::process::{
+    end_server, free_port, random_hex, run_ok, scratch_subdir, spawn_server, stop_server,
+};
 use ldap3::{LdapConn, LdapConnSettings};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -54,10 +56,12 @@ fn base64(data: &[u8]) -> String {
 }
 
 impl Slapd {
-    fn start() -> Slapd {
+    /// A slapd of its own (the process-wide one is [`slapd()`]), for a test that stops or kills it.
+    pub fn start() -> Slapd {
         let t0 = Instant::now();
         let certs = certs();
-        let dir = scratch_subdir("slapd");
+        static STARTED: AtomicU32 = AtomicU32::new(0);
+        let dir = scratch_subdir(&format!("slapd{}", STARTED.fetch_add(1, Ordering::Relaxed)));
         let db = dir.join("db");
         std::fs::create_dir_all(&db).expect("mkdir slapd db");
         let root_pw = random_hex();
@@ -200,6 +204,20 @@ access to *
 
     pub fn pid(&self) -> u32 {
         self.child.lock().unwrap_or_else(|e| e.into_inner()).id()
+    }
+
+    /// SIGSTOP: the kernel still accepts connections (listen backlog), nothing answers.
+    pub fn pause(&self) {
+        // SAFETY: kill(2) on our own unreaped child.
+        unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGSTOP) };
+    }
+
+    /// SIGKILL (also ends a paused slapd); the kernel resets its connections.
+    pub fn kill(&self) {
+        end_server(
+            &mut self.child.lock().unwrap_or_else(|e| e.into_inner()),
+            libc::SIGKILL,
+        );
     }
 
     pub fn url(&self) -> String {
