@@ -909,7 +909,13 @@ fn deadline_holds_even_when_stderr_blocks() {
     env.ldap_at(&["127.0.0.1"], bh.port());
     env.cfg["deadline_ms"] = json!(300);
     env.cfg["ldap"]["timeout_ms"] = json!(30000);
+    let t0 = std::time::Instant::now();
     let out = env.cp().login("alice@example.org", PW).stderr_full().run();
+    eprintln!(
+        "figure: stderr blocked, deadline 300 ms → exit {:?} after {} ms",
+        out.code,
+        t0.elapsed().as_millis()
+    );
     out.assert_code(111);
 }
 
