@@ -89,16 +89,7 @@ fn harness_servers_and_subtree() {
             Some("1".into())
         ]]
     );
-    let mut u = mysql::Conn::new(
-        mysql::OptsBuilder::new()
-            .ip_or_hostname(Some("127.0.0.1"))
-            .tcp_port(env.db.server.port)
-            .user(Some(&env.db.user))
-            .pass(Some(&env.db.password))
-            .db_name(Some(&env.db.name))
-            .prefer_socket(false),
-    )
-    .unwrap();
+    let mut u = env.db.user_conn().unwrap();
     use mysql::prelude::Queryable;
     let n: Option<i64> = u.query_first("SELECT COUNT(*) FROM templates").unwrap();
     assert_eq!(n, Some(2));

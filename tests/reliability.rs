@@ -76,16 +76,7 @@ fn database_too_many_connections_is_tempfail() {
         ));
     }
     // The one connection the account may have, held by someone else.
-    let _held = mysql::Conn::new(
-        mysql::OptsBuilder::new()
-            .ip_or_hostname(Some("127.0.0.1"))
-            .tcp_port(env.db.server.port)
-            .user(Some(&env.db.user))
-            .pass(Some(&env.db.password))
-            .db_name(Some(&env.db.name))
-            .prefer_socket(false),
-    )
-    .expect("the account's one connection");
+    let held = env.db.user_conn().expect("the account's one connection");
     for lookup in [false, true] {
         let run = if lookup {
             env.cp().lookup("u0@example.org")
@@ -104,7 +95,7 @@ fn database_too_many_connections_is_tempfail() {
             .assert_stderr_contains("result=tempfail")
             .assert_stderr_contains("max_user_connections");
     }
-    drop(_held);
+    drop(held);
     env.cp().login("u0@example.org", PW).run().assert_code(0);
 }
 
