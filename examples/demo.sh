@@ -8,7 +8,7 @@
 # Rust toolchain, rustup; builds the binary (cargo build --release); starts a throwaway
 # slapd (examples/directory.ldif), MariaDB (mailcow's real schema, domain example.org, a
 # "Staff" template next to the built-in "Default") and Dovecot 2.3 (passdb/userdb from
-# contrib/dovecot/10-auth-mailcow-ldap.conf) on loopback high ports in a temp dir, with
+# contrib/dovecot/2.3/10-auth-mailcow-ldap.conf) on loopback high ports in a temp dir, with
 # examples/config.yml as the helper's config; then logs in over IMAP and shows each step.
 # Nothing touches the system's own slapd/MariaDB/Dovecot or /etc.
 set -euo pipefail
@@ -137,9 +137,9 @@ chown root:dovecot "$T/etc/config.yml"
 chmod 0640 "$T/etc/config.yml"
 
 srv_start_dovecot "$T/dovecot" "$T/bin/mailcow-ldap-auth" "$T/etc/config.yml" \
-  "$REPO/contrib/dovecot/10-auth-mailcow-ldap.conf"
+  "$REPO/contrib/dovecot/2.3/10-auth-mailcow-ldap.conf"
 say "Dovecot   127.0.0.1:$IMAP_PORT (IMAP), $POP3_PORT (POP3), $SIEVE_PORT (ManageSieve)"
-say "          passdb + userdb: contrib/dovecot/10-auth-mailcow-ldap.conf -> $T/bin/mailcow-ldap-auth"
+say "          passdb + userdb: contrib/dovecot/2.3/10-auth-mailcow-ldap.conf -> $T/bin/mailcow-ldap-auth"
 
 # --------------------------------------------------------------------------- helpers
 DOVECOT_LOG=$T/dovecot/dovecot.log

@@ -6,6 +6,7 @@ set -euo pipefail
 
 packages=(slapd ldap-utils openssl mariadb-server-core mariadb-client-core
           dovecot-core dovecot-imapd dovecot-pop3d dovecot-managesieved dovecot-sieve
+          dovecot-auth-lua lua5.4
           postfix python3 pkg-config build-essential)
 missing=()
 for p in "${packages[@]}"; do

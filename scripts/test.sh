@@ -5,6 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-test-deps.sh
+# The [patch] of mysql_common must stay in use: when a `mysql` upgrade needs another
+# mysql_common, cargo only warns ("patch … was not used") and builds the unpatched crate.
+patched=$(cargo tree --locked -i mysql_common --depth 0 -e normal 2>&1) || true
+if grep -qi "was not used" <<<"$patched" ||
+  ! grep -q '^mysql_common v.* (.*/vendor/mysql_common)$' <<<"$patched"; then
+  printf 'mysql_common is not the patched copy in vendor/ (see vendor/README.md):\n%s\n' "$patched" >&2
+  exit 1
+fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

@@ -49,6 +49,18 @@ pub enum Command {
         )]
         reply_program: Vec<OsString>,
     },
+    /// Answer one request of Dovecot's Lua passdb/userdb (what the shipped Lua script runs).
+    ///
+    /// `verify` reads the password from standard input up to its end; `lookup` needs none.
+    /// The reply (a result word, then `key=value` lines) goes to `--reply-file` or standard
+    /// output. Result words: OK, PASSWORD_MISMATCH, USER_UNKNOWN, USER_DISABLED, NEXT
+    /// (mailbox not LDAP-backed), INTERNAL_FAILURE. Exit codes as checkpassword: 0 OK,
+    /// 1 refused, 3 lookup found nothing, 111 temporary failure, 2 misuse.
+    #[command(verbatim_doc_comment)]
+    DovecotLua {
+        #[command(subcommand)]
+        mode: crate::dovecot_lua::Mode,
+    },
     /// Try a login from a shell, exactly as Dovecot's would run (provisioning included).
     ///
     /// The password is read from standard input (first line) or prompted for on a terminal;

@@ -4,13 +4,16 @@
 //! show up in Dovecot's log as the admin's fault (temporary failure), never as a wrong password.
 
 use std::collections::BTreeMap;
-use std::fs;
+use std::fs::{self, File};
+use std::io::Read as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+
+use crate::file_trust;
 
 /// Where the configuration lives unless `--config` or `MAILCOW_LDAP_AUTH_CONFIG` says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/mailcow-ldap-auth/config.yml";
@@ -73,6 +76,8 @@ struct RawLdap {
     #[serde(default)]
     ignore_ssl_errors: bool,
     ca_file: Option<PathBuf>,
+    #[serde(default)]
+    ca_only: bool,
     base_dn: String,
     #[serde(default = "default_username_field")]
     username_field: String,
@@ -101,6 +106,8 @@ struct RawDatabase {
     #[serde(default, deserialize_with = "inline_secret")]
     password: Option<SecretString>,
     password_file: Option<PathBuf>,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
 }
 
 /// A password written in the file. Only strings are accepted, and an error never repeats
@@ -192,6 +199,8 @@ pub struct LdapConfig {
     pub transport: Transport,
     pub ignore_ssl_errors: bool,
     pub ca_file: Option<PathBuf>,
+    /// Trust only `ca_file`, not the system roots.
+    pub ca_only: bool,
     pub base_dn: String,
     pub username_field: String,
     pub filter: Option<String>,
@@ -201,6 +210,43 @@ pub struct LdapConfig {
     pub bind_password: SecretString,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+}
+
+impl LdapConfig {
+    /// Settings that expose the passwords on the network: `test-connection` warns about them
+    /// on every run (logins do not, to keep the mail log for logins).
+    pub fn exposure_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.ignore_ssl_errors {
+            warnings.push(
+                "ldap.ignore_ssl_errors is on: the LDAP server's certificate is not verified, \
+                 so whoever sits on the network path can pose as the server and read every \
+                 password; ldap.ca_file and ldap.ca_only are ignored"
+                    .into(),
+            );
+        }
+        let remote: Vec<&str> = self
+            .hosts
+            .iter()
+            .map(String::as_str)
+            .filter(|h| !is_loopback(h))
+            .collect();
+        if self.transport == Transport::Plain && !remote.is_empty() {
+            warnings.push(format!(
+                "ldap: neither use_ssl nor use_tls is on: passwords travel in clear to {}",
+                remote.join(", ")
+            ));
+        }
+        warnings
+    }
+}
+
+/// A host that traffic to never leaves the machine for.
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -222,6 +268,8 @@ pub struct DatabaseConfig {
     pub name: String,
     pub user: String,
     pub password: SecretString,
+    /// Connect, and each read or write.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -290,8 +338,8 @@ pub const USERDB_PLACEHOLDERS: [&str; 3] = ["username", "local_part", "domain"];
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = fs::read_to_string(path)
-            .map_err(|e| ConfigError::new(path, format!("cannot read the file: {e}")))?;
+        let text =
+            zeroize::Zeroizing::new(read_trusted(path).map_err(|e| ConfigError::new(path, e))?);
         Config::from_yaml(&text, path)
     }
 
@@ -337,6 +385,17 @@ impl Config {
     }
 }
 
+/// Reads a file only root or the effective user can change (see [`file_trust`]): whoever can
+/// rewrite the configuration, a secret or the CA decides who logs in.
+fn read_trusted(path: &Path) -> Result<String, String> {
+    let mut file = File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    file_trust::check_read_only_for_others(path, &file)?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(text)
+}
+
 fn readable_by_others(path: &Path) -> bool {
     fs::metadata(path)
         .map(|m| m.permissions().mode() & 0o004 != 0)
@@ -354,8 +413,9 @@ fn secret(
         (Some(_), Some(_)) => Err(format!("{key} and {key}_file: set only one")),
         (Some(s), None) => Ok(s),
         (None, Some(file)) => {
-            let text = fs::read_to_string(&file)
-                .map_err(|e| format!("{key}_file: cannot read {}: {e}", file.display()))?;
+            let text = zeroize::Zeroizing::new(
+                read_trusted(&file).map_err(|e| format!("{key}_file: {e}"))?,
+            );
             if readable_by_others(&file) {
                 warnings.push(format!(
                     "{} ({key}_file) is readable by other users; chmod o-r it",
@@ -416,7 +476,10 @@ fn validate_ldap(raw: RawLdap, warnings: &mut Vec<String>) -> Result<LdapConfig,
         if transport == Transport::Plain {
             warnings.push("ldap.ca_file is set but neither use_ssl nor use_tls is on: the connection is not encrypted".into());
         }
-        fs::metadata(ca).map_err(|e| format!("ldap.ca_file: {}: {e}", ca.display()))?;
+        read_trusted(ca).map_err(|e| format!("ldap.ca_file: {e}"))?;
+    }
+    if raw.ca_only && raw.ca_file.is_none() {
+        return Err("ldap.ca_only: needs ldap.ca_file (the only CA it trusts)".into());
     }
     if raw.base_dn.trim().is_empty() {
         return Err("ldap.base_dn: must not be empty".into());
@@ -473,6 +536,7 @@ fn validate_ldap(raw: RawLdap, warnings: &mut Vec<String>) -> Result<LdapConfig,
         transport,
         ignore_ssl_errors: raw.ignore_ssl_errors,
         ca_file: raw.ca_file,
+        ca_only: raw.ca_only,
         base_dn: raw.base_dn,
         username_field: raw.username_field,
         filter,
@@ -501,6 +565,9 @@ fn validate_database(
     if raw.name.is_empty() || raw.user.is_empty() {
         return Err("database.name and database.user: must not be empty".into());
     }
+    if raw.timeout_ms == 0 {
+        return Err("database.timeout_ms: must be greater than 0".into());
+    }
     let password = secret(
         raw.password,
         raw.password_file,
@@ -512,6 +579,7 @@ fn validate_database(
         name: raw.name,
         user: raw.user,
         password,
+        timeout: Duration::from_millis(raw.timeout_ms),
     })
 }
 
@@ -527,21 +595,76 @@ fn validate_userdb_fields(fields: &BTreeMap<String, String>) -> Result<(), Strin
                 "dovecot.userdb_fields.{name}: tabs and line breaks are not allowed"
             ));
         }
-        let mut rest = value.as_str();
-        while let Some(start) = rest.find('{') {
-            let Some(len) = rest[start..].find('}') else {
-                return Err(format!("dovecot.userdb_fields.{name}: unclosed '{{'"));
-            };
-            let placeholder = &rest[start + 1..start + len];
-            if !USERDB_PLACEHOLDERS.contains(&placeholder) {
-                return Err(format!(
-                    "dovecot.userdb_fields.{name}: unknown placeholder {{{placeholder}}} (known: {{username}}, {{local_part}}, {{domain}})"
-                ));
+        for piece in pieces(value).map_err(|e| format!("dovecot.userdb_fields.{name}: {e}"))? {
+            if let Piece::Placeholder(p) = piece {
+                if !USERDB_PLACEHOLDERS.contains(&p) {
+                    return Err(format!(
+                        "dovecot.userdb_fields.{name}: unknown placeholder {{{p}}} (known: {{username}}, {{local_part}}, {{domain}})"
+                    ));
+                }
             }
-            rest = &rest[start + len + 1..];
         }
     }
     Ok(())
+}
+
+/// A userdb field value split into literal text and `{placeholder}`s.
+enum Piece<'a> {
+    Text(&'a str),
+    Placeholder(&'a str),
+}
+
+fn pieces(value: &str) -> Result<Vec<Piece<'_>>, String> {
+    let mut pieces = Vec::new();
+    let mut rest = value;
+    while let Some(start) = rest.find('{') {
+        let Some(len) = rest[start..].find('}') else {
+            return Err("unclosed '{'".into());
+        };
+        pieces.push(Piece::Text(&rest[..start]));
+        pieces.push(Piece::Placeholder(&rest[start + 1..start + len]));
+        rest = &rest[start + len + 1..];
+    }
+    pieces.push(Piece::Text(rest));
+    Ok(pieces)
+}
+
+impl DovecotConfig {
+    /// The userdb fields with their placeholders filled in for one mailbox. One pass, so a value holding a placeholder's text is not
+    /// expanded again. Fields are paths (home, mail): a value with a '/', or one that is '.',
+    /// '..' or empty, could put one mailbox's directory inside another's and is refused.
+    pub fn expand_userdb_fields(
+        &self,
+        username: &str,
+        local_part: &str,
+        domain: &str,
+    ) -> Result<BTreeMap<String, String>, String> {
+        let mut expanded = BTreeMap::new();
+        for (name, template) in &self.userdb_fields {
+            let mut value = String::new();
+            // validated when the configuration was loaded
+            for piece in pieces(template).unwrap_or_default() {
+                match piece {
+                    Piece::Text(text) => value.push_str(text),
+                    Piece::Placeholder(p) => {
+                        let v = match p {
+                            "username" => username,
+                            "local_part" => local_part,
+                            _ => domain,
+                        };
+                        if v.contains('/') || matches!(v, "" | "." | "..") {
+                            return Err(format!(
+                                "{{{p}}} '{v}' cannot go into dovecot.userdb_fields.{name}: a '/', '.' or '..' would put the mailbox's files where another's are"
+                            ));
+                        }
+                        value.push_str(v);
+                    }
+                }
+            }
+            expanded.insert(name.clone(), value);
+        }
+        Ok(expanded)
+    }
 }
 
 #[cfg(test)]
@@ -570,6 +693,39 @@ database:
     }
 
     #[test]
+    fn userdb_fields_expand_in_one_pass_and_refuse_path_escapes() {
+        let mut dovecot = DovecotConfig::default();
+        dovecot
+            .userdb_fields
+            .insert("home".into(), "/var/vmail/{domain}/{local_part}".into());
+        dovecot
+            .userdb_fields
+            .insert("user".into(), "{username}".into());
+        let expand = |dovecot: &DovecotConfig, local: &str| {
+            dovecot.expand_userdb_fields(&format!("{local}@example.org"), local, "example.org")
+        };
+        let fields = expand(&dovecot, "bob").unwrap();
+        assert_eq!(fields["home"], "/var/vmail/example.org/bob");
+        assert_eq!(fields["user"], "bob@example.org");
+        // placeholder text in a name is data, not expanded again
+        assert_eq!(
+            expand(&dovecot, "{domain}").unwrap()["home"],
+            "/var/vmail/example.org/{domain}"
+        );
+        for bad in ["bob/inbox", "..", ".", "", "/x"] {
+            let e = expand(&dovecot, bad).unwrap_err();
+            assert!(
+                e.contains("cannot go into dovecot.userdb_fields."),
+                "{bad}: {e}"
+            );
+        }
+        // fields without placeholders never refuse
+        dovecot.userdb_fields.clear();
+        dovecot.userdb_fields.insert("uid".into(), "5000".into());
+        assert!(expand(&dovecot, "bob/inbox").is_ok());
+    }
+
+    #[test]
     fn minimal_config_gets_defaults() {
         let c = load(MINIMAL).unwrap();
         assert_eq!(c.ldap.hosts, ["ldap1.example.org", "ldap2.example.org"]);
@@ -579,6 +735,8 @@ database:
         assert_eq!(c.ldap.name_field, "displayName");
         assert!(c.login_provisioning);
         assert_eq!(c.deadline, Duration::from_secs(10));
+        assert_eq!(c.database.timeout, Duration::from_secs(5));
+        assert!(!c.ldap.ca_only);
         assert!(c.warnings.is_empty());
     }
 
@@ -630,6 +788,10 @@ database:
                     "hosts: [\"::1\"]\n  use_tls: true",
                 ),
                 "IPv6",
+            ),
+            (
+                MINIMAL.replace("  base_dn", "  ca_only: true\n  base_dn"),
+                "ldap.ca_only: needs ldap.ca_file",
             ),
         ];
         for (text, key) in cases {

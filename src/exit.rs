@@ -1,8 +1,10 @@
-//! Exit codes, and the one place that decides which one an answer gets.
+//! Exit codes and Lua results: the one place that maps an answer to what Dovecot is told.
 
-use crate::login::{LoginError, Outcome};
+use crate::login::Refusal;
+use crate::request::Answer;
 
-/// The checkpassword exit codes as Dovecot 2.3 reads them (and the `login` command reuses).
+/// The checkpassword exit codes as Dovecot 2.3 reads them (the `login` and `dovecot-lua`
+/// commands reuse them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitCode {
     /// Authenticated (normally reached through the reply program).
@@ -18,11 +20,12 @@ pub enum ExitCode {
 }
 
 impl ExitCode {
-    pub fn of_login(result: &Result<Outcome, LoginError>) -> ExitCode {
-        match result {
-            Ok(Outcome::Accepted { .. }) => ExitCode::Ok,
-            Ok(Outcome::Rejected(_)) => ExitCode::Rejected,
-            Err(_) => ExitCode::TempFail,
+    pub fn of(answer: &Answer) -> ExitCode {
+        match answer {
+            Answer::Found { .. } => ExitCode::Ok,
+            Answer::Refused(_) => ExitCode::Rejected,
+            Answer::Unknown => ExitCode::UnknownUser,
+            Answer::Fault => ExitCode::TempFail,
         }
     }
 
@@ -34,5 +37,58 @@ impl ExitCode {
 impl From<ExitCode> for std::process::ExitCode {
     fn from(code: ExitCode) -> Self {
         std::process::ExitCode::from(code as u8)
+    }
+}
+
+/// The result a Lua passdb/userdb returns, as the word `dovecot-lua` replies with; the script
+/// turns `WORD` into `dovecot.auth.PASSDB_RESULT_WORD` (or `USERDB_RESULT_WORD`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LuaResult {
+    Ok,
+    PasswordMismatch,
+    UserUnknown,
+    UserDisabled,
+    /// Not ours to answer: the next passdb decides.
+    Next,
+    InternalFailure,
+}
+
+impl LuaResult {
+    pub fn of(answer: &Answer) -> LuaResult {
+        match answer {
+            Answer::Found { .. } => LuaResult::Ok,
+            Answer::Unknown => LuaResult::UserUnknown,
+            Answer::Fault => LuaResult::InternalFailure,
+            Answer::Refused(refusal) => match refusal {
+                Refusal::EmptyPassword
+                | Refusal::NulInPassword
+                | Refusal::NotUtf8
+                | Refusal::WrongPassword(_) => LuaResult::PasswordMismatch,
+                Refusal::MalformedLogin
+                | Refusal::NoLdapEntry
+                | Refusal::Ambiguous(_)
+                | Refusal::ProvisioningOff
+                | Refusal::NoMapping(_) => LuaResult::UserUnknown,
+                // The mailbox exists (or the template/domain forbid it): it may not log in.
+                Refusal::Resource
+                | Refusal::MailboxInactive
+                | Refusal::DomainInactive
+                | Refusal::ServiceDisabled(_)
+                | Refusal::Provisioning(_)
+                | Refusal::UnsafeUserdbField(_) => LuaResult::UserDisabled,
+                Refusal::NotLdapBacked(_) => LuaResult::Next,
+            },
+        }
+    }
+
+    pub fn word(self) -> &'static str {
+        match self {
+            LuaResult::Ok => "OK",
+            LuaResult::PasswordMismatch => "PASSWORD_MISMATCH",
+            LuaResult::UserUnknown => "USER_UNKNOWN",
+            LuaResult::UserDisabled => "USER_DISABLED",
+            LuaResult::Next => "NEXT",
+            LuaResult::InternalFailure => "INTERNAL_FAILURE",
+        }
     }
 }

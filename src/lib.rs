@@ -10,13 +10,17 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod deadline;
+pub mod dovecot_lua;
 pub mod exit;
+pub mod file_trust;
 pub mod ldap;
 pub mod log;
 pub mod login;
 pub mod mailcow;
 pub mod mapping;
+pub mod request;
 pub mod sync;
+pub mod userdb;
 
 use cli::{Cli, Command};
 use exit::ExitCode;
@@ -25,6 +29,7 @@ use exit::ExitCode;
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Checkpassword { reply_program } => checkpassword::run(&cli.config, &reply_program),
+        Command::DovecotLua { mode } => dovecot_lua::run(&cli.config, &mode),
         Command::Login { user, service } => commands::login::run(&cli.config, &user, &service),
         Command::TestConnection { user } => {
             commands::test_connection::run(&cli.config, user.as_deref())

@@ -34,6 +34,8 @@ pub enum Refusal {
     EmptyPassword,
     #[error("password contains a NUL byte")]
     NulInPassword,
+    #[error("login name or password is not UTF-8")]
+    NotUtf8,
     #[error("malformed login name")]
     MalformedLogin,
     #[error("resource mailbox")]
@@ -59,6 +61,9 @@ pub enum Refusal {
     NoMapping(String),
     #[error("{0}")]
     Provisioning(String),
+    /// The mailbox's name would make a path of `dovecot.userdb_fields` unsafe.
+    #[error("{0}")]
+    UnsafeUserdbField(String),
 }
 
 /// Every fault on the way: a temporary failure (exit 111), never "wrong password".
@@ -97,7 +102,7 @@ pub(crate) fn with_skipped(note: String, skipped: &[String]) -> String {
 
 fn connect_store(config: &Config, deadline: &Deadline) -> Result<Store, LoginError> {
     let timeout = deadline
-        .cap(config.ldap.connect_timeout.max(config.ldap.timeout))
+        .cap(config.database.timeout)
         .ok_or(LoginError::Deadline("the database connection"))?;
     Ok(Store::connect(&config.database, timeout)?)
 }
@@ -245,7 +250,8 @@ pub(crate) fn describe_values(values: &[String]) -> String {
 }
 
 /// Lookup mode (userdb): the mailbox as Dovecot may deliver to it, without contacting LDAP.
-/// Active 1 and 2 ("no login, mail still accepted") both count, like mailcow's SQL userdb.
+/// Active 1 and 2 ("no login, mail still accepted") both count, and resource mailboxes too,
+/// like mailcow's SQL userdb.
 pub fn lookup(
     config: &Config,
     username: &str,
@@ -255,7 +261,8 @@ pub fn lookup(
         return Ok(None);
     };
     let mut store = connect_store(config, deadline)?;
+    // Resource mailboxes (rooms, equipment) receive mail too; their logins stay refused.
     Ok(store
         .mailbox(&username)?
-        .filter(|m| (m.active == 1 || m.active == 2) && !m.is_resource()))
+        .filter(|m| m.active == 1 || m.active == 2))
 }

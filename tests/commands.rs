@@ -103,6 +103,36 @@ fn test_connection_passes_on_a_working_setup() {
 }
 
 #[test]
+fn test_connection_warns_about_settings_that_expose_passwords() {
+    const CLEAR: &str = "passwords travel in clear";
+    const UNVERIFIED: &str = "ldap.ignore_ssl_errors is on: the LDAP server's certificate is \
+                              not verified";
+    let mut env = env();
+    // plain LDAP over loopback: nothing to warn about
+    let out = command(&env, &["test-connection"]).run();
+    out.assert_code(0)
+        .assert_stderr_lacks(CLEAR)
+        .assert_stderr_lacks(UNVERIFIED);
+
+    // 0.0.0.0 is not a loopback address (Linux connects it to this machine all the same)
+    env.cfg["ldap"]["hosts"] = json!(["0.0.0.0", "localhost"]);
+    let out = command(&env, &["test-connection"]).run();
+    out.assert_code(0).assert_stderr_contains(
+        "warning: ldap: neither use_ssl nor use_tls is on: passwords travel in clear to 0.0.0.0\n",
+    );
+
+    env.cfg["ldap"]["hosts"] = json!(["127.0.0.1"]);
+    env.cfg["ldap"]["use_tls"] = json!(true);
+    env.cfg["ldap"]["ignore_ssl_errors"] = json!(true);
+    env.cfg["ldap"]["ca_file"] = json!(certs().other_ca);
+    let out = command(&env, &["test-connection"]).run();
+    out.assert_code(0)
+        .assert_stderr_contains(UNVERIFIED)
+        .assert_stderr_contains("ldap.ca_file and ldap.ca_only are ignored")
+        .assert_stderr_lacks(CLEAR);
+}
+
+#[test]
 fn test_connection_names_each_broken_piece() {
     let mut env = env();
     env.db

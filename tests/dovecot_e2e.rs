@@ -1,6 +1,6 @@
 //! End to end (issue 4): a real Dovecot 2.3 whose passdb is `mailcow-ldap-auth checkpassword`
 //! and whose userdb is prefetch + the binary in lookup mode (the blocks of
-//! contrib/dovecot/10-auth-mailcow-ldap.conf), a real Postfix using Dovecot SASL (the lines of
+//! contrib/dovecot/2.3/10-auth-mailcow-ldap.conf), a real Postfix using Dovecot SASL (the lines of
 //! contrib/postfix/main.cf.snippet), a throwaway slapd and MariaDB with the real mailcow
 //! schema. Clients speak IMAP, POP3, ManageSieve and SMTP over TCP; local delivery runs
 //! dovecot-lda (a userdb lookup through the binary in lookup mode).
@@ -11,37 +11,15 @@
 mod common;
 mod e2e;
 
+/// The Dovecot of this test binary authenticates through the checkpassword snippet.
+const E2E_AUTH: e2e::dovecot::Auth = e2e::dovecot::Auth::Checkpassword;
+
 use e2e::clients::{imap_login, pop3_login, sieve_login, smtp_auth};
 use e2e::dovecot::dovecot;
 use e2e::postfix::postfix;
-use e2e::{Site, add_template};
-use std::time::{Duration, Instant};
+use e2e::{STAFF_QUOTA, Site, add_template, doveadm_user, log_line};
 
 const STAFF_HASH: &str = "9e4b2b72296314dd5e5dd16968a9dfac119e2246";
-const STAFF_QUOTA: &str = "1073741824";
-
-/// Waits (up to 10 s: Dovecot's log process writes asynchronously) until the Dovecot log has a
-/// line containing every needle; returns that line.
-#[track_caller]
-fn log_line(needles: &[&str]) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(l) = dovecot()
-            .log()
-            .lines()
-            .find(|l| needles.iter().all(|n| l.contains(n)))
-        {
-            return l.to_string();
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "no Dovecot log line contains all of {needles:?}; log:\n{}",
-                dovecot().log()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn one(rows: Vec<Vec<Option<String>>>) -> Vec<Option<String>> {
     assert_eq!(rows.len(), 1, "expected exactly one row, got {rows:?}");
@@ -358,19 +336,6 @@ fn template_without_pop3_allows_imap_and_refuses_pop3() {
     assert_eq!(r, "OK \"Logged in.\"", "sieve_access 1 in Staff");
 }
 
-/// `doveadm user` output as (field, value) pairs.
-fn doveadm_user(addr: &str) -> (Option<i32>, Vec<(String, String)>, String) {
-    let out = dovecot().doveadm(&["user", addr]);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let fields = stdout
-        .lines()
-        .filter_map(|l| l.split_once('\t'))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let all = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    (out.status.code(), fields, all)
-}
-
 #[test]
 fn doveadm_user_resolves_through_the_lookup_mode() {
     let site = Site::new("userdb");
@@ -489,13 +454,12 @@ fn postfix_smtp_auth_through_dovecot_sasl() {
 #[test]
 fn dovecot_runs_the_shipped_snippet() {
     let d = dovecot();
-    let conf = d.doveconf();
     let args = format!(
         "args = {} checkpassword --config {}/%Ld.yml",
         d.bin.display(),
         d.etc.display()
     );
-    let expected = [
+    let conf = d.assert_doveconf_in_order(&[
         "passdb {",
         &args,
         "driver = checkpassword",
@@ -504,29 +468,11 @@ fn dovecot_runs_the_shipped_snippet() {
         "userdb {",
         &args,
         "driver = checkpassword",
-    ];
-    // in this order, and no other passdb/userdb
-    let mut rest = conf.as_str();
-    for e in expected {
-        let i = rest
-            .find(e)
-            .unwrap_or_else(|| panic!("doveconf -n lacks {e:?} (in order):\n{conf}"));
-        rest = &rest[i + e.len()..];
-    }
+    ]);
+    // and no other passdb/userdb
     assert_eq!(conf.matches("passdb {").count(), 1, "{conf}");
     assert_eq!(conf.matches("userdb {").count(), 2, "{conf}");
-    // the generated conf.d file is the shipped one with exactly two paths replaced
-    let generated =
-        std::fs::read_to_string(d.dir.join("conf.d/10-auth-mailcow-ldap.conf")).expect("read");
-    assert_eq!(
-        generated
-            .replace(d.bin.to_str().unwrap(), e2e::dovecot::INSTALLED_BIN)
-            .replace(
-                &format!("{}/%Ld.yml", d.etc.display()),
-                e2e::dovecot::INSTALLED_CONFIG
-            ),
-        e2e::dovecot::SNIPPET
-    );
+    d.assert_snippet_is_shipped();
 }
 
 #[test]

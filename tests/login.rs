@@ -6,18 +6,10 @@ use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 
 const PW: &str = "Alice-Pw-1 ä*()\\";
-const GIB: i64 = 1 << 30;
 
-/// alice@example.org: LDAP entry (employeeType staff) + active domain + active LDAP-backed
-/// mailbox with a 1 GiB quota.
+/// [`common::alice_env`] with [`PW`].
 fn alice_env() -> TestEnv {
-    let env = TestEnv::new(&[LdapUser::new("alice", "alice@example.org", PW)
-        .employee_type("staff")
-        .display_name("Alice Example")]);
-    env.db.add_domain(&Domain::new("example.org"));
-    env.db
-        .add_mailbox(&Mailbox::new("alice@example.org").quota(GIB));
-    env
+    common::alice_env(PW)
 }
 
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -576,6 +568,26 @@ fn database_down_is_tempfail() {
     env.cp().lookup("alice@example.org").run().assert_code(111);
 }
 
+#[test]
+fn database_timeout_is_its_own() {
+    // a database that accepts the connection and never greets: database.timeout_ms ends the
+    // wait. The LDAP timeouts (which used to be the database's) and the deadline are longer
+    // than the harness's 60 s safety limit, which would fail the run if they applied.
+    let mut env = alice_env();
+    let bh = BlackHole::new();
+    env.cfg["database"]["host"] = json!("127.0.0.1");
+    env.cfg["database"]["port"] = json!(bh.port());
+    env.cfg["database"]["timeout_ms"] = json!(300);
+    env.cfg["ldap"]["connect_timeout_ms"] = json!(120_000);
+    env.cfg["ldap"]["timeout_ms"] = json!(120_000);
+    env.cfg["deadline_ms"] = json!(120_000);
+    let out = env.cp().login("alice@example.org", PW).run();
+    out.assert_code(111)
+        .assert_stderr_contains("reason=\"database unreachable")
+        .assert_stderr_lacks("deadline");
+    assert!(bh.connections() >= 1, "{out}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // TLS
 // ---------------------------------------------------------------------------------------------
@@ -613,6 +625,56 @@ fn wrong_ca_is_tempfail() {
         .run()
         .assert_code(111)
         .assert_stderr_contains("TLS");
+}
+
+#[test]
+fn tls_wrong_hostname_is_tempfail() {
+    // the right CA, but slapd reached as 127.0.0.2: its certificate names localhost and 127.0.0.1
+    let mut env = alice_env();
+    let s = slapd();
+    for (port, key) in [(s.port, "use_tls"), (s.ldaps_port, "use_ssl")] {
+        let target = format!("127.0.0.1:{port}").parse().unwrap();
+        let fwd = Forwarder::start("127.0.0.2:0", target).expect("forwarder on 127.0.0.2");
+        env.ldap_at(&["127.0.0.2"], fwd.addr.port());
+        env.cfg["ldap"]["use_tls"] = json!(key == "use_tls");
+        env.cfg["ldap"]["use_ssl"] = json!(key == "use_ssl");
+        env.cfg["ldap"]["ignore_ssl_errors"] = json!(false);
+        env.cp()
+            .login("alice@example.org", PW)
+            .run()
+            .assert_code(111)
+            .assert_stderr_contains(
+                "TLS: invalid peer certificate: certificate not valid for name",
+            );
+        // the same path works when the name is not checked: the name was the only fault
+        env.cfg["ldap"]["ignore_ssl_errors"] = json!(true);
+        env.cp().login("alice@example.org", PW).run().assert_code(0);
+    }
+}
+
+#[test]
+fn ca_only_trusts_the_ca_file_and_not_the_system_roots() {
+    let mut env = alice_env();
+    env.cfg["ldap"]["use_ssl"] = json!(true);
+    env.cfg["ldap"]["port"] = json!(slapd().ldaps_port);
+    env.cfg["ldap"]["ca_only"] = json!(true);
+    env.cp().login("alice@example.org", PW).run().assert_code(0);
+
+    // the test CA as the only system root (SSL_CERT_FILE), an unrelated CA in ca_file
+    let system = certs().ca.to_str().unwrap().to_owned();
+    env.cfg["ldap"]["ca_file"] = json!(certs().other_ca);
+    env.cfg["ldap"]["ca_only"] = json!(false);
+    let login = |env: &TestEnv| {
+        env.cp()
+            .env("SSL_CERT_FILE", &system)
+            .login("alice@example.org", PW)
+            .run()
+    };
+    login(&env).assert_code(0);
+    env.cfg["ldap"]["ca_only"] = json!(true);
+    login(&env)
+        .assert_code(111)
+        .assert_stderr_contains("TLS: invalid peer certificate");
 }
 
 #[test]
@@ -674,6 +736,14 @@ fn lookup_found_exports_fields_without_ldap() {
     );
     assert_eq!(out2.env["USER"], "carol@example.org", "{out2}");
     assert_no_ldap_traffic(&bh, &out2);
+    // resource mailboxes receive mail too (mailcow's SQL userdb finds them); their logins
+    // stay refused (resource_mailbox_is_rejected_without_ldap_traffic)
+    env.db
+        .add_mailbox(&Mailbox::new("room@example.org").kind("location"));
+    let room = env.cp().lookup("room@example.org").run();
+    room.assert_code(0);
+    assert_eq!(room.env["USER"], "room@example.org", "{room}");
+    assert_no_ldap_traffic(&bh, &room);
 }
 
 #[test]
@@ -718,6 +788,21 @@ fn misuse_is_2() {
     assert_misuse(&env.cp().input(long.as_bytes()).run());
     let out = env.cp().input(&[b'a'; 513]).run();
     assert_misuse(&out);
+    assert_no_ldap_traffic(&bh, &out);
+}
+
+#[test]
+fn a_writer_that_never_closes_fd3_gets_111_at_the_default_deadline() {
+    // Dovecot never kills the helper; the configuration (and its deadline_ms) is read only after
+    // the request, so the default deadline bounds the wait for it.
+    let mut env = alice_env();
+    let bh = BlackHole::new();
+    env.ldap_at(&["127.0.0.1"], bh.port());
+    let out = env.cp().fd3_never_closed().run();
+    out.assert_code(111).assert_stderr_contains(
+        "checkpassword result=tempfail reason=\"deadline of 10000 ms exceeded before the \
+         request on fd 3 and the configuration were read\"",
+    );
     assert_no_ldap_traffic(&bh, &out);
 }
 
@@ -831,46 +916,8 @@ fn real_checkpassword_reply_auth_and_lookup() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Secrets in files, fd hygiene
+// fd hygiene
 // ---------------------------------------------------------------------------------------------
-
-#[test]
-fn secret_files_work_and_world_readable_ones_warn() {
-    use std::os::unix::fs::PermissionsExt;
-    let mut env = alice_env();
-    let dir = tempfile::Builder::new()
-        .prefix("secrets.")
-        .tempdir_in(common::process::scratch())
-        .unwrap();
-    let ldap_pw = dir.path().join("ldap.pw");
-    let db_pw = dir.path().join("db.pw");
-    // a trailing newline, as `echo pw > file` leaves it
-    std::fs::write(&ldap_pw, format!("{SVC_PW}\n")).unwrap();
-    std::fs::write(&db_pw, format!("{}\n", env.db.password)).unwrap();
-    for p in [&ldap_pw, &db_pw] {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-    let ldap = env.cfg["ldap"].as_object_mut().unwrap();
-    ldap.remove("bind_password");
-    ldap.insert("bind_password_file".into(), json!(ldap_pw));
-    let db = env.cfg["database"].as_object_mut().unwrap();
-    db.remove("password");
-    db.insert("password_file".into(), json!(db_pw));
-    let out = env.cp().login("alice@example.org", PW).run();
-    out.assert_code(0)
-        .assert_never_printed(SVC_PW)
-        .assert_never_printed(&env.db.password);
-    assert!(
-        !out.stderr.contains(&ldap_pw.display().to_string()),
-        "warning about a 0600 secret file:\n{out}"
-    );
-    // readable by others: still works, but a warning names the file
-    std::fs::set_permissions(&ldap_pw, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = env.cp().login("alice@example.org", PW).run();
-    out.assert_code(0)
-        .assert_stderr_contains(&ldap_pw.display().to_string())
-        .assert_never_printed(SVC_PW);
-}
 
 #[test]
 fn fd3_is_closed_before_the_reply_program_runs() {

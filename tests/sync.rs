@@ -578,6 +578,104 @@ fn a_held_lock_means_already_running() {
     assert_eq!(mailbox_count(s.db()), 1);
 }
 
+// ---------------------------------------------------------------------------------------------
+// State directory: only this user's, nothing in it followed
+// ---------------------------------------------------------------------------------------------
+
+/// A file outside the state directory that a planted symlink points at.
+fn foreign_file(s: &SyncEnv) -> PathBuf {
+    let path = s.state.path().join("foreign");
+    std::fs::write(&path, "not yours\n").unwrap();
+    path
+}
+
+#[track_caller]
+fn assert_untouched(foreign: &Path) {
+    assert_eq!(std::fs::read_to_string(foreign).unwrap(), "not yours\n");
+}
+
+#[test]
+fn a_state_dir_open_to_others_or_owned_by_another_user_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = SyncEnv::new(&[bob()]);
+    let dir = s.state_dir();
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = s.sync(&[]);
+    out.assert_code(111).assert_stderr_contains(&format!(
+        "sync result=tempfail reason=\"refusing the state directory: {} is writable by group/others (mode 0777)",
+        dir.display()
+    ));
+    assert_eq!(mailbox_count(s.db()), 0);
+    assert!(!dir.join("sync.lock").exists());
+
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    let out = s.sync(&[]);
+    out.assert_code(111).assert_stderr_contains(&format!(
+        "refusing the state directory: {} is owned by uid 65534, not this user (uid 0)",
+        dir.display()
+    ));
+    assert_eq!(mailbox_count(s.db()), 0);
+    assert!(!dir.join("sync.lock").exists());
+}
+
+#[test]
+fn a_symlinked_lock_file_is_refused_and_its_target_untouched() {
+    let s = SyncEnv::new(&[bob()]);
+    let foreign = foreign_file(&s);
+    std::fs::create_dir(s.state_dir()).unwrap();
+    std::os::unix::fs::symlink(&foreign, s.state_dir().join("sync.lock")).unwrap();
+    let out = s.sync(&["--force"]);
+    out.assert_code(111)
+        .assert_stderr_contains("sync.lock is a symlink: refused");
+    assert_untouched(&foreign);
+    assert_eq!(mailbox_count(s.db()), 0);
+}
+
+#[test]
+fn a_symlinked_last_run_file_is_refused_and_its_target_untouched() {
+    let s = SyncEnv::new(&[bob()]);
+    let foreign = foreign_file(&s);
+    std::fs::create_dir(s.state_dir()).unwrap();
+    let last = s.state_dir().join("sync.last");
+    std::os::unix::fs::symlink(&foreign, &last).unwrap();
+    s.sync(&[])
+        .assert_code(111)
+        .assert_stderr_contains("sync.last is a symlink: refused");
+    assert_untouched(&foreign);
+    assert_eq!(mailbox_count(s.db()), 0);
+
+    // --force does not read it; recording the run replaces the link, not its target
+    s.sync(&["--force"]).assert_code(0);
+    assert_untouched(&foreign);
+    assert!(!std::fs::symlink_metadata(&last).unwrap().is_symlink());
+    assert!(s.last_run().is_some());
+}
+
+#[test]
+fn temporary_files_left_by_a_crashed_run_do_not_break_the_next() {
+    let s = SyncEnv::new(&[bob()]);
+    let foreign = foreign_file(&s);
+    let dir = s.state_dir();
+    std::fs::create_dir(&dir).unwrap();
+    // the fixed name older versions wrote through, planted as a symlink, and a random-named leftover
+    std::os::unix::fs::symlink(&foreign, dir.join("sync.last.tmp")).unwrap();
+    std::fs::write(dir.join("sync.last.tmp.0123456789abcdef"), "17").unwrap();
+    s.sync(&[]).assert_code(0);
+    assert_untouched(&foreign);
+    assert!(
+        s.last_run()
+            .is_some_and(|t| t.trim().parse::<u64>().is_ok())
+    );
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["sync.last", "sync.lock"]);
+}
+
 #[test]
 fn dry_run_reports_and_writes_nothing() {
     let mut small = DomainRow::from_golden(&golden());

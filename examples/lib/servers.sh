@@ -12,7 +12,7 @@
 #   srv_start_dovecot DIR BIN CONFIG SNIPPET -> IMAP_PORT POP3_PORT SIEVE_PORT DOVECOT_PID
 #   srv_stop DIR                           -> stops the server whose pid is in DIR/pid
 #
-# The Dovecot passdb/userdb blocks are taken from contrib/dovecot/10-auth-mailcow-ldap.conf
+# The Dovecot passdb/userdb blocks are taken from contrib/dovecot/2.3/10-auth-mailcow-ldap.conf
 # (SNIPPET) with only the binary and config paths replaced.
 
 SRV_SUFFIX="dc=example,dc=org"

@@ -11,7 +11,7 @@ pub const MAX_REQUEST: usize = 512;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum InputError {
-    #[error("fd 3 is not open: run me from Dovecot's checkpassword passdb/userdb")]
+    #[error("fd 3 is not open for reading: run me from Dovecot's checkpassword passdb/userdb")]
     NoFd3,
     #[error("cannot read fd 3: {0}")]
     Read(String),
@@ -59,22 +59,28 @@ impl Credentials {
     }
 }
 
-/// Reads the whole request from fd 3 and closes it.
-pub fn read_fd3() -> Result<Credentials, InputError> {
-    // SAFETY: fd 3 is ours by the checkpassword convention and nothing else in this process has
-    // touched it yet (this runs before any file is opened); the File takes ownership and closes
-    // it when dropped. A closed fd 3 makes the read fail with EBADF.
-    let mut file = unsafe { File::from_raw_fd(3) };
+/// Takes fd 3 over, or [`InputError::NoFd3`] when it is not open. Call it before anything
+/// that could open a file: a new file would get number 3 if it were free.
+pub fn take_fd3() -> Result<File, InputError> {
+    // SAFETY: F_GETFD only asks whether the descriptor exists.
+    if unsafe { libc::fcntl(3, libc::F_GETFD) } == -1 {
+        return Err(InputError::NoFd3);
+    }
+    // SAFETY: fd 3 is open, ours by the checkpassword convention, and nothing else in this
+    // process uses it; the File owns it from here and closes it when dropped.
+    Ok(unsafe { File::from_raw_fd(3) })
+}
+
+/// Reads the whole request from fd 3 (as taken by [`take_fd3`]) and closes it. Blocks until
+/// the writer closes its end: the caller bounds that with its deadline.
+pub fn read_request(mut fd3: File) -> Result<Credentials, InputError> {
     let mut buffer = Zeroizing::new(Vec::with_capacity(MAX_REQUEST + 1));
-    let result = (&mut file)
+    let result = (&mut fd3)
         .take(MAX_REQUEST as u64 + 1)
         .read_to_end(&mut buffer);
     match result {
-        Err(e) if e.raw_os_error() == Some(9) => {
-            // EBADF: there was no fd 3 to close.
-            std::mem::forget(file);
-            Err(InputError::NoFd3)
-        }
+        // open, but not for reading
+        Err(e) if e.raw_os_error() == Some(libc::EBADF) => Err(InputError::NoFd3),
         Err(e) => Err(InputError::Read(e.to_string())),
         Ok(_) => Credentials::parse(std::mem::take(&mut *buffer)),
     }

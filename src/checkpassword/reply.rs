@@ -6,81 +6,35 @@ use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use crate::config::DovecotConfig;
 use crate::mailcow::Mailbox;
-
-/// `userdb_*` variables for Dovecot, in the order they are exported.
-pub fn userdb_fields(mailbox: &Mailbox, dovecot: &DovecotConfig) -> BTreeMap<String, String> {
-    let mut fields = BTreeMap::new();
-    if mailbox.quota > 0 {
-        fields.insert(
-            "userdb_quota_rule".to_owned(),
-            format!("*:bytes={}", mailbox.quota),
-        );
-    }
-    for (name, template) in &dovecot.userdb_fields {
-        let value = template
-            .replace("{username}", &mailbox.username)
-            .replace("{local_part}", &mailbox.local_part)
-            .replace("{domain}", &mailbox.domain);
-        fields.insert(format!("userdb_{name}"), value);
-    }
-    fields
-}
+use crate::userdb::{self, DovecotVersion};
 
 /// Replaces this process with the reply program; returns only if the exec failed.
 /// In lookup mode `AUTHORIZED=2` tells checkpassword-reply to answer "found" (exit 2).
 pub fn exec(
     program: &[OsString],
     mailbox: &Mailbox,
-    dovecot: &DovecotConfig,
+    configured: &BTreeMap<String, String>,
     lookup: bool,
 ) -> io::Error {
-    let fields = userdb_fields(mailbox, dovecot);
-    let extra = fields.keys().cloned().collect::<Vec<_>>().join(" ");
+    // checkpassword exists only up to Dovecot 2.3.
+    let fields: Vec<(String, String)> = userdb::fields(mailbox, configured, DovecotVersion::V2_3)
+        .into_iter()
+        .map(|(name, value)| (format!("userdb_{name}"), value))
+        .collect();
+    let extra = fields
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
     let mut command = Command::new(&program[0]);
     command
         .args(&program[1..])
         .env("USER", mailbox.username.to_lowercase())
         .env("EXTRA", extra)
-        .envs(&fields);
+        .envs(fields);
     if lookup {
         command.env("AUTHORIZED", "2");
     }
     command.exec()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fields_substitute_placeholders_and_add_quota() {
-        let mailbox = Mailbox {
-            username: "bob@example.org".into(),
-            name: String::new(),
-            quota: 1024,
-            local_part: "bob".into(),
-            domain: "example.org".into(),
-            attributes: Default::default(),
-            kind: String::new(),
-            authsource: Some("ldap".into()),
-            active: 1,
-            domain_active: Some(1),
-        };
-        let mut dovecot = DovecotConfig::default();
-        dovecot
-            .userdb_fields
-            .insert("home".into(), "/var/vmail/{domain}/{local_part}".into());
-        dovecot.userdb_fields.insert("uid".into(), "5000".into());
-        let fields = userdb_fields(&mailbox, &dovecot);
-        assert_eq!(fields["userdb_home"], "/var/vmail/example.org/bob");
-        assert_eq!(fields["userdb_uid"], "5000");
-        assert_eq!(fields["userdb_quota_rule"], "*:bytes=1024");
-        let unlimited = Mailbox {
-            quota: 0,
-            ..mailbox
-        };
-        assert!(!userdb_fields(&unlimited, &dovecot).contains_key("userdb_quota_rule"));
-    }
 }

@@ -65,8 +65,7 @@ pub fn run(config_path: &Path, target: Target, addresses: &[String], dry_run: bo
     let Some(config) = super::load_config(config_path) else {
         return ExitCode::TempFail;
     };
-    let timeout = config.ldap.connect_timeout.max(config.ldap.timeout);
-    let result = Store::connect(&config.database, timeout)
+    let result = Store::connect(&config.database, config.database.timeout)
         .map_err(Fault::from)
         .and_then(|mut store| {
             let decisions = decide(&config, &mut store, target, addresses)?;

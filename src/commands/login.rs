@@ -8,6 +8,7 @@ use zeroize::Zeroizing;
 use crate::deadline::Deadline;
 use crate::exit::ExitCode;
 use crate::login::{self, LoginRequest, Outcome};
+use crate::request::{self, Answer};
 
 pub fn run(config_path: &Path, user: &str, service: &str) -> ExitCode {
     let Some(config) = super::load_config(config_path) else {
@@ -26,16 +27,23 @@ pub fn run(config_path: &Path, user: &str, service: &str) -> ExitCode {
         password: &password,
         service,
     };
-    let result = login::authenticate(&config, &request, &deadline);
-    let code = ExitCode::of_login(&result);
-    match result {
+    let (answer, line) = match login::authenticate(&config, &request, &deadline) {
         Ok(Outcome::Accepted { mailbox, note }) => {
-            println!("ok: {} ({note})", mailbox.username);
+            let (answer, reason) = request::found(&config, mailbox, note, false);
+            let line = match &answer {
+                Answer::Found { mailbox, .. } => format!("ok: {} ({reason})", mailbox.username),
+                _ => format!("rejected: {reason}"),
+            };
+            (answer, line)
         }
-        Ok(Outcome::Rejected(refusal)) => println!("rejected: {refusal}"),
-        Err(e) => println!("tempfail: {e}"),
-    }
-    code
+        Ok(Outcome::Rejected(refusal)) => {
+            let line = format!("rejected: {refusal}");
+            (Answer::Refused(refusal), line)
+        }
+        Err(e) => (Answer::Fault, format!("tempfail: {e}")),
+    };
+    println!("{line}");
+    ExitCode::of(&answer)
 }
 
 /// From a terminal without echo, else the first line of standard input.

@@ -37,6 +37,9 @@ pub fn run(config_path: &Path, user: Option<&str>) -> ExitCode {
     };
     let mut report = Report { healthy: true };
     report.check(true, format!("configuration {}", config_path.display()));
+    for warning in config.ldap.exposure_warnings() {
+        eprintln!("warning: {warning}");
+    }
 
     // Every host on its own; the first one that works serves the user check.
     let mut session = None;
@@ -60,9 +63,7 @@ pub fn run(config_path: &Path, user: Option<&str>) -> ExitCode {
     }
 
     let deadline = Deadline::after(config.deadline);
-    let timeout = deadline
-        .cap(config.ldap.connect_timeout)
-        .unwrap_or_default();
+    let timeout = deadline.cap(config.database.timeout).unwrap_or_default();
     let mut store = match Store::connect(&config.database, timeout) {
         Ok(store) => Some(store),
         Err(e) => {

@@ -1,5 +1,5 @@
-//! The rustls client configuration: the system's CA bundle plus `ldap.ca_file`, or no
-//! verification at all when `ldap.ignore_ssl_errors` is set.
+//! The rustls client configuration: the system's CA bundle plus `ldap.ca_file` (only
+//! `ca_file` with `ldap.ca_only`), or no verification at all when `ldap.ignore_ssl_errors` is set.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,7 +26,9 @@ pub fn client_config(config: &LdapConfig) -> Result<Arc<rustls::ClientConfig>, S
         ));
     }
     let mut roots = RootCertStore::empty();
-    add_system_roots(&mut roots);
+    if !config.ca_only {
+        add_system_roots(&mut roots);
+    }
     if let Some(path) = &config.ca_file {
         let added = add_pem_file(&mut roots, path)
             .map_err(|e| format!("ldap.ca_file {}: {e}", path.display()))?;

@@ -161,7 +161,7 @@ pub fn run(config_path: &Path, options: &Options) -> ExitCode {
         let interval = Duration::from_secs(config.sync.interval_minutes.saturating_mul(60));
         match state.last_run() {
             // Not due: silent, as timers start the command more often than runs are due.
-            Ok(Some(last)) if !state::due(last, now, interval) => {
+            Ok(state::LastRun::At(last)) if !state::due(last, now, interval) => {
                 if std::io::stdout().is_terminal() {
                     println!(
                         "sync not due: the last run started less than {} minutes ago \
@@ -171,8 +171,14 @@ pub fn run(config_path: &Path, options: &Options) -> ExitCode {
                 }
                 return ExitCode::Ok;
             }
+            Ok(state::LastRun::Unreadable(why)) => {
+                logger.log(Severity::Warning, &format!("sync: {why}"))
+            }
             Ok(_) => {}
-            Err(e) => logger.log(Severity::Warning, &format!("sync: {e}")),
+            Err(e) => {
+                logger.log(Severity::Error, &format!("sync {}", fault(&e)));
+                return ExitCode::TempFail;
+            }
         }
     }
 
@@ -205,8 +211,7 @@ fn synchronise(config: &Config, out: &Output) -> Result<Counts, SyncError> {
     let users = session.all_users()?;
     drop(session);
 
-    let timeout = config.ldap.connect_timeout.max(config.ldap.timeout);
-    let mut store = Store::connect(&config.database, timeout)?;
+    let mut store = Store::connect(&config.database, config.database.timeout)?;
     // mailcow keys mailboxes by the lower-case address; its collation compares without case.
     let mailboxes: HashMap<String, Result<Mailbox, String>> = store
         .all_mailboxes()?

@@ -73,6 +73,8 @@ pub struct Run {
     reply: Vec<OsString>,
     env: BTreeMap<String, String>,
     fd3: Option<Vec<u8>>,
+    /// fd 3 is a pipe whose write end stays open, unwritten, until the child is gone.
+    fd3_never_closed: bool,
     fd4: bool,
     stdin: Option<Vec<u8>>,
     /// The child's stderr is a pipe that is full and never read (a stalled log reader).
@@ -97,6 +99,7 @@ impl Run {
             reply: vec![ENV_REPLY.into()],
             env,
             fd3: None,
+            fd3_never_closed: false,
             fd4: false,
             stdin: None,
             stderr_full: false,
@@ -113,6 +116,7 @@ impl Run {
             reply: Vec::new(),
             env: BTreeMap::new(),
             fd3: None,
+            fd3_never_closed: false,
             fd4: false,
             stdin: None,
             stderr_full: false,
@@ -174,6 +178,11 @@ impl Run {
     /// Raw bytes on fd 3.
     pub fn input(mut self, bytes: &[u8]) -> Self {
         self.fd3 = Some(bytes.to_vec());
+        self
+    }
+    /// A writer that never writes to fd 3 nor closes it.
+    pub fn fd3_never_closed(mut self) -> Self {
+        self.fd3_never_closed = true;
         self
     }
     /// Do not open fd 3 at all.
@@ -268,6 +277,16 @@ impl Run {
                 parent_fd: r,
                 child_fd: 3,
             });
+        }
+        // Kept open (never written) until the child is gone.
+        let mut _fd3_writer = None;
+        if self.fd3_never_closed {
+            let (r, w) = pipe();
+            maps.push(FdMapping {
+                parent_fd: r,
+                child_fd: 3,
+            });
+            _fd3_writer = Some(w);
         }
         let fd4_reader = if self.fd4 {
             let (r, w) = pipe();

@@ -12,7 +12,7 @@ pub mod slapd;
 pub use certs::certs;
 pub use cmd::{CHECKPASSWORD_REPLY, ConfigAt, ENV_REPLY, Outcome, Run, Running};
 pub use mariadb::{Domain, Mailbox, TestDb, mariadb};
-pub use net::{BlackHole, FirstRequestProxy, dead_port};
+pub use net::{BlackHole, FirstRequestProxy, Forwarder, dead_port};
 pub use slapd::{LdapUser, SVC_DN, SVC_PW, Slapd, Subtree, slapd};
 
 use serde_json::{Value, json};
@@ -54,6 +54,18 @@ impl TestEnv {
         self.cfg["ldap"]["hosts"] = json!(hosts);
         self.cfg["ldap"]["port"] = json!(port);
     }
+}
+
+/// alice@example.org with `password`: LDAP entry (employeeType staff, "Alice Example") +
+/// active domain + active LDAP-backed mailbox with a 1 GiB quota.
+pub fn alice_env(password: &str) -> TestEnv {
+    let env = TestEnv::new(&[LdapUser::new("alice", "alice@example.org", password)
+        .employee_type("staff")
+        .display_name("Alice Example")]);
+    env.db.add_domain(&Domain::new("example.org"));
+    env.db
+        .add_mailbox(&Mailbox::new("alice@example.org").quota(1 << 30));
+    env
 }
 
 /// The full YAML of the contract, as a JSON tree.

@@ -119,30 +119,53 @@ pub struct FirstRequestProxy {
 
 impl FirstRequestProxy {
     pub fn start(listen: &str, target: SocketAddr) -> std::io::Result<FirstRequestProxy> {
-        use std::io::{Read, Write};
-        let listener = TcpListener::bind(listen)?;
-        let addr = listener.local_addr()?;
-        std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                let Ok(server) = TcpStream::connect(target) else {
-                    continue;
-                };
-                let (mut from_client, mut to_server) =
-                    (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let (mut from_server, mut to_client) = (server, client);
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut from_server, &mut to_client);
-                });
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 4096];
-                    if let Ok(n @ 1..) = from_client.read(&mut buf) {
-                        let _ = to_server.write_all(&buf[..n]);
-                    }
-                    // everything else goes nowhere
-                    while matches!(from_client.read(&mut buf), Ok(1..)) {}
-                });
-            }
-        });
+        let addr = proxy(listen, target, false)?;
         Ok(FirstRequestProxy { addr })
     }
+}
+
+/// A TCP proxy that passes everything both ways: the server answers on another address
+/// (and so under another name than its certificate's). Runs until the test process ends.
+pub struct Forwarder {
+    pub addr: SocketAddr,
+}
+
+impl Forwarder {
+    pub fn start(listen: &str, target: SocketAddr) -> std::io::Result<Forwarder> {
+        let addr = proxy(listen, target, true)?;
+        Ok(Forwarder { addr })
+    }
+}
+
+fn proxy(listen: &str, target: SocketAddr, pass_all: bool) -> std::io::Result<SocketAddr> {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind(listen)?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(target) else {
+                continue;
+            };
+            let (mut from_client, mut to_server) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut from_server, mut to_client) = (server, client);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_server, &mut to_client);
+            });
+            std::thread::spawn(move || {
+                if pass_all {
+                    let _ = std::io::copy(&mut from_client, &mut to_server);
+                    let _ = to_server.shutdown(std::net::Shutdown::Write);
+                    return;
+                }
+                let mut buf = [0u8; 4096];
+                if let Ok(n @ 1..) = from_client.read(&mut buf) {
+                    let _ = to_server.write_all(&buf[..n]);
+                }
+                // everything else goes nowhere
+                while matches!(from_client.read(&mut buf), Ok(1..)) {}
+            });
+        }
+    });
+    Ok(addr)
 }

@@ -102,8 +102,9 @@ impl ImapLogin {
     }
 }
 
-/// IMAP `LOGIN user pass`, then `SELECT INBOX` and `LOGOUT` when it succeeded.
-pub fn imap_login(port: u16, user: &str, pass: &str) -> ImapLogin {
+/// Connects and sends `a1 LOGIN user pass`; returns the session and the tagged answer
+/// without the tag.
+fn imap_session(port: u16, user: &str, pass: &str) -> (Session, String) {
     let mut s = Session::connect(port);
     let greeting = s.line();
     assert!(greeting.starts_with("* OK"), "IMAP greeting: {greeting}");
@@ -112,6 +113,12 @@ pub fn imap_login(port: u16, user: &str, pass: &str) -> ImapLogin {
         Some(&format!("a1 LOGIN {} ***", imap_quote(user))),
     );
     let login = s.until(|l| l.starts_with("a1 "))[3..].to_string();
+    (s, login)
+}
+
+/// IMAP `LOGIN user pass`, then `SELECT INBOX` and `LOGOUT` when it succeeded.
+pub fn imap_login(port: u16, user: &str, pass: &str) -> ImapLogin {
+    let (mut s, login) = imap_session(port, user, pass);
     let mut select = None;
     if login.starts_with("OK ") {
         s.send("a2 SELECT INBOX", None);
@@ -124,6 +131,20 @@ pub fn imap_login(port: u16, user: &str, pass: &str) -> ImapLogin {
         select,
         transcript: s.transcript,
     }
+}
+
+/// IMAP `LOGIN`, then `command` (tag a2); returns the lines it answered, tagged line last.
+/// Panics when the login fails.
+pub fn imap_command(port: u16, user: &str, pass: &str, command: &str) -> Vec<String> {
+    let (mut s, login) = imap_session(port, user, pass);
+    assert!(login.starts_with("OK "), "{}", s.transcript.join("\n"));
+    let start = s.transcript.len();
+    s.send(&format!("a2 {command}"), None);
+    s.until(|l| l.starts_with("a2 "));
+    let lines = s.transcript[start..].to_vec();
+    s.send("a3 LOGOUT", None);
+    s.until(|l| l.starts_with("a3 "));
+    lines
 }
 
 /// POP3 `USER`/`PASS`; returns the answer to PASS (`+OK Logged in.` / `-ERR [AUTH] ...`).

@@ -1,14 +1,18 @@
 //! One throwaway Dovecot 2.3 per test binary (dovecot-checkpassword.md Part B): IMAP, POP3 and
 //! ManageSieve on random loopback ports (delivery is tested with `dovecot-lda`: dovecot-lmtpd
 //! is not among the test dependencies), an auth listener inside the Postfix queue
-//! directory, and as passdb/userdb exactly the blocks of the shipped
-//! `contrib/dovecot/10-auth-mailcow-ldap.conf`, with only two paths replaced:
+//! directory, and as passdb/userdb exactly the blocks of a shipped snippet — the test binary
+//! picks which through its `E2E_AUTH` constant ([`Auth`]) — with only paths replaced:
 //!
 //! * `/usr/local/bin/mailcow-ldap-auth` → a copy of the binary under test inside the instance
 //!   directory (mode 0755 all the way up, so the auth process, user `dovecot`, can run it);
 //! * `/etc/mailcow-ldap-auth/config.yml` → `<dir>/etc/%Ld.yml`: one config file per mail domain.
 //!   Every test uses its own domain, so it gets its own config, LDAP subtree and database while
-//!   all tests share this one Dovecot.
+//!   all tests share this one Dovecot;
+//! * (Lua) `/usr/local/share/mailcow-ldap-auth/mailcow-ldap-auth.lua` → a copy of the script.
+//!
+//! The Lua instance also has a passwd-file passdb after the snippet's (for mailboxes whose
+//! authsource is `mailcow`, which the Lua passdb hands on with NEXT): `<dir>/passwd`.
 //!
 //! Stopping: the master runs in its own process group; an atexit hook (registered after the
 //! shared harness's, so it runs before it) stops Postfix and SIGTERMs the whole group, because an
@@ -24,19 +28,52 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-pub const SNIPPET: &str = include_str!("../../contrib/dovecot/10-auth-mailcow-ldap.conf");
+/// Which shipped snippet drives a test binary's Dovecot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// `contrib/dovecot/2.3/10-auth-mailcow-ldap.conf`
+    Checkpassword,
+    /// `contrib/dovecot/2.3/10-auth-mailcow-ldap-lua.conf` + `contrib/dovecot/lua/`
+    Lua,
+}
+
+pub const SNIPPET: &str = include_str!("../../contrib/dovecot/2.3/10-auth-mailcow-ldap.conf");
+pub const LUA_SNIPPET: &str =
+    include_str!("../../contrib/dovecot/2.3/10-auth-mailcow-ldap-lua.conf");
+pub const LUA_SCRIPT: &str = include_str!("../../contrib/dovecot/lua/mailcow-ldap-auth.lua");
 pub const INSTALLED_BIN: &str = "/usr/local/bin/mailcow-ldap-auth";
 pub const INSTALLED_CONFIG: &str = "/etc/mailcow-ldap-auth/config.yml";
+pub const INSTALLED_SCRIPT: &str = "/usr/local/share/mailcow-ldap-auth/mailcow-ldap-auth.lua";
 /// The `args` line the snippet must contain (twice: passdb and userdb).
 pub const SNIPPET_ARGS: &str = "args = /usr/local/bin/mailcow-ldap-auth checkpassword --config /etc/mailcow-ldap-auth/config.yml";
+
+impl Auth {
+    pub fn snippet(self) -> &'static str {
+        match self {
+            Auth::Checkpassword => SNIPPET,
+            Auth::Lua => LUA_SNIPPET,
+        }
+    }
+
+    /// The file name under conf.d, as the install notes name it.
+    pub fn snippet_name(self) -> &'static str {
+        match self {
+            Auth::Checkpassword => "10-auth-mailcow-ldap.conf",
+            Auth::Lua => "10-auth-mailcow-ldap-lua.conf",
+        }
+    }
+}
 
 pub struct Dovecot {
     pub dir: PathBuf,
     pub conf: PathBuf,
     /// The copy of the binary Dovecot runs.
     pub bin: PathBuf,
+    pub auth: Auth,
     /// `<domain>.yml` config files.
     pub etc: PathBuf,
+    /// The passwd-file of the passdb after the Lua snippet's (`Auth::Lua` only).
+    pub passwd: PathBuf,
     /// Parent of every mail home (`<mail>/<domain>/<local part>`), owned by `mail`.
     pub mail: PathBuf,
     pub imap_port: u16,
@@ -54,7 +91,7 @@ pub struct Dovecot {
 
 pub fn dovecot() -> &'static Dovecot {
     static D: OnceLock<Dovecot> = OnceLock::new();
-    D.get_or_init(Dovecot::start)
+    D.get_or_init(|| Dovecot::start(crate::E2E_AUTH))
 }
 
 /// uid of a user from /etc/passwd.
@@ -83,28 +120,64 @@ fn mkdir(p: &Path, mode: u32) {
 
 /// The shipped conf.d snippet with the installed paths replaced (see the module docs).
 /// Panics when the snippet no longer has the blocks the tests (and the README) rely on.
-pub fn generated_snippet(bin: &Path, etc: &Path) -> String {
-    assert_eq!(
-        SNIPPET.matches(SNIPPET_ARGS).count(),
-        2,
-        "contrib/dovecot snippet must contain `{SNIPPET_ARGS}` in the passdb and the userdb block"
-    );
-    for block in ["driver = checkpassword", "driver = prefetch"] {
-        assert!(
-            SNIPPET.lines().any(|l| l.trim() == block),
-            "contrib/dovecot snippet lacks an active `{block}`"
-        );
+pub fn generated_snippet(auth: Auth, dir: &Path) -> String {
+    let snippet = auth.snippet();
+    let count = |needle: &str| snippet.matches(needle).count();
+    match auth {
+        Auth::Checkpassword => {
+            assert_eq!(
+                count(SNIPPET_ARGS),
+                2,
+                "the checkpassword snippet must contain `{SNIPPET_ARGS}` in the passdb and the userdb block"
+            );
+            for block in ["driver = checkpassword", "driver = prefetch"] {
+                assert!(
+                    snippet.lines().any(|l| l.trim() == block),
+                    "the checkpassword snippet lacks an active `{block}`"
+                );
+            }
+        }
+        Auth::Lua => {
+            // binary and config named once; the script by the passdb and the userdb
+            assert_eq!(
+                count(INSTALLED_BIN),
+                1,
+                "the Lua snippet must name the binary once"
+            );
+            assert_eq!(
+                count(INSTALLED_CONFIG),
+                1,
+                "the Lua snippet must name the config once"
+            );
+            let args = format!("args = file={INSTALLED_SCRIPT} blocking=yes");
+            assert_eq!(
+                count(&args),
+                2,
+                "the Lua snippet must contain `{args}` twice"
+            );
+        }
     }
-    SNIPPET
-        .replace(INSTALLED_BIN, bin.to_str().expect("utf-8 path"))
+    snippet
+        .replace(
+            INSTALLED_BIN,
+            dir.join("bin/mailcow-ldap-auth")
+                .to_str()
+                .expect("utf-8 path"),
+        )
         .replace(
             INSTALLED_CONFIG,
-            etc.join("%Ld.yml").to_str().expect("utf-8 path"),
+            dir.join("etc/%Ld.yml").to_str().expect("utf-8 path"),
+        )
+        .replace(
+            INSTALLED_SCRIPT,
+            dir.join("share/mailcow-ldap-auth.lua")
+                .to_str()
+                .expect("utf-8 path"),
         )
 }
 
 impl Dovecot {
-    fn start() -> Dovecot {
+    fn start(auth: Auth) -> Dovecot {
         let t0 = Instant::now();
         // SAFETY: trivial libc call.
         assert_eq!(
@@ -114,7 +187,7 @@ impl Dovecot {
              dovenull and mail users); run them as root, e.g. in CI or via scripts/test.sh"
         );
         let dir = scratch_subdir("dovecot");
-        for sub in ["run", "state", "conf.d", "bin", "etc"] {
+        for sub in ["run", "state", "conf.d", "bin", "etc", "share"] {
             mkdir(&dir.join(sub), 0o755);
         }
         let mail_uid = uid_of("mail");
@@ -139,10 +212,23 @@ impl Dovecot {
 
         let etc = dir.join("etc");
         std::fs::write(
-            dir.join("conf.d/10-auth-mailcow-ldap.conf"),
-            generated_snippet(&bin, &etc),
+            dir.join("conf.d").join(auth.snippet_name()),
+            generated_snippet(auth, &dir),
         )
         .expect("write snippet");
+        let script = dir.join("share/mailcow-ldap-auth.lua");
+        std::fs::write(&script, LUA_SCRIPT).expect("write Lua script");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        // after the snippet's passdb: mailboxes it answers NEXT for (authsource mailcow)
+        let passwd = dir.join("passwd");
+        std::fs::write(&passwd, "").expect("write passwd-file");
+        let next_passdb = match auth {
+            Auth::Checkpassword => String::new(),
+            Auth::Lua => format!(
+                "passdb {{\n  driver = passwd-file\n  args = {}\n}}\n",
+                passwd.display()
+            ),
+        };
 
         let conf = dir.join("dovecot.conf");
         let log_path = dir.join("dovecot.log");
@@ -183,8 +269,14 @@ login_greeting = {greeting}
 postmaster_address = postmaster@example.org
 hostname = localhost
 
-# passdb + userdb: the shipped contrib/dovecot/10-auth-mailcow-ldap.conf (paths replaced)
-!include conf.d/10-auth-mailcow-ldap.conf
+# passdb + userdb: the shipped snippet (paths replaced)
+!include conf.d/{snippet_name}
+{next_passdb}
+# IMAP GETQUOTAROOT shows the quota the userdb sets
+mail_plugins = $mail_plugins quota
+protocol imap {{
+  mail_plugins = $mail_plugins imap_quota
+}}
 
 service imap-login {{
   inet_listener imap {{
@@ -221,9 +313,12 @@ service anvil {{
 }}
 plugin {{
   sieve = file:~/sieve;active=~/.dovecot.sieve
+  quota = count:User quota
+  quota_vsizes = yes
 }}
 ",
                     pid = std::process::id(),
+                    snippet_name = auth.snippet_name(),
                     log = log_path.display(),
                     private = private.display(),
                 ),
@@ -280,7 +375,9 @@ plugin {{
                     dir,
                     conf,
                     bin,
+                    auth,
                     etc,
+                    passwd: passwd.clone(),
                     mail,
                     imap_port,
                     pop3_port,
@@ -324,6 +421,23 @@ plugin {{
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o640)).expect("chmod");
         // atomic: a login running right now sees the old or the new file, never half of one
         std::fs::rename(&tmp, &path).expect("rename config");
+    }
+
+    /// Adds a passwd-file entry (`{PLAIN}` password, userdb fields as `userdb_*`).
+    pub fn add_passwd(&self, user: &str, password: &str, userdb_fields: &[(&str, String)]) {
+        use std::io::Write;
+        static LOCK: Mutex<()> = Mutex::new(());
+        let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let extra = userdb_fields
+            .iter()
+            .map(|(k, v)| format!("userdb_{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.passwd)
+            .expect("open passwd-file");
+        writeln!(file, "{user}:{{PLAIN}}{password}::::::{extra}").expect("write passwd-file");
     }
 
     /// The whole Dovecot log so far.
@@ -377,6 +491,38 @@ plugin {{
             .write_all(msg.as_bytes())
             .expect("write message");
         child.wait_with_output().expect("wait dovecot-lda")
+    }
+
+    /// Asserts that `doveconf -n` holds `expected` in this order.
+    #[track_caller]
+    pub fn assert_doveconf_in_order(&self, expected: &[&str]) -> String {
+        let conf = self.doveconf();
+        let mut rest = conf.as_str();
+        for e in expected {
+            let i = rest
+                .find(e)
+                .unwrap_or_else(|| panic!("doveconf -n lacks {e:?} (in order):\n{conf}"));
+            rest = &rest[i + e.len()..];
+        }
+        conf
+    }
+
+    /// Asserts that the conf.d file Dovecot reads is the shipped snippet with only the
+    /// installed paths replaced, and the script it runs the shipped one.
+    #[track_caller]
+    pub fn assert_snippet_is_shipped(&self) {
+        let generated =
+            std::fs::read_to_string(self.dir.join("conf.d").join(self.auth.snippet_name()))
+                .expect("read the generated snippet");
+        let script = self.dir.join("share/mailcow-ldap-auth.lua");
+        assert_eq!(
+            generated
+                .replace(self.bin.to_str().unwrap(), INSTALLED_BIN)
+                .replace(self.etc.join("%Ld.yml").to_str().unwrap(), INSTALLED_CONFIG)
+                .replace(script.to_str().unwrap(), INSTALLED_SCRIPT),
+            self.auth.snippet()
+        );
+        assert_eq!(std::fs::read_to_string(script).unwrap(), LUA_SCRIPT);
     }
 
     /// `doveconf -c <conf> -n` (the effective non-default settings).

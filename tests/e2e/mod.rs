@@ -12,8 +12,48 @@ pub mod postfix;
 use crate::common::{Domain, LdapUser, TestEnv};
 use dovecot::dovecot;
 use serde_json::{Value, json};
+use std::time::{Duration, Instant};
 
 const GOLDEN: &str = include_str!("../fixtures/golden-provision-bob.json");
+
+/// The quota of the `Staff` template (bytes).
+pub const STAFF_QUOTA: &str = "1073741824";
+
+/// Waits (up to 10 s: Dovecot's log process writes asynchronously) until the Dovecot log has a
+/// line containing every needle; returns that line.
+#[track_caller]
+pub fn log_line(needles: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(l) = dovecot()
+            .log()
+            .lines()
+            .find(|l| needles.iter().all(|n| l.contains(n)))
+        {
+            return l.to_string();
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "no Dovecot log line contains all of {needles:?}; log:\n{}",
+                dovecot().log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `doveadm user` exit code, output as (field, value) pairs, and all output.
+pub fn doveadm_user(addr: &str) -> (Option<i32>, Vec<(String, String)>, String) {
+    let out = dovecot().doveadm(&["user", addr]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let fields = stdout
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let all = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), fields, all)
+}
 
 /// The `Staff` template: the attributes text mailcow's UI wrote in the golden capture
 /// (quota 1 GiB, tag "staff", POP3 disabled, rate limit 10/h).
