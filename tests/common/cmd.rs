@@ -278,15 +278,15 @@ impl Run {
                 child_fd: 3,
             });
         }
-        // Kept open (never written) until the child is gone.
-        let mut _fd3_writer = None;
+        // Pipe ends kept open (never read or written) until the child is gone.
+        let mut held_open = Vec::new();
         if self.fd3_never_closed {
             let (r, w) = pipe();
             maps.push(FdMapping {
                 parent_fd: r,
                 child_fd: 3,
             });
-            _fd3_writer = Some(w);
+            held_open.push(w);
         }
         let fd4_reader = if self.fd4 {
             let (r, w) = pipe();
@@ -305,12 +305,11 @@ impl Run {
             Stdio::null()
         })
         .stdout(Stdio::piped());
-        // Kept open (never read) until the child is gone, so its writes block instead of failing.
-        let mut full_stderr_reader = None;
         if self.stderr_full {
             let (r, w) = full_pipe();
             cmd.stderr(Stdio::from(w));
-            full_stderr_reader = Some(r);
+            // the child's writes block instead of failing
+            held_open.push(r);
         } else {
             cmd.stderr(Stdio::piped());
         }
@@ -362,7 +361,7 @@ impl Run {
             out_t,
             err_t,
             fd4_t,
-            _full_stderr_reader: full_stderr_reader,
+            _held_open: held_open,
             _dir: dir,
         }
     }
@@ -380,8 +379,8 @@ pub struct Running {
     out_t: JoinHandle<Vec<u8>>,
     err_t: JoinHandle<Vec<u8>>,
     fd4_t: JoinHandle<Vec<u8>>,
-    /// Held open until the child is gone (see `Run::stderr_full`).
-    _full_stderr_reader: Option<OwnedFd>,
+    /// Pipe ends held open until the child is gone (`Run::stderr_full`, `Run::fd3_never_closed`).
+    _held_open: Vec<OwnedFd>,
     /// Holds the config file.
     _dir: tempfile::TempDir,
 }
