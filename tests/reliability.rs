@@ -221,18 +221,20 @@ fn fifty_parallel_first_logins_over_ten_users_make_ten_complete_mailboxes() {
 // A provisioning killed inside its transaction
 // ---------------------------------------------------------------------------------------------
 
-/// Transactions of `db` waiting for a lock / open at all.
-fn transactions(db: &TestDb, state: Option<&str>) -> i64 {
-    let state = state.map_or(String::new(), |s| format!(" AND t.trx_state = '{s}'"));
-    count(
-        db,
-        &format!(
-            "SELECT COUNT(*) FROM information_schema.INNODB_TRX t \
-             JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
-             WHERE p.USER = '{}'{state}",
-            db.user
-        ),
-    )
+/// (state, rows modified) of each open transaction of `db`'s own user (the binary's).
+fn transactions(db: &TestDb) -> Vec<(String, i64)> {
+    db.rows(&format!(
+        "SELECT t.trx_state, t.trx_rows_modified FROM information_schema.INNODB_TRX t \
+         JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
+         WHERE p.USER = '{}'",
+        db.user
+    ))
+    .into_iter()
+    .map(|row| {
+        let state = row[0].clone().unwrap();
+        (state, row[1].as_deref().unwrap().parse().unwrap())
+    })
+    .collect()
 }
 
 /// Polls `done`: every 150 ms, since InnoDB refreshes INNODB_TRX only when it was not read
@@ -263,9 +265,17 @@ fn provisioning_killed_mid_transaction_leaves_nothing_and_the_next_login_complet
         .exec_drop("INSERT INTO quota2 (username) VALUES (?)", (user,))
         .unwrap();
     let running = env.cp().login(user, PW).spawn();
-    wait_until("the provisioning waits for the row lock", || {
-        transactions(&env.db, Some("LOCK WAIT")) == 1
-    });
+    let mut written = 0;
+    wait_until(
+        "the provisioning waits for the row lock",
+        || match transactions(&env.db).as_slice() {
+            [(state, rows)] if state == "LOCK WAIT" => {
+                written = *rows;
+                true
+            }
+            _ => false,
+        },
+    );
     running.signal(libc::SIGKILL);
     let out = running.wait();
     assert_eq!(out.signal, Some(libc::SIGKILL), "{out}");
@@ -275,12 +285,14 @@ fn provisioning_killed_mid_transaction_leaves_nothing_and_the_next_login_complet
     drop(holder);
     let t0 = Instant::now();
     wait_until("the killed login's transaction ends", || {
-        transactions(&env.db, None) == 0
+        transactions(&env.db).is_empty()
     });
     eprintln!(
-        "figure: provisioning SIGKILLed while waiting for a row lock; its transaction was gone {} ms after the lock was released",
+        "figure: provisioning SIGKILLed with {written} rows written, waiting for a row lock; \
+         its transaction was gone {} ms after the lock was released",
         t0.elapsed().as_millis()
     );
+    assert!(written > 0, "the transaction had written nothing yet");
     assert_eq!(snapshot(&env.db), before, "half-written rows remain");
     env.cp()
         .login(user, PW)
