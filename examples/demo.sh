@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # mailcow-ldap-auth live demo: one command on a fresh Debian 12 (as root).
 #
-#   ./examples/demo.sh           run the demo, then stop everything and remove the temp dir
-#   ./examples/demo.sh --keep    leave slapd, MariaDB and Dovecot running afterwards
+#   ./examples/demo.sh                 run the demo, then stop everything and remove the temp dir
+#   ./examples/demo.sh --keep          leave slapd, MariaDB and Dovecot running afterwards
+#   ./examples/demo.sh --dovecot 2.4   the same on Dovecot 2.4.1 through Lua (default: 2.3)
 #
 # It installs the missing Debian packages (scripts/install-test-deps.sh) and, if there is no
 # Rust toolchain, rustup; builds the binary (cargo build --release); starts a throwaway
 # slapd (examples/directory.ldif), MariaDB (mailcow's real schema, domain example.org, a
-# "Staff" template next to the built-in "Default") and Dovecot 2.3 (passdb/userdb from
-# contrib/dovecot/2.3/10-auth-mailcow-ldap.conf) on loopback high ports in a temp dir, with
-# examples/config.yml as the helper's config; then logs in over IMAP and shows each step.
-# Nothing touches the system's own slapd/MariaDB/Dovecot or /etc.
+# "Staff" template next to the built-in "Default") and Dovecot on loopback high ports in a
+# temp dir, with examples/config.yml as the helper's config; then logs in over IMAP and shows
+# each step. Dovecot 2.3 is Debian 12's, with passdb/userdb from
+# contrib/dovecot/2.3/10-auth-mailcow-ldap.conf (checkpassword); Dovecot 2.4.1 runs chrooted in the
+# cached Debian 13 root of scripts/dovecot24-root.sh, with contrib/dovecot/2.4/ and the Lua
+# script. Nothing touches the system's own slapd/MariaDB/Dovecot or /etc.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -18,13 +21,17 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$REPO/examples/lib/servers.sh"
 
 KEEP=0
-for arg in "$@"; do
-  case $arg in
+DOVECOT=2.3
+while [ $# -gt 0 ]; do
+  case $1 in
     --keep) KEEP=1 ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "demo: unknown argument $arg (try --help)" >&2; exit 2 ;;
+    --dovecot) DOVECOT=${2:-}; shift ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "demo: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
+  shift
 done
+case $DOVECOT in 2.3|2.4) ;; *) echo "demo: --dovecot takes 2.3 or 2.4" >&2; exit 2 ;; esac
 
 if [ -t 1 ]; then B=$'\e[1m'; G=$'\e[32m'; R=$'\e[31m'; Y=$'\e[33m'; N=$'\e[0m'; else B= G= R= Y= N=; fi
 STEP=0
@@ -36,11 +43,19 @@ die() { printf '%sdemo: %s%s\n' "$R" "$*" "$N" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (Dovecot needs it to switch to its dovecot/mail users): sudo $0 $*"
 
 # --------------------------------------------------------------------------- prerequisites
-step "Install what is missing (slapd, MariaDB, Dovecot 2.3, Postfix, python3, build tools)"
+step "Install what is missing (slapd, MariaDB, Dovecot 2.3, a Dovecot 2.4 root, Postfix, python3, build tools)"
 bash "$REPO/scripts/install-test-deps.sh"
-dovecot --version | grep -q '^2\.3\.' ||
-  die "Dovecot $(dovecot --version) found; the checkpassword driver exists only in Dovecot 2.3 (Debian 12)"
-say "packages: ok ($(dovecot --version | cut -d' ' -f1) dovecot, $(slapd -VV 2>&1 | grep -o 'slapd [0-9.]*' | head -1))"
+# ROOT: where Dovecot's files live ("" = the host); in_root runs a command there.
+ROOT=
+if [ "$DOVECOT" = 2.4 ]; then
+  ROOT=$(bash "$REPO/scripts/dovecot24-root.sh")
+  in_root() { chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
+else
+  in_root() { "$@"; }
+  dovecot --version | grep -q '^2\.3\.' ||
+    die "Dovecot $(dovecot --version) found; the checkpassword driver exists only in Dovecot 2.3 (Debian 12)"
+fi
+say "packages: ok ($(in_root dovecot --version | cut -d' ' -f1) dovecot${ROOT:+ in $ROOT}, $(slapd -VV 2>&1 | grep -o 'slapd [0-9.]*' | head -1))"
 
 ensure_rust() {
   [ -x "$HOME/.cargo/bin/cargo" ] && PATH="$HOME/.cargo/bin:$PATH"
@@ -77,10 +92,12 @@ for line in sys.stdin:
 say "built: $BIN_BUILT"
 
 # --------------------------------------------------------------------------- servers
-T=$(mktemp -d /tmp/mailcow-ldap-demo.XXXXXX)
+# Inside the root for Dovecot 2.4 (the chrooted Dovecot sees it as $IN), else in /tmp.
+T=$(mktemp -d "${ROOT:-/tmp}${ROOT:+/srv}/mailcow-ldap-demo.XXXXXX")
+IN=${T#"$ROOT"}
 chmod 755 "$T"      # Dovecot's auth process (user dovecot) must reach the binary and config
 mkdir -p "$T/bin" "$T/etc" "$T/slapd" "$T/mariadb" "$T/dovecot" "$T/vmail"
-chown mail:mail "$T/vmail"
+in_root chown mail:mail "$IN/vmail"
 
 stop_all() {
   srv_stop "$T/dovecot"
@@ -123,23 +140,38 @@ SQL
 say "MariaDB   127.0.0.1:$MARIADB_PORT  (database mailcow: real mailcow schema, domain example.org, templates Default + Staff)"
 
 # The helper and its config, where the "dovecot" user can read them. The config is
-# examples/config.yml with only the ports, uid/gid and home directory changed.
+# examples/config.yml with only its "demo:" values filled in.
 install -m 0755 "$BIN_BUILT" "$T/bin/mailcow-ldap-auth"
 sed -e "s#^\(  port:\) 389 .*#\1 $SLAPD_PORT#" \
     -e "s#^\(  port:\) 3306 .*#\1 $MARIADB_PORT#" \
     -e "s#^\(    uid:\) \"5000\".*#\1 \"mail\"#" \
     -e "s#^\(    gid:\) \"5000\".*#\1 \"mail\"#" \
-    -e "s#^\(    home:\) \"/var/vmail/#\1 \"$T/vmail/#" \
+    -e "s#^\(    home:\) \"/var/vmail/#\1 \"$IN/vmail/#" \
+    -e "s#^\(  bind_password:\) CHANGE-ME .*#\1 mailcowsvc#" \
+    -e "s#^\(  password:\) CHANGE-ME .*#\1 mailcowdb#" \
+    -e "s#^\(  syslog:\) true .*#\1 false#" \
+    -e "s#^\(  stderr:\) errors .*#\1 all#" \
     "$REPO/examples/config.yml" > "$T/etc/config.yml"
 grep -q "port: $SLAPD_PORT" "$T/etc/config.yml" && grep -q "port: $MARIADB_PORT" "$T/etc/config.yml" &&
-  grep -q "home: \"$T/vmail/" "$T/etc/config.yml" || die "could not adapt examples/config.yml"
-chown root:dovecot "$T/etc/config.yml"
+  grep -q "home: \"$IN/vmail/" "$T/etc/config.yml" && ! grep -q "^ *[a-z_]*: CHANGE-ME" "$T/etc/config.yml" &&
+  grep -q "stderr: all" "$T/etc/config.yml" || die "could not adapt examples/config.yml"
+in_root chown root:dovecot "$IN/etc/config.yml"
 chmod 0640 "$T/etc/config.yml"
 
-srv_start_dovecot "$T/dovecot" "$T/bin/mailcow-ldap-auth" "$T/etc/config.yml" \
-  "$REPO/contrib/dovecot/2.3/10-auth-mailcow-ldap.conf"
-say "Dovecot   127.0.0.1:$IMAP_PORT (IMAP), $POP3_PORT (POP3), $SIEVE_PORT (ManageSieve)"
-say "          passdb + userdb: contrib/dovecot/2.3/10-auth-mailcow-ldap.conf -> $T/bin/mailcow-ldap-auth"
+if [ "$DOVECOT" = 2.4 ]; then
+  SNIPPET=contrib/dovecot/2.4/10-auth-mailcow-ldap.conf
+  install -m 0644 "$REPO/contrib/dovecot/lua/mailcow-ldap-auth.lua" "$T/etc/"
+  srv_start_dovecot24 "$ROOT" "$T/dovecot" "$T/bin/mailcow-ldap-auth" "$T/etc/config.yml" \
+    "$REPO/$SNIPPET" "$T/etc/mailcow-ldap-auth.lua"
+  say "Dovecot   $(in_root dovecot --version | cut -d' ' -f1), chrooted in $ROOT"
+  say "          127.0.0.1:$IMAP_PORT (IMAP), $POP3_PORT (POP3)"
+  say "          passdb + userdb: $SNIPPET -> contrib/dovecot/lua/mailcow-ldap-auth.lua -> $IN/bin/mailcow-ldap-auth"
+else
+  SNIPPET=contrib/dovecot/2.3/10-auth-mailcow-ldap.conf
+  srv_start_dovecot "$T/dovecot" "$T/bin/mailcow-ldap-auth" "$T/etc/config.yml" "$REPO/$SNIPPET"
+  say "Dovecot   127.0.0.1:$IMAP_PORT (IMAP), $POP3_PORT (POP3), $SIEVE_PORT (ManageSieve)"
+  say "          passdb + userdb: $SNIPPET -> $T/bin/mailcow-ldap-auth"
+fi
 
 # --------------------------------------------------------------------------- helpers
 DOVECOT_LOG=$T/dovecot/dovecot.log
@@ -169,7 +201,7 @@ helper_log_since() {
   local from=$1 user=$2 i line
   for i in $(seq 100); do
     line=$(tail -n +"$((from + 1))" "$DOVECOT_LOG" | grep -F "mailcow-ldap-auth: login user=$user " | tail -n 1 || true)
-    [ -n "$line" ] && { echo "${line#*auth: Error: }"; return; }
+    [ -n "$line" ] && { echo "${line#*Error: }"; return; }
     sleep 0.05
   done
   echo "(no log line from mailcow-ldap-auth)"
@@ -210,7 +242,7 @@ sql -t -e "SELECT
   (SELECT GROUP_CONCAT(tag_name) FROM tags_mailbox WHERE username='$USER_ADDR') AS tags,
   (SELECT COUNT(*) FROM _sogo_static_view WHERE c_uid='$USER_ADDR') AS sogo_view" | indent
 say "Dovecot's userdb lookup (what LMTP delivery uses) now finds it:"
-doveadm -c "$T/dovecot/dovecot.conf" user "$USER_ADDR" | indent
+in_root doveadm -c "$IN/dovecot/dovecot.conf" user "$USER_ADDR" | indent
 
 step "Second login: nothing changes (template unchanged -> no write)"
 MODIFIED_BEFORE=$(sql -N -e "SELECT modified FROM mailbox WHERE username='$USER_ADDR'")
@@ -253,7 +285,7 @@ EOF
    POP3:         curl -v pop3://127.0.0.1:$POP3_PORT/ -u bob@example.org:bobpw
    by hand:      printf 'carolpw\\n' | $T/bin/mailcow-ldap-auth --config $T/etc/config.yml login carol@example.org
    check config: $T/bin/mailcow-ldap-auth --config $T/etc/config.yml test-connection
-   userdb:       doveadm -c $T/dovecot/dovecot.conf user alice@example.org
+   userdb:       ${ROOT:+chroot $ROOT }doveadm -c $IN/dovecot/dovecot.conf user alice@example.org
    Dovecot log:  tail -f $T/dovecot/dovecot.log
    database:     mariadb --no-defaults -S $T/mariadb/mysqld.sock -uroot mailcow
    LDAP:         ldapsearch -x -H ldap://127.0.0.1:$SLAPD_PORT -D cn=mailcow,ou=services,dc=example,dc=org -w mailcowsvc -b dc=example,dc=org

@@ -12,62 +12,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-100}
 WARMUP=5
-bash scripts/install-test-deps.sh
-cargo build --release --quiet
-BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/mailcow-ldap-auth
-# shellcheck source=examples/lib/servers.sh
-. examples/lib/servers.sh
+# shellcheck source=scripts/lib/bench.sh
+. scripts/lib/bench.sh
+bench_build
 
 ROOT=$(mktemp -d /tmp/mla-bench-first.XXXXXX)
 trap 'srv_stop "$ROOT/slapd"; srv_stop "$ROOT/mariadb"; rm -rf "$ROOT"' EXIT
-mkdir -p "$ROOT/slapd" "$ROOT/mariadb"
+bench_servers "$ROOT" $((N + WARMUP)) 5000 5000 /var/vmail
 
-USER_PW=bench-pw-1
-SVC_DN=cn=mailcow,ou=services,dc=example,dc=org SVC_PW=mailcowsvc
-{
-  # the example directory's base entries and service account, then N + WARMUP bench users
-  awk '/^dn: uid=/{exit} {print}' examples/directory.ldif
-  hash=$(slappasswd -h '{SSHA}' -s "$USER_PW")
-  for i in $(seq 1 $((N + WARMUP))); do
-    printf 'dn: uid=fb%d,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: fb%d\n' "$i" "$i"
-    printf 'cn: First Bench %d\nsn: Bench\ndisplayName: First Bench %d\nmail: fb%d@example.org\n' "$i" "$i" "$i"
-    printf 'employeeType: staff\nuserPassword: %s\n\n' "$hash"
-  done
-} > "$ROOT/directory.ldif"
-srv_start_slapd "$ROOT/slapd" "$ROOT/directory.ldif"
-srv_start_mariadb "$ROOT/mariadb"
-srv_mysql "$ROOT/mariadb" -e "CREATE DATABASE mailcow; CREATE USER 'mailcow'@'%' IDENTIFIED BY 'pw';
-  GRANT ALL ON mailcow.* TO 'mailcow'@'%';"
-srv_mysql "$ROOT/mariadb" mailcow < tests/fixtures/mailcow-schema.sql
-
-# The domain and the StaffUI template of tests/fixtures/golden-provision-bob.json (tags, quota,
-# rate limit, pop3 off), with room for every bench user.
-TEMPLATE=$(python3 -c 'import json; print(json.load(open("tests/fixtures/golden-provision-bob.json"))["template"]["attributes_text"])')
-srv_mysql "$ROOT/mariadb" mailcow -e "
-  INSERT INTO domain (domain, description, aliases, mailboxes, defquota, maxquota, quota, active)
-    VALUES ('example.org', 'bench', 400, 100000, 3072, 10240, 1048576000, 1);
-  INSERT INTO templates (template, type, attributes) VALUES ('StaffUI', 'mailbox', '$TEMPLATE');"
-
-cat > "$ROOT/config.yml" <<YML
-ldap:
-  hosts: [127.0.0.1]
-  port: $SLAPD_PORT
-  base_dn: ou=people,dc=example,dc=org
-  bind_dn: $SVC_DN
-  bind_password: $SVC_PW
-  filter: "(objectClass=inetOrgPerson)"
-  attribute_field: employeeType
-attribute_mapping:
-  - { attribute: staff, template: StaffUI }
-database: { host: 127.0.0.1, port: $MARIADB_PORT, name: mailcow, user: mailcow, password: pw }
-dovecot: { userdb_fields: { uid: "5000", gid: "5000", home: "/var/vmail/{domain}/{local_part}" } }
-log: { syslog: false, stderr: errors }
-YML
 # The same without a mapped template: the login path before provisioning existed (no template read).
 grep -v -e '^attribute_mapping:' -e 'template: StaffUI' "$ROOT/config.yml" > "$ROOT/config-nomap.yml"
-chmod 600 "$ROOT/config.yml" "$ROOT/config-nomap.yml"
+chmod 600 "$ROOT/config-nomap.yml"
 
-python3 - "$BIN" "$ROOT/config.yml" "$USER_PW" "$N" "$WARMUP" <<'PY'
+python3 - "$BIN" "$ROOT/config.yml" "$BENCH_PW" "$N" "$WARMUP" <<'PY'
 import os, statistics, sys, time
 binary, config, password = sys.argv[1:4]
 n, warmup = int(sys.argv[4]), int(sys.argv[5])

@@ -13,10 +13,18 @@ if grep -qi "was not used" <<<"$patched" ||
   printf 'mysql_common is not the patched copy in vendor/ (see vendor/README.md):\n%s\n' "$patched" >&2
   exit 1
 fi
+# Man pages and completions in contrib/ must match src/cli.rs (regenerate: cargo xtask docs).
+cargo xtask docs --check
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --locked "$@" 2>&1 | tee "$log" || status=$?
+# The Debian package (whole-suite runs only): build it, then install, use and purge it.
+if [ $# -eq 0 ]; then
+  deb=$(bash scripts/build-deb.sh | tail -n 1)
+  MAILCOW_LDAP_AUTH_DEB=$deb cargo test --locked --test deb_package -- --ignored 2>&1 |
+    tee -a "$log" || status=$?
+fi
 # One closing line over all test binaries.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

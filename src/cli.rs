@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueHint};
 
 use crate::config::DEFAULT_PATH;
 
@@ -17,6 +17,7 @@ pub struct Cli {
         long,
         global = true,
         value_name = "PATH",
+        value_hint = ValueHint::FilePath,
         env = "MAILCOW_LDAP_AUTH_CONFIG",
         default_value = DEFAULT_PATH
     )]
@@ -78,6 +79,11 @@ pub enum Command {
         /// first login could create its mailbox (no bind as the user, nothing written).
         #[arg(long, value_name = "ADDRESS")]
         user: Option<String>,
+        /// Print one JSON object instead of lines (for monitoring): "result" (ok, warn,
+        /// fail), "checks" (name, status, detail, duration_ms each), "user" (with --user: the
+        /// entry, its mapping and what the next login would do). Exit codes unchanged.
+        #[arg(long)]
+        json: bool,
     },
     /// Switch mailboxes between mailcow's own passwords and LDAP (mailbox.authsource).
     ///
@@ -117,7 +123,19 @@ pub enum Command {
         #[arg(long)]
         force: bool,
         /// Directory for the lock file and the time of the last completed run (created 0700).
-        #[arg(long, value_name = "DIR", default_value = crate::sync::DEFAULT_STATE_DIR)]
+        #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath, default_value = crate::sync::DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
+    },
+    /// Print a shell completion script to standard output.
+    ///
+    /// The Debian package installs them; by hand, e.g.:
+    ///   mailcow-ldap-auth completions bash > /etc/bash_completion.d/mailcow-ldap-auth
+    ///   mailcow-ldap-auth completions zsh > /usr/local/share/zsh/site-functions/_mailcow-ldap-auth
+    ///   mailcow-ldap-auth completions fish > /etc/fish/completions/mailcow-ldap-auth.fish
+    #[command(verbatim_doc_comment)]
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: crate::commands::completions::Shell,
     },
 }

@@ -68,7 +68,8 @@ impl LuaResult {
                 | Refusal::NoLdapEntry
                 | Refusal::Ambiguous(_)
                 | Refusal::ProvisioningOff
-                | Refusal::NoMapping(_) => LuaResult::UserUnknown,
+                | Refusal::NoMapping(_)
+                | Refusal::MailboxVanished => LuaResult::UserUnknown,
                 // The mailbox exists (or the template/domain forbid it): it may not log in.
                 Refusal::Resource
                 | Refusal::MailboxInactive

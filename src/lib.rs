@@ -31,8 +31,13 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Checkpassword { reply_program } => checkpassword::run(&cli.config, &reply_program),
         Command::DovecotLua { mode } => dovecot_lua::run(&cli.config, &mode),
         Command::Login { user, service } => commands::login::run(&cli.config, &user, &service),
-        Command::TestConnection { user } => {
-            commands::test_connection::run(&cli.config, user.as_deref())
+        Command::TestConnection { user, json } => {
+            let format = if json {
+                commands::check_report::Format::Json
+            } else {
+                commands::check_report::Format::Text
+            };
+            commands::test_connection::run(&cli.config, user.as_deref(), format)
         }
         Command::Authsource {
             target,
@@ -51,5 +56,6 @@ pub fn run(cli: Cli) -> ExitCode {
                 state_dir,
             },
         ),
+        Command::Completions { shell } => commands::completions::run(shell),
     }
 }

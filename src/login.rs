@@ -48,6 +48,8 @@ pub enum Refusal {
     ServiceDisabled(String),
     #[error("mailbox not LDAP-backed (authsource {0})")]
     NotLdapBacked(String),
+    #[error("mailbox deleted during the login")]
+    MailboxVanished,
     #[error("no such LDAP entry")]
     NoLdapEntry,
     #[error("ambiguous LDAP entry: {0} entries match")]
@@ -165,25 +167,50 @@ pub fn authenticate(
     let name = entry.display_name.as_deref();
     // `note` says what provisioning did, for the log line; `None` when it did nothing.
     let (mailbox, note) = match existing {
-        Some(mailbox) => match mapped {
-            // Only a mapped template updates; the default template is for creation only.
-            None => (mailbox, None),
-            Some(template) => match provision::apply_template(&mut store, &mailbox, name, template)
+        Some(_) => {
+            // Read again after the LDAP round trips (with the mapped template, in the same
+            // round trip): an admin may have deactivated the mailbox or switched its
+            // authsource meanwhile.
+            let (mailbox, template) = match mapped {
+                None => (store.mailbox(&username)?, None),
+                Some(template) => match store.mailbox_with_template(&username, template)? {
+                    Some((mailbox, loaded)) => (Some(mailbox), Some((template, loaded))),
+                    None => (None, None),
+                },
+            };
+            let Some(mailbox) = mailbox else {
+                return rejected(Refusal::MailboxVanished);
+            };
+            if let Err(refusal) = check_access(&mailbox, request.service).and(ldap_backed(&mailbox))
             {
-                Ok(Applied::Unchanged) => (mailbox, None),
-                Ok(Applied::Reapplied { mailbox, skipped }) => (
-                    *mailbox,
-                    Some(with_skipped(
-                        format!("template {template} re-applied"),
-                        &skipped,
-                    )),
-                ),
-                // mailcow lets the login succeed when the update cannot be made; the access
-                // checks below still obey the template (`mailbox` is as it would leave it).
-                Ok(Applied::Skipped { reason, mailbox }) => (*mailbox, Some(reason)),
-                Err(e) => return provisioning_failed(e),
-            },
-        },
+                return rejected(refusal);
+            }
+            // Only a mapped template updates; the default template is for creation only.
+            match template {
+                None => (mailbox, None),
+                Some((template, loaded)) => {
+                    match provision::apply_template(&mut store, &mailbox, name, template, loaded) {
+                        Ok(Applied::Unchanged) => (mailbox, None),
+                        Ok(Applied::Reapplied { mailbox, skipped }) => (
+                            *mailbox,
+                            Some(with_skipped(
+                                format!("template {template} re-applied"),
+                                &skipped,
+                            )),
+                        ),
+                        // mailcow lets the login succeed when the update cannot be made; the
+                        // access checks below still obey the template (`mailbox` is as it
+                        // would leave it).
+                        Ok(Applied::Skipped { reason, mailbox }) => (*mailbox, Some(reason)),
+                        // Switched while this login waited for the row lock.
+                        Ok(Applied::NotLdapBacked { authsource }) => {
+                            return rejected(Refusal::NotLdapBacked(authsource));
+                        }
+                        Err(e) => return provisioning_failed(e),
+                    }
+                }
+            }
+        }
         None => {
             if !config.login_provisioning {
                 return rejected(Refusal::ProvisioningOff);

@@ -43,8 +43,7 @@ fn add(env: &TestEnv, mailbox: Mailbox, password: &str) {
 
 /// Sets every mailbox's `modified` to [`OLD`], so that a write shows.
 fn age(env: &TestEnv) {
-    env.db
-        .exec(&format!("UPDATE mailbox SET modified = '{OLD}'"));
+    env.db.exec_with("UPDATE mailbox SET modified = ?", (OLD,));
 }
 
 /// Every column of every mailbox, by username.

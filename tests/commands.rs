@@ -5,7 +5,7 @@ mod common;
 mod provision_helpers;
 
 use common::*;
-use provision_helpers::{golden, insert_template};
+use provision_helpers::{golden, insert_golden_template};
 use serde_json::json;
 
 const PW: &str = "Alice-Pw-1 ä*()\\";
@@ -17,11 +17,7 @@ fn env() -> TestEnv {
         .employee_type("staff")
         .display_name("Alice Example")]);
     env.db.add_domain(&Domain::new("example.org"));
-    let staff = golden()["template"]["attributes_text"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    insert_template(&env.db, "Staff", &staff);
+    insert_golden_template(&env.db, "Staff");
     env
 }
 
@@ -208,12 +204,164 @@ fn test_connection_user_with_a_mailbox_reports_its_template_state() {
         .as_str()
         .unwrap()
         .replace("\"rl_value\":\"10\"", "\"rl_value\":\"20\"");
-    env.db.exec(&format!(
-        "UPDATE templates SET attributes = '{changed}' WHERE template = 'Staff'"
-    ));
+    env.db.exec_with(
+        "UPDATE templates SET attributes = ? WHERE template = 'Staff'",
+        (changed,),
+    );
     let out = command(&env, &["test-connection", "--user", ALICE]).run();
     out.assert_code(0);
     assert_stdout_has(&out, "the next login re-applies template Staff");
+}
+
+/// `test-connection --json`: stdout is exactly one JSON object.
+fn json_report(out: &Outcome) -> serde_json::Value {
+    serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}):\n{out}"))
+}
+
+/// The (status, detail) of every check with this name.
+fn checks_named(report: &serde_json::Value, name: &str) -> Vec<(String, String)> {
+    report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| c["name"] == name)
+        .map(|c| {
+            assert!(c["duration_ms"].as_f64().is_some_and(|d| d >= 0.0), "{c}");
+            let text = |k: &str| c[k].as_str().expect("a string").to_owned();
+            (text("status"), text("detail"))
+        })
+        .collect()
+}
+
+#[test]
+fn test_connection_json_reports_every_check_and_the_next_login() {
+    let mut env = env();
+    // no ca_file over plain LDAP: no configuration warning
+    env.cfg["ldap"].as_object_mut().unwrap().remove("ca_file");
+    let out = command(
+        &env,
+        &["test-connection", "--json", "--user", "Alice@Example.org"],
+    )
+    .run();
+    out.assert_code(0).assert_never_printed(SVC_PW);
+    let report = json_report(&out);
+    assert_eq!(report["result"], "ok", "{report:#}");
+    let port = slapd().port;
+    assert_eq!(
+        checks_named(&report, "ldap_bind"),
+        vec![(
+            "ok".into(),
+            format!("LDAP 127.0.0.1:{port} bind as {SVC_DN}")
+        )]
+    );
+    assert_eq!(checks_named(&report, "ldap_base_dn").len(), 1);
+    assert_eq!(checks_named(&report, "database")[0].0, "ok");
+    assert_eq!(
+        checks_named(&report, "template"),
+        vec![
+            ("ok".into(), "mailbox template 'Default' exists".into()),
+            ("ok".into(), "mailbox template 'Staff' exists".into())
+        ]
+    );
+    assert_eq!(
+        report["user"],
+        json!({
+            "address": ALICE,
+            "dn": format!("uid=alice,{}", env.ldap.dn),
+            "attribute_values": ["staff"],
+            "display_name": "Alice Example",
+            "mapped_template": "Staff",
+            "mailbox": null,
+            "next_login": { "action": "create", "template": "Staff" }
+        })
+    );
+    assert_eq!(mailbox_count(&env), "0", "test-connection must not write");
+
+    // after the first login: the mailbox, and nothing to do
+    command(&env, &["login", ALICE])
+        .stdin(format!("{PW}\n").as_bytes())
+        .run()
+        .assert_code(0);
+    let out = command(&env, &["test-connection", "--json", "--user", ALICE]).run();
+    let report = json_report(&out);
+    assert_eq!(
+        report["user"]["mailbox"],
+        json!({ "authsource": "ldap", "active": 1, "domain_active": 1 })
+    );
+    assert_eq!(
+        report["user"]["next_login"],
+        json!({ "action": "nothing", "reason": "template Staff is up to date" })
+    );
+}
+
+#[test]
+fn test_connection_json_marks_failures_and_warnings() {
+    let mut env = env();
+    // ca_file over plain LDAP: a configuration warning, which keeps exit 0
+    let out = command(&env, &["test-connection", "--json"]).run();
+    out.assert_code(0);
+    let report = json_report(&out);
+    assert_eq!(report["result"], "warn", "{report:#}");
+    let warnings = checks_named(&report, "configuration");
+    assert!(
+        warnings
+            .iter()
+            .any(|(status, detail)| status == "warn" && detail.contains("ca_file")),
+        "{warnings:?}"
+    );
+    assert_eq!(report["user"], serde_json::Value::Null);
+
+    // the LDAP exposure warnings are checks of their own
+    let mut unverified = env.cfg.clone();
+    unverified["ldap"]["ignore_ssl_errors"] = json!(true);
+    let out = Run::subcommand(&unverified, &["test-connection", "--json"]).run();
+    out.assert_code(0);
+    let report = json_report(&out);
+    assert_eq!(report["result"], "warn");
+    let ldap = checks_named(&report, "ldap");
+    assert_eq!(ldap.len(), 1, "{ldap:?}");
+    assert_eq!(ldap[0].0, "warn");
+    assert!(
+        ldap[0].1.starts_with("ldap.ignore_ssl_errors is on"),
+        "{ldap:?}"
+    );
+
+    env.db
+        .exec("DELETE FROM templates WHERE template = 'Staff'");
+    env.cfg["ldap"]["hosts"] = json!(["127.0.0.2", "127.0.0.1"]);
+    let out = command(&env, &["test-connection", "--json", "--user", ALICE]).run();
+    out.assert_code(111);
+    let report = json_report(&out);
+    assert_eq!(report["result"], "fail");
+    let binds = checks_named(&report, "ldap_bind");
+    assert_eq!(binds.len(), 2, "{binds:?}");
+    assert_eq!(binds[0].0, "fail");
+    assert!(binds[0].1.contains("127.0.0.2"), "{binds:?}");
+    assert_eq!(binds[1].0, "ok");
+    assert!(
+        checks_named(&report, "template")
+            .contains(&("fail".into(), "mailbox template 'Staff' exists".into()))
+    );
+    assert_eq!(
+        report["user"]["next_login"],
+        json!({ "action": "refused", "reason": "a first login is refused: template Staff missing" })
+    );
+
+    // a broken configuration file is a failed check too, still one JSON object
+    let out = command(&env, &["test-connection", "--json"])
+        .config_yaml("ldap: [")
+        .run();
+    out.assert_code(111);
+    let report = json_report(&out);
+    assert_eq!(report["result"], "fail");
+    let config = checks_named(&report, "configuration");
+    assert_eq!(config.len(), 1);
+    assert_eq!(config[0].0, "fail");
+    assert!(
+        config[0].1.starts_with("configuration error in "),
+        "{config:?}"
+    );
 }
 
 #[test]
@@ -222,11 +370,7 @@ fn quotes_in_login_and_template_names_reach_mysql_as_data() {
         .employee_type("staff")
         .display_name("Pat O'Brien")]);
     env.db.add_domain(&Domain::new("example.org"));
-    let staff = golden()["template"]["attributes_text"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    insert_template(&env.db, "Staff's \\ \"own\"", &staff);
+    insert_golden_template(&env.db, "Staff's \\ \"own\"");
     env.cfg["attribute_mapping"] =
         json!([{ "attribute": "staff", "template": "Staff's \\ \"own\"" }]);
     for _ in 0..2 {

@@ -35,7 +35,7 @@ fn imap_first_login_provisions_and_later_logins_rewrite_nothing() {
     let site = Site::new("first");
     let d = dovecot();
     let addr = site.user("alice", "alice-pw", Some("staff"));
-    assert_eq!(site.count("mailbox", "username", &addr), 0);
+    assert_eq!(site.count("mailbox", &addr), 0);
 
     let r = imap_login(d.imap_port, &addr, "alice-pw");
     assert!(
@@ -50,11 +50,12 @@ fn imap_first_login_provisions_and_later_logins_rewrite_nothing() {
     );
 
     // The mailbox and its side rows now exist, from the mapped template (Staff).
-    let row = one(site.rows(&format!(
+    let row = one(site.rows_with(
         "SELECT authsource, quota, active, name, local_part, domain, password, \
          JSON_VALUE(attributes, '$.pop3_access'), JSON_VALUE(attributes, '$.attribute_hash') \
-         FROM mailbox WHERE username = '{addr}'"
-    )));
+         FROM mailbox WHERE username = ?",
+        (&addr,),
+    ));
     assert_eq!(
         row,
         vec![
@@ -70,23 +71,17 @@ fn imap_first_login_provisions_and_later_logins_rewrite_nothing() {
         ]
     );
     assert_eq!(
-        one(site.rows(&format!(
-            "SELECT goto, active FROM alias WHERE address = '{addr}'"
-        ))),
+        one(site.rows_with("SELECT goto, active FROM alias WHERE address = ?", (&addr,))),
         vec![Some(addr.clone()), s("1")]
     );
-    for (table, col) in [
-        ("quota2", "username"),
-        ("quota2replica", "username"),
-        ("user_acl", "username"),
-        ("_sogo_static_view", "c_uid"),
-    ] {
-        assert_eq!(site.count(table, col, &addr), 1, "{table} row for {addr}");
+    for table in ["quota2", "quota2replica", "user_acl", "_sogo_static_view"] {
+        assert_eq!(site.count(table, &addr), 1, "{table} row for {addr}");
     }
     assert_eq!(
-        site.rows(&format!(
-            "SELECT tag_name FROM tags_mailbox WHERE username = '{addr}'"
-        )),
+        site.rows_with(
+            "SELECT tag_name FROM tags_mailbox WHERE username = ?",
+            (&addr,)
+        ),
         vec![vec![s("staff")]]
     );
     // The helper's own log line reached Dovecot's log (stderr → "auth: Error: ...").
@@ -96,13 +91,8 @@ fn imap_first_login_provisions_and_later_logins_rewrite_nothing() {
         "template Staff",
     ]);
 
-    // Later logins write nothing: pin `modified` to a sentinel (an UPDATE that changes any
-    // column would move it to NOW()) and compare every row before and after.
-    site.env.db.exec(&format!(
-        "UPDATE mailbox SET modified = '2001-02-03 04:05:06' WHERE username = '{addr}'; \
-         UPDATE alias SET modified = '2001-02-03 04:05:06' WHERE address = '{addr}'"
-    ));
-    let before = site.snapshot(&addr);
+    // Later logins write nothing: every row stays as it was, `modified` included.
+    let before = site.pin_modified(&addr);
     let r = imap_login(d.imap_port, &addr, "alice-pw");
     assert!(
         r.ok(),
@@ -119,10 +109,8 @@ fn imap_first_login_provisions_and_later_logins_rewrite_nothing() {
     );
     assert_eq!(site.snapshot(&addr), before, "a later login rewrote rows");
     assert_eq!(
-        one(site.rows(&format!(
-            "SELECT modified FROM mailbox WHERE username = '{addr}'"
-        ))),
-        vec![s("2001-02-03 04:05:06")]
+        one(site.rows_with("SELECT modified FROM mailbox WHERE username = ?", (&addr,))),
+        vec![s(e2e::PINNED)]
     );
     log_line(&[&format!("Login: user=<{addr}>"), "imap-login"]);
 }
@@ -142,9 +130,10 @@ fn pop3_and_managesieve_logins() {
         site.log(&addr)
     );
     assert_eq!(
-        one(site.rows(&format!(
-            "SELECT quota, JSON_VALUE(attributes, '$.pop3_access') FROM mailbox WHERE username = '{addr}'"
-        ))),
+        one(site.rows_with(
+            "SELECT quota, JSON_VALUE(attributes, '$.pop3_access') FROM mailbox WHERE username = ?",
+            (&addr,)
+        )),
         vec![s("0"), s("1")],
         "created from Default (quota 0, POP3 allowed)"
     );
@@ -162,7 +151,7 @@ fn pop3_and_managesieve_logins() {
         "POP3 second login\nlog:\n{}",
         site.log(&addr)
     );
-    assert_eq!(site.count("mailbox", "username", &addr), 1);
+    assert_eq!(site.count("mailbox", &addr), 1);
     log_line(&[&format!("login user={addr}"), "service=sieve", "result=ok"]);
     log_line(&[&format!("login user={addr}"), "service=pop3", "result=ok"]);
 }
@@ -182,7 +171,7 @@ fn wrong_password_and_unknown_user_are_authentication_failures() {
         site.log(&addr)
     );
     assert_eq!(
-        site.count("mailbox", "username", &addr),
+        site.count("mailbox", &addr),
         0,
         "wrong password created a mailbox"
     );
@@ -223,7 +212,7 @@ fn wrong_password_and_unknown_user_are_authentication_failures() {
         "result=rejected",
         "no such LDAP entry",
     ]);
-    assert_eq!(site.count("mailbox", "username", &nobody), 0);
+    assert_eq!(site.count("mailbox", &nobody), 0);
 }
 
 #[test]
@@ -277,7 +266,7 @@ fn ldap_outage_is_a_temporary_failure_never_a_wrong_password() {
         l.contains("unreachable"),
         "reason should name the unreachable host: {l}"
     );
-    assert_eq!(site.count("mailbox", "username", &newcomer), 0);
+    assert_eq!(site.count("mailbox", &newcomer), 0);
 
     // LDAP is back: logins work again, the newcomer is provisioned now.
     site.env.cfg["ldap"]["port"] = live_port;
@@ -294,7 +283,7 @@ fn ldap_outage_is_a_temporary_failure_never_a_wrong_password() {
         "after the outage: {r:#?}\nlog:\n{}",
         site.log(&newcomer)
     );
-    assert_eq!(site.count("mailbox", "username", &newcomer), 1);
+    assert_eq!(site.count("mailbox", &newcomer), 1);
 }
 
 #[test]
@@ -313,7 +302,7 @@ fn template_without_pop3_allows_imap_and_refuses_pop3() {
         "log:\n{}",
         site.log(&first_via_pop3)
     );
-    assert_eq!(site.count("mailbox", "username", &first_via_pop3), 1);
+    assert_eq!(site.count("mailbox", &first_via_pop3), 1);
     let r = imap_login(d.imap_port, &first_via_pop3, "frank-pw");
     assert!(r.ok(), "{r:#?}\nlog:\n{}", site.log(&first_via_pop3));
 
@@ -440,7 +429,7 @@ fn postfix_smtp_auth_through_dovecot_sasl() {
         site.log(&addr),
         p.log()
     );
-    assert_eq!(site.count("mailbox", "username", &addr), 1);
+    assert_eq!(site.count("mailbox", &addr), 1);
     log_line(&[&format!("login user={addr}"), "service=smtp", "result=ok"]);
 
     let r = smtp_auth(p.port, &addr, "wrong");

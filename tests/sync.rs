@@ -126,17 +126,19 @@ fn usernames(db: &TestDb) -> Vec<String> {
 }
 
 fn stored_hash(db: &TestDb, username: &str) -> Option<String> {
-    db.rows(&format!(
-        "SELECT JSON_VALUE(attributes, '$.attribute_hash') FROM mailbox WHERE username = '{username}'"
-    ))
+    db.rows_with(
+        "SELECT JSON_VALUE(attributes, '$.attribute_hash') FROM mailbox WHERE username = ?",
+        (username,),
+    )
     .first()
     .and_then(|r| r[0].clone())
 }
 
 fn modified(db: &TestDb, username: &str) -> Option<String> {
-    db.rows(&format!(
-        "SELECT modified FROM mailbox WHERE username = '{username}'"
-    ))[0][0]
+    db.rows_with(
+        "SELECT modified FROM mailbox WHERE username = ?",
+        (username,),
+    )[0][0]
         .clone()
 }
 
@@ -174,16 +176,17 @@ fn normalised_rows_of(
 
 fn golden_rows() -> BTreeMap<&'static str, Vec<Map<String, Value>>> {
     let g = golden();
-    PROVISIONED_TABLES
+    PROVISIONED
         .iter()
-        .map(|(table, _)| {
-            let rows = g["rows"][*table]
+        .map(|t| t.name)
+        .map(|table| {
+            let rows = g["rows"][table]
                 .as_array()
                 .unwrap()
                 .iter()
                 .map(|r| normalise(table, r.as_object().unwrap()))
                 .collect();
-            (*table, rows)
+            (table, rows)
         })
         .collect()
 }
@@ -407,8 +410,7 @@ fn full_sync_reapplies_a_changed_template_and_leaves_the_rest_alone() {
     s.sync(&[]).assert_code(0);
     assert_eq!(mailbox_count(s.db()), 4);
     // a marker that any write to a mailbox row would change (ON UPDATE current_timestamp)
-    s.db()
-        .exec(&format!("UPDATE mailbox SET modified = '{OLD}'"));
+    s.db().exec_with("UPDATE mailbox SET modified = ?", (OLD,));
     let before = snapshot(s.db());
 
     // nothing changed: nothing written
@@ -492,8 +494,7 @@ fn mailboxes_of_another_authsource_are_never_touched() {
     s.db()
         .add_mailbox(&Mailbox::new("mo@example.org").authsource("mailcow"));
     s.db().add_mailbox(&Mailbox::new(BOB));
-    s.db()
-        .exec(&format!("UPDATE mailbox SET modified = '{OLD}'"));
+    s.db().exec_with("UPDATE mailbox SET modified = ?", (OLD,));
     let mo_before = json_rows(
         s.db(),
         "SELECT * FROM mailbox WHERE username = 'mo@example.org'",

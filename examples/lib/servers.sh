@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Throwaway slapd, MariaDB and Dovecot 2.3 instances for examples/demo.sh (source this file).
+# Throwaway slapd, MariaDB and Dovecot instances for examples/demo.sh and the benchmarks
+# (source this file).
 # Every server lives in a directory under one root (mode 0755, so Dovecot's auth process,
 # which runs as "dovecot", can reach the helper binary and its config), listens on a
 # loopback port picked at start, and runs in its own process group (setsid), so stopping
@@ -9,12 +10,18 @@
 #   srv_start_slapd DIR LDIF [PORT]        -> SLAPD_PORT SLAPD_PID (suffix dc=example,dc=org)
 #   srv_start_mariadb DIR                  -> MARIADB_PORT MARIADB_PID MARIADB_SOCKET
 #   srv_mysql DIR [mariadb args...]        -> the mariadb client as root on that instance
-#   srv_start_dovecot DIR BIN CONFIG SNIPPET -> IMAP_PORT POP3_PORT SIEVE_PORT DOVECOT_PID
+#   srv_start_dovecot DIR BIN CONFIG SNIPPET [SCRIPT] -> IMAP_PORT POP3_PORT SIEVE_PORT DOVECOT_PID
+#   srv_start_dovecot24 ROOT DIR BIN CONFIG SNIPPET SCRIPT -> IMAP_PORT POP3_PORT DOVECOT_PID
 #   srv_stop DIR                           -> stops the server whose pid is in DIR/pid
 #
-# The Dovecot passdb/userdb blocks are taken from contrib/dovecot/2.3/10-auth-mailcow-ldap.conf
-# (SNIPPET) with only the binary and config paths replaced.
+# The Dovecot passdb/userdb blocks are a shipped contrib/dovecot/ snippet (SNIPPET) with only
+# the paths of the binary, its config and the Lua script replaced.
 
+SRV_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# where the snippets expect the installed files
+SRV_INSTALLED_BIN=/usr/local/bin/mailcow-ldap-auth
+SRV_INSTALLED_CONFIG=/etc/mailcow-ldap-auth/config.yml
+SRV_INSTALLED_SCRIPT=/usr/local/share/mailcow-ldap-auth/mailcow-ldap-auth.lua
 SRV_SUFFIX="dc=example,dc=org"
 SRV_ROOTDN="cn=admin,dc=example,dc=org"
 
@@ -121,17 +128,15 @@ srv_mysql() {
 }
 
 # -------------------------------------------------------------------------------- Dovecot
-# srv_start_dovecot DIR BIN CONFIG SNIPPET
+# srv_start_dovecot DIR BIN CONFIG SNIPPET [SCRIPT]: the system's Dovecot 2.3 (SCRIPT: the Lua
+# script a Lua snippet names).
 srv_start_dovecot() {
-  local dir=$1 bin=$2 config=$3 snippet=$4
+  local dir=$1 bin=$2 config=$3 snippet=$4 script=${5:-}
   mkdir -p "$dir/run" "$dir/state" "$dir/conf.d"
   IMAP_PORT=$(srv_free_port)
   POP3_PORT=$(srv_free_port)
   SIEVE_PORT=$(srv_free_port)
-  # The shipped conf.d snippet, with the installed paths replaced by the demo's copies.
-  sed -e "s#/usr/local/bin/mailcow-ldap-auth#$bin#g" \
-      -e "s#/etc/mailcow-ldap-auth/config.yml#$config#g" \
-      "$snippet" > "$dir/conf.d/10-auth-mailcow-ldap.conf"
+  srv_snippet "$snippet" "$bin" "$config" "$script" > "$dir/conf.d/10-auth-mailcow-ldap.conf"
   cat > "$dir/dovecot.conf" <<EOF
 # Throwaway Dovecot for the mailcow-ldap-auth demo. Never reads /etc/dovecot.
 instance_name = mailcow-ldap-demo-$$
@@ -186,7 +191,40 @@ plugin {
   sieve = file:~/sieve;active=~/.dovecot.sieve
 }
 EOF
-  setsid dovecot -c "$dir/dovecot.conf" -F > "$dir/master.out" 2>&1 &
+  srv_run_dovecot "$dir" dovecot -c "$dir/dovecot.conf" -F
+}
+
+# srv_start_dovecot24 ROOT DIR BIN CONFIG SNIPPET SCRIPT: Dovecot 2.4.1 inside the trixie root
+# ROOT (scripts/dovecot24-root.sh), chrooted; DIR, BIN, CONFIG and the Lua SCRIPT are host
+# paths inside ROOT. Settings around the snippet: tests/fixtures/dovecot24.conf.
+srv_start_dovecot24() {
+  local root=$1 dir=$2 bin=$3 config=$4 snippet=$5 script=$6 in mail_uid
+  in=${dir#"$root"}
+  mkdir -p "$dir/run" "$dir/state" "$dir/conf.d"
+  IMAP_PORT=$(srv_free_port)
+  POP3_PORT=$(srv_free_port)
+  mail_uid=$(chroot "$root" id -u mail)
+  srv_snippet "$snippet" "${bin#"$root"}" "${config#"$root"}" "${script#"$root"}" \
+    > "$dir/conf.d/10-auth-mailcow-ldap.conf"
+  sed -e "s#@DIR@#$in#g" -e "s#@INSTANCE@#mailcow-ldap-demo24-$$#" -e "s#@MAIL_UID@#$mail_uid#" \
+      -e "s#@GREETING@#Dovecot 2.4 ready.#" -e "s#@IMAP_PORT@#$IMAP_PORT#" -e "s#@POP3_PORT@#$POP3_PORT#" \
+      "$SRV_REPO/tests/fixtures/dovecot24.conf" > "$dir/dovecot.conf"
+  srv_run_dovecot "$dir" chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+    /usr/sbin/dovecot -F -c "$in/dovecot.conf"
+}
+
+# srv_snippet SNIPPET BIN CONFIG [SCRIPT]: the shipped snippet with the installed paths of the
+# binary, its config and the Lua script replaced.
+srv_snippet() {
+  sed -e "s#$SRV_INSTALLED_BIN#$2#g" -e "s#$SRV_INSTALLED_CONFIG#$3#g" \
+      ${4:+-e "s#$SRV_INSTALLED_SCRIPT#$4#g"} "$1"
+}
+
+# srv_run_dovecot DIR COMMAND...: starts a Dovecot master in the foreground of its own session.
+srv_run_dovecot() {
+  local dir=$1
+  shift
+  setsid "$@" > "$dir/master.out" 2>&1 &
   DOVECOT_PID=$!
   echo "$DOVECOT_PID" > "$dir/pid"
   srv_wait_for "Dovecot (IMAP port $IMAP_PORT)" "$dir/dovecot.log" srv_tcp_open "$IMAP_PORT"

@@ -17,7 +17,7 @@ use crate::ldap::{self, DirectoryError, Session, UserSearch};
 use crate::log::{Logger, Severity, printable, printable_word};
 use crate::login::Refusal;
 use crate::mailcow::address;
-use crate::mailcow::{AuthsourceChange, Store, StoreError};
+use crate::mailcow::{AuthsourceChange, SqlPassword, Store, StoreError};
 
 /// Where a mailbox's password is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -166,7 +166,7 @@ fn decide(
             continue;
         }
         let no_password = match target {
-            Target::Mailcow => store.password_is_empty(&mailbox.username)? == Some(true),
+            Target::Mailcow => store.sql_password(&mailbox.username)? == SqlPassword::Empty,
             Target::Ldap => {
                 if mailbox.is_resource() {
                     decisions.push((addr, Decision::Refused(Refusal::Resource.to_string())));

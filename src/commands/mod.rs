@@ -1,6 +1,8 @@
 //! The shell-facing subcommands.
 
 pub mod authsource;
+pub mod check_report;
+pub mod completions;
 pub mod login;
 pub mod test_connection;
 

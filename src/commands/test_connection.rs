@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use super::check_report::{Format, MailboxFindings, NextLogin, Report, UserFindings};
 use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::exit::ExitCode;
@@ -12,33 +13,27 @@ use crate::ldap::{self, Session, UserSearch};
 use crate::login::{Refusal, normalize_login};
 use crate::mailcow::Store;
 use crate::mailcow::provision::{self, Preview, ProvisionError};
-use crate::mailcow::template::{self, Template};
 use crate::mapping::mapped_template;
 
-/// Prints one check per line and remembers whether all passed.
-struct Report {
-    healthy: bool,
-}
-
-impl Report {
-    fn check(&mut self, ok: bool, line: impl AsRef<str>) {
-        println!("{} {}", if ok { "ok   " } else { "FAIL " }, line.as_ref());
-        self.healthy &= ok;
-    }
-
-    fn info(&self, line: impl AsRef<str>) {
-        println!("      {}", line.as_ref());
-    }
-}
-
-pub fn run(config_path: &Path, user: Option<&str>) -> ExitCode {
-    let Some(config) = super::load_config(config_path) else {
-        return ExitCode::TempFail;
+pub fn run(config_path: &Path, user: Option<&str>, format: Format) -> ExitCode {
+    let mut report = Report::new(format);
+    let config = match Config::load(config_path) {
+        Ok(config) => config,
+        Err(e) => {
+            report.check("configuration", false, e.to_string());
+            return report.finish();
+        }
     };
-    let mut report = Report { healthy: true };
-    report.check(true, format!("configuration {}", config_path.display()));
+    report.check(
+        "configuration",
+        true,
+        format!("configuration {}", config_path.display()),
+    );
+    for warning in &config.warnings {
+        report.warn("configuration", warning);
+    }
     for warning in config.ldap.exposure_warnings() {
-        eprintln!("warning: {warning}");
+        report.warn("ldap", warning);
     }
 
     // Every host on its own; the first one that works serves the user check.
@@ -49,16 +44,21 @@ pub fn run(config_path: &Path, user: Option<&str>) -> ExitCode {
             Ok(mut s) => {
                 let ldap = &config.ldap;
                 report.check(
+                    "ldap_bind",
                     true,
                     format!("LDAP {host}:{} bind as {}", ldap.port, ldap.bind_dn),
                 );
                 match s.base_dn_exists(&deadline) {
-                    Ok(()) => report.check(true, format!("LDAP base DN {}", ldap.base_dn)),
-                    Err(e) => report.check(false, e.to_string()),
+                    Ok(()) => report.check(
+                        "ldap_base_dn",
+                        true,
+                        format!("LDAP base DN {}", ldap.base_dn),
+                    ),
+                    Err(e) => report.check("ldap_base_dn", false, e.to_string()),
                 }
                 session.get_or_insert(s);
             }
-            Err(e) => report.check(false, e.to_string()),
+            Err(e) => report.check("ldap_bind", false, e.to_string()),
         }
     }
 
@@ -67,7 +67,7 @@ pub fn run(config_path: &Path, user: Option<&str>) -> ExitCode {
     let mut store = match Store::connect(&config.database, timeout) {
         Ok(store) => Some(store),
         Err(e) => {
-            report.check(false, e.to_string());
+            report.check("database", false, e.to_string());
             None
         }
     };
@@ -75,25 +75,33 @@ pub fn run(config_path: &Path, user: Option<&str>) -> ExitCode {
         check_database(&config, store, &mut report);
     }
     if let Some(user) = user {
-        check_user(&config, session.as_mut(), store.as_mut(), user, &mut report);
+        let mut findings = UserFindings {
+            address: user.to_owned(),
+            ..UserFindings::default()
+        };
+        check_user(
+            &config,
+            session.as_mut(),
+            store.as_mut(),
+            &mut findings,
+            &mut report,
+        );
+        report.user = Some(findings);
     }
-    if report.healthy {
-        ExitCode::Ok
-    } else {
-        ExitCode::TempFail
-    }
+    report.finish()
 }
 
 fn check_database(config: &Config, store: &mut Store, report: &mut Report) {
-    match template::schema_version(store) {
+    match store.schema_version() {
         Ok(version) => report.check(
+            "database",
             true,
             format!(
                 "database {} (mailcow schema {version})",
                 config.database.name
             ),
         ),
-        Err(e) => report.check(false, e.to_string()),
+        Err(e) => report.check("database", false, e.to_string()),
     }
     let mut wanted: Vec<&str> = config
         .attribute_mapping
@@ -103,48 +111,64 @@ fn check_database(config: &Config, store: &mut Store, report: &mut Report) {
         .collect();
     wanted.sort_unstable();
     wanted.dedup();
-    match template::mailbox_template_names(store) {
+    match store.template_names() {
         Ok(existing) => {
             for name in wanted {
                 let found = existing.iter().any(|e| e == name);
-                report.check(found, format!("mailbox template '{name}' exists"));
+                report.check(
+                    "template",
+                    found,
+                    format!("mailbox template '{name}' exists"),
+                );
             }
         }
-        Err(e) => report.check(false, e.to_string()),
+        Err(e) => report.check("template", false, e.to_string()),
     }
 }
 
 /// What a login of `user` would find: the entry, its template and the mailbox (no bind as the
-/// user, nothing written).
+/// user, nothing written). `found.address` holds the login as given.
 fn check_user(
     config: &Config,
     session: Option<&mut Session>,
     store: Option<&mut Store>,
-    user: &str,
+    found: &mut UserFindings,
     report: &mut Report,
 ) {
-    let address = match normalize_login(user) {
+    let user = found.address.clone();
+    let address = match normalize_login(&user) {
         Ok(address) => address,
-        Err(e) => return report.check(false, format!("{user}: malformed address ({e})")),
+        Err(e) => {
+            let detail = format!("{user}: malformed address ({e})");
+            return report.check("user_address", false, detail);
+        }
     };
+    found.address = address.clone();
     let (Some(session), Some(store)) = (session, store) else {
         return report.check(
+            "user_entry",
             false,
             format!("{address}: not checked (LDAP or database down)"),
         );
     };
     let deadline = Deadline::after(config.deadline);
-    let entry = match session.find_login(user, &address, &deadline) {
+    let entry = match session.find_login(&user, &address, &deadline) {
         Ok(UserSearch::Found(entry)) => entry,
         Ok(UserSearch::NotFound) => {
-            return report.check(false, format!("{address}: {}", Refusal::NoLdapEntry));
+            let detail = format!("{address}: {}", Refusal::NoLdapEntry);
+            return report.check("user_entry", false, detail);
         }
         Ok(UserSearch::Ambiguous(n)) => {
-            return report.check(false, format!("{address}: {}", Refusal::Ambiguous(n)));
+            let detail = format!("{address}: {}", Refusal::Ambiguous(n));
+            return report.check("user_entry", false, detail);
         }
-        Err(e) => return report.check(false, e.to_string()),
+        Err(e) => return report.check("user_entry", false, e.to_string()),
     };
-    report.check(true, format!("{address}: LDAP entry {}", entry.dn));
+    report.check(
+        "user_entry",
+        true,
+        format!("{address}: LDAP entry {}", entry.dn),
+    );
     let attribute = config
         .ldap
         .attribute_field
@@ -155,58 +179,96 @@ fn check_user(
         "{}: {:?}",
         config.ldap.name_field, entry.display_name
     ));
-
     let mapped = mapped_template(&config.attribute_mapping, &entry.mapping_values);
+    found.dn = Some(entry.dn.clone());
+    found.attribute_values = entry.mapping_values.clone();
+    found.display_name = entry.display_name.clone();
+    found.mapped_template = mapped.map(str::to_owned);
+
     let name = entry.display_name.as_deref();
     let existing = match store.mailbox(&address) {
         Ok(mailbox) => mailbox,
-        Err(e) => return report.check(false, e.to_string()),
+        Err(e) => return report.check("user_mailbox", false, e.to_string()),
+    };
+    let refuse = |found: &mut UserFindings, report: &mut Report, why: String| {
+        report.check("user_next_login", false, format!("{address}: {why}"));
+        found.next_login = Some(NextLogin::Refused { reason: why });
     };
     if let Some(mailbox) = existing {
         let authsource = mailbox.authsource.as_deref().unwrap_or("mailcow");
         report.check(
+            "user_mailbox",
             authsource == "ldap",
             format!(
                 "{address}: mailbox exists (authsource {authsource}, active {}, domain active {:?})",
                 mailbox.active, mailbox.domain_active
             ),
         );
+        found.mailbox = Some(MailboxFindings {
+            authsource: authsource.to_owned(),
+            active: mailbox.active,
+            domain_active: mailbox.domain_active,
+        });
         let Some(template) = mapped else {
-            return report.info("no mapped template: logins leave the mailbox as it is");
+            let reason = "no mapped template: logins leave the mailbox as it is";
+            found.next_login = Some(NextLogin::Nothing {
+                reason: reason.into(),
+            });
+            return report.info(reason);
         };
-        let loaded = match Template::load(store, template) {
+        let loaded = match store.template(template) {
             Ok(loaded) => loaded,
-            Err(e) => return report.check(false, e.to_string()),
+            Err(e) => return report.check("user_next_login", false, e.to_string()),
         };
         match provision::preview_apply(store, &mailbox, name, template, loaded.as_ref()) {
             Ok(Preview::Write) => {
+                found.next_login = Some(NextLogin::Reapply {
+                    template: template.into(),
+                });
                 report.info(format!("the next login re-applies template {template}"))
             }
-            Ok(Preview::Nothing) => report.info(format!("template {template} is up to date")),
-            Ok(Preview::Skipped(why)) => report.check(false, format!("{address}: {why}")),
-            Err(e) => report.check(false, e.to_string()),
+            Ok(Preview::Nothing) => {
+                let reason = format!("template {template} is up to date");
+                report.info(&reason);
+                found.next_login = Some(NextLogin::Nothing { reason });
+            }
+            Ok(Preview::Skipped(why)) => refuse(found, report, why.to_string()),
+            Ok(Preview::NotLdapBacked(authsource)) => {
+                let reason = format!(
+                    "authsource {authsource}: logins are refused and the template is not applied"
+                );
+                report.info(&reason);
+                found.next_login = Some(NextLogin::Refused { reason });
+            }
+            Err(e) => report.check("user_next_login", false, e.to_string()),
         }
         return;
     }
     if !config.login_provisioning {
-        return report.check(false, format!("{address}: {}", Refusal::ProvisioningOff));
+        return refuse(found, report, Refusal::ProvisioningOff.to_string());
     }
     let Some(template) = mapped.or(config.default_template.as_deref()) else {
         let values = format!("{:?}", entry.mapping_values);
-        return report.check(false, format!("{address}: {}", Refusal::NoMapping(values)));
+        return refuse(found, report, Refusal::NoMapping(values).to_string());
     };
-    let loaded = match Template::load(store, template) {
+    let loaded = match store.template(template) {
         Ok(loaded) => loaded,
-        Err(e) => return report.check(false, e.to_string()),
+        Err(e) => return report.check("user_next_login", false, e.to_string()),
     };
     match provision::preview_create(store, &address, name, template, loaded.as_ref()) {
-        Ok(_) => report.check(
-            true,
-            format!("{address}: a first login creates the mailbox from template {template}"),
-        ),
-        Err(ProvisionError::Refused(why)) => {
-            report.check(false, format!("{address}: a first login is refused: {why}"))
+        Ok(_) => {
+            found.next_login = Some(NextLogin::Create {
+                template: template.into(),
+            });
+            report.check(
+                "user_next_login",
+                true,
+                format!("{address}: a first login creates the mailbox from template {template}"),
+            )
         }
-        Err(ProvisionError::Store(e)) => report.check(false, e.to_string()),
+        Err(ProvisionError::Refused(why)) => {
+            refuse(found, report, format!("a first login is refused: {why}"))
+        }
+        Err(ProvisionError::Store(e)) => report.check("user_next_login", false, e.to_string()),
     }
 }

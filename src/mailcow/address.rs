@@ -3,7 +3,8 @@
 //!
 //! mailcow itself lower-cases and trims both halves, converts the domain with PHP's
 //! `idn_to_ascii(…, INTL_IDNA_VARIANT_UTS46)` and then requires `FILTER_VALIDATE_EMAIL`, so a
-//! name that fails here could never have been created (or logged in) by mailcow either.
+//! name that fails here could not have been created by mailcow either — except a quoted local
+//! part, which this program refuses on purpose (see [`valid_local_part`]).
 
 use idna::uts46::{AsciiDenyList, DnsLength, Hyphens, Uts46};
 
@@ -78,8 +79,14 @@ fn domain_to_ascii(domain: &str) -> Result<String, AddressError> {
     Ok(ascii.into_owned())
 }
 
-/// An unquoted dot-atom (RFC 5322 `atext` plus dots, none leading, trailing or doubled), as
-/// `FILTER_VALIDATE_EMAIL` requires; non-ASCII letters are tolerated (RFC 6531).
+/// The local part rule: an unquoted dot-atom of ASCII `atext` (RFC 5322: letters, digits and
+/// ``!#$%&'*+-/=?^_`{|}~``), dots neither leading, trailing nor doubled, at most 64
+/// characters. This is the dot-atom half of PHP's `FILTER_VALIDATE_EMAIL` (without the Unicode
+/// flag), which mailcow checks addresses with. Its quoted-string half (`"a b"@…`, with spaces,
+/// backslashes and quotes inside) is refused: Dovecot, Postfix and mailcow's own tools do not
+/// handle quoted local parts alike. So a backslash, a double quote, a space or a non-ASCII
+/// letter never reaches the database in an address; a `'`, `#`, `/`, `*`, `%` or `_` does, and
+/// the store binds it like any other value.
 fn valid_local_part(local: &str) -> bool {
     const ATEXT_SPECIALS: &str = "!#$%&'*+-/=?^_`{|}~";
     local.chars().count() <= MAX_LOCAL_PART
@@ -135,6 +142,34 @@ mod tests {
         assert_eq!(ok("x@例え.テスト").0, "x@xn--r8jz45g.xn--zckzah");
         // UTS #46 mapping: full-width letters and the ideographic full stop
         assert_eq!(ok("x@ｅｘａｍｐｌｅ。org").0, "x@example.org");
+    }
+
+    #[test]
+    fn local_parts_are_ascii_dot_atoms() {
+        const ATEXT_SPECIALS: &str = "!#$%&'*+-/=?^_`{|}~";
+        for c in (0u8..=0x7f).map(char::from) {
+            let login = format!("a{c}b@example.org");
+            let allowed = c.is_ascii_alphanumeric() || ATEXT_SPECIALS.contains(c) || c == '.';
+            assert_eq!(normalize(&login).is_ok(), allowed, "{login:?}");
+        }
+        for refused in [
+            "a\\b@example.org",
+            "\"a b\"@example.org",
+            "\"a\\\"b\"@example.org",
+            "jos\u{e9}@example.org",
+            "\u{0430}lice@example.org",
+        ] {
+            assert_eq!(
+                normalize(refused),
+                Err(AddressError::BadLocalPart),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(
+            ok("q'#/*%_'x@example.org").1,
+            "q'#/*%_'x",
+            "kept exactly, for the store to bind"
+        );
     }
 
     #[test]

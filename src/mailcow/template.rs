@@ -2,11 +2,8 @@
 
 use std::fmt::Write as _;
 
-use mysql::prelude::Queryable;
 use serde_json::{Map, Value};
 use sha1::{Digest, Sha1};
-
-use super::{Context, Store, StoreError};
 
 /// One mebibyte: templates and mailboxes hold bytes, domain limits MiB.
 pub const MIB: i64 = 1_048_576;
@@ -37,37 +34,6 @@ impl Template {
 }
 
 impl Template {
-    /// The mailbox template called `name` (the lowest id when several share the name, compared
-    /// with the column's case-insensitive collation as mailcow's own query does), if any.
-    pub fn load(store: &mut Store, name: &str) -> Result<Option<Template>, StoreError> {
-        let row: Option<(i64, String, Option<String>)> = store.read_row(
-            "SELECT id, template, attributes FROM templates \
-             WHERE type = 'mailbox' AND template = ? ORDER BY id LIMIT 1",
-            &[name],
-            "loading the mailbox template",
-        )?;
-        let Some((id, name, raw)) = row else {
-            return Ok(None);
-        };
-        let raw = raw.ok_or_else(|| {
-            StoreError::Data(format!("mailbox template {name} has no attributes (NULL)"))
-        })?;
-        let attributes = match serde_json::from_str(&raw) {
-            Ok(Value::Object(map)) => map,
-            _ => {
-                return Err(StoreError::Data(format!(
-                    "the attributes of mailbox template {name} are not a JSON object"
-                )));
-            }
-        };
-        Ok(Some(Template {
-            id,
-            name,
-            raw,
-            attributes,
-        }))
-    }
-
     /// `attribute_hash` of this template's raw text, as mailcow computes it.
     pub fn attribute_hash(&self) -> String {
         attribute_hash(&self.raw)
@@ -170,25 +136,6 @@ pub fn php_nonzero(v: &Value) -> bool {
         Value::String(s) => php_numeric(s).is_none_or(|f| f != 0.0),
         Value::Array(_) | Value::Object(_) => true,
     }
-}
-
-/// Names of all mailbox templates (`templates.type = 'mailbox'`).
-pub fn mailbox_template_names(store: &mut Store) -> Result<Vec<String>, StoreError> {
-    store
-        .conn()
-        .query("SELECT template FROM templates WHERE type = 'mailbox' ORDER BY id")
-        .context("listing the mailbox templates")
-}
-
-/// mailcow's schema version (`versions.db_schema`).
-pub fn schema_version(store: &mut Store) -> Result<String, StoreError> {
-    store
-        .conn()
-        .query_first("SELECT version FROM versions WHERE application = 'db_schema'")
-        .context("reading the schema version")?
-        .ok_or_else(|| {
-            StoreError::Data("no db_schema row in `versions`: is this mailcow's database?".into())
-        })
 }
 
 /// `sha1(json_encode($raw_text))` as mailcow computes it: the template's raw JSON text encoded

@@ -350,7 +350,7 @@ impl Templates {
         name: &str,
     ) -> Result<Result<Option<&Template>, String>, StoreError> {
         if !self.loaded.contains_key(name) {
-            let loaded = match Template::load(store, name) {
+            let loaded = match store.template(name) {
                 Ok(t) => Ok(t),
                 Err(StoreError::Data(why)) => Err(why),
                 Err(e) => return Err(e),
@@ -463,6 +463,7 @@ impl Run<'_> {
                 )),
                 Ok(Preview::Nothing) => Ok(Outcome::quiet(Kind::Unchanged)),
                 Ok(Preview::Skipped(why)) => Ok(Outcome::warn(Kind::Skipped, why)),
+                Ok(Preview::NotLdapBacked(authsource)) => Ok(switched_meanwhile(&authsource)),
                 Err(e) => refused(e),
             };
         }
@@ -473,9 +474,18 @@ impl Run<'_> {
                 with_skipped(format!("template {template_name} re-applied"), &skipped),
             )),
             Ok(Applied::Skipped { reason, .. }) => Ok(Outcome::warn(Kind::Skipped, reason)),
+            Ok(Applied::NotLdapBacked { authsource }) => Ok(switched_meanwhile(&authsource)),
             Err(e) => refused(e),
         }
     }
+}
+
+/// A mailbox listed as LDAP-backed that has another authsource by the time its row is locked.
+fn switched_meanwhile(authsource: &str) -> Outcome {
+    Outcome::info(
+        Kind::Skipped,
+        format!("authsource is {authsource} now: template not applied"),
+    )
 }
 
 /// A policy refusal, or broken data in one row, fails this entry only; any other database

@@ -67,6 +67,8 @@ enum ConfigSrc {
 
 #[derive(Clone, Debug)]
 pub struct Run {
+    /// The program run: the binary under test unless `.binary()` says otherwise.
+    binary: std::path::PathBuf,
     config: ConfigSrc,
     config_at: ConfigAt,
     subcommand: Vec<OsString>,
@@ -93,6 +95,7 @@ impl Run {
         // SAFETY: trivial libc call.
         env.insert("ORIG_UID".into(), unsafe { libc::getuid() }.to_string());
         Run {
+            binary: BIN.into(),
             config: ConfigSrc::Yaml(serde_norway::to_string(config).expect("config to YAML")),
             config_at: ConfigAt::BeforeSubcommand,
             subcommand: vec!["checkpassword".into()],
@@ -110,6 +113,7 @@ impl Run {
     /// Any subcommand (`login`, `test-connection`, ...), no fd 3, empty environment.
     pub fn subcommand(config: &serde_json::Value, args: &[&str]) -> Run {
         Run {
+            binary: BIN.into(),
             config: ConfigSrc::Yaml(serde_norway::to_string(config).expect("config to YAML")),
             config_at: ConfigAt::BeforeSubcommand,
             subcommand: args.iter().map(OsString::from).collect(),
@@ -124,6 +128,11 @@ impl Run {
         }
     }
 
+    /// Run this program instead of the binary under test (e.g. the one a package installed).
+    pub fn binary(mut self, path: &str) -> Self {
+        self.binary = path.into();
+        self
+    }
     /// Replace the config with raw YAML text (for broken configs).
     pub fn config_yaml(mut self, yaml: &str) -> Self {
         self.config = ConfigSrc::Yaml(yaml.into());
@@ -232,7 +241,7 @@ impl Run {
             .prefix("run.")
             .tempdir_in(scratch())
             .expect("run temp dir");
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(&self.binary);
         cmd.env_clear();
         let path = match &self.config {
             ConfigSrc::Yaml(cfg) => {
@@ -314,7 +323,9 @@ impl Run {
             cmd.stderr(Stdio::piped());
         }
         let argv = format!("{cmd:?}");
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.binary.display()));
         drop(cmd); // closes our copies of the fds handed to the child
         let pid = child.id() as libc::pid_t;
         let stdin = child.stdin.take();

@@ -13,6 +13,58 @@ use std::time::{Duration, Instant};
 
 pub const SCHEMA: &str = include_str!("../fixtures/mailcow-schema.sql");
 
+/// A table provisioning writes, with the statements tests read it by (the name is an
+/// identifier, so each statement is written out rather than built).
+pub struct ProvisionedTable {
+    pub name: &'static str,
+    /// The column holding the address a row belongs to.
+    pub key: &'static str,
+    /// Every row, in a fixed order.
+    pub all: &'static str,
+    /// The rows of one address (`?`), in a fixed order.
+    pub of_address: &'static str,
+    /// How many rows one address (`?`) has.
+    pub count_of_address: &'static str,
+}
+
+macro_rules! provisioned_table {
+    ($name:literal, $key:literal, $order:literal) => {
+        ProvisionedTable {
+            name: $name,
+            key: $key,
+            all: concat!("SELECT * FROM `", $name, "` ORDER BY ", $order),
+            of_address: concat!(
+                "SELECT * FROM `",
+                $name,
+                "` WHERE `",
+                $key,
+                "` = ? ORDER BY ",
+                $order
+            ),
+            count_of_address: concat!("SELECT COUNT(*) FROM `", $name, "` WHERE `", $key, "` = ?"),
+        }
+    };
+}
+
+/// Every table provisioning writes.
+pub const PROVISIONED: [ProvisionedTable; 7] = [
+    provisioned_table!("mailbox", "username", "username"),
+    provisioned_table!("alias", "address", "address"),
+    provisioned_table!("quota2", "username", "username"),
+    provisioned_table!("quota2replica", "username", "username"),
+    provisioned_table!("user_acl", "username", "username"),
+    provisioned_table!("tags_mailbox", "username", "username, tag_name"),
+    provisioned_table!("_sogo_static_view", "c_uid", "c_uid"),
+];
+
+/// The provisioned table called `name`.
+pub fn provisioned(name: &str) -> &'static ProvisionedTable {
+    PROVISIONED
+        .iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("{name} is not a provisioned table"))
+}
+
 pub struct Mariadb {
     pub port: u16,
     pub datadir: PathBuf,
@@ -25,7 +77,7 @@ pub struct Mariadb {
 
 pub fn mariadb() -> &'static Mariadb {
     static M: OnceLock<Mariadb> = OnceLock::new();
-    M.get_or_init(Mariadb::start)
+    M.get_or_init(|| Mariadb::start_with(&[]))
 }
 
 fn common_opts(dir: &Path, datadir: &Path) -> Vec<String> {
@@ -48,12 +100,20 @@ fn common_opts(dir: &Path, datadir: &Path) -> Vec<String> {
 }
 
 impl Mariadb {
-    fn start() -> Mariadb {
+    /// A server with these options added to the harness's own (e.g. `--sql-mode=…`); a test
+    /// binary keeps it in its own `OnceLock`, as [`mariadb`] does the default one.
+    pub fn start_with(extra_options: &[&str]) -> Mariadb {
         let t0 = Instant::now();
-        let dir = scratch_subdir("mariadb");
+        // several servers in one test process each get their own directories
+        static STARTED: AtomicU32 = AtomicU32::new(0);
+        let name = match STARTED.fetch_add(1, Ordering::Relaxed) {
+            0 => "mariadb".to_owned(),
+            n => format!("mariadb{n}"),
+        };
+        let dir = scratch_subdir(&name);
         std::fs::create_dir_all(dir.join("tmp")).expect("mkdir tmp");
         // datadir on tmpfs when there is room (see fast_scratch); socket, tmpdir, log in /tmp
-        let datadir = fast_scratch().join("mariadb-data");
+        let datadir = fast_scratch().join(format!("{name}-data"));
         let opts = common_opts(&dir, &datadir);
         run_ok(
             Command::new("mariadb-install-db")
@@ -87,6 +147,7 @@ impl Mariadb {
                     "--innodb-buffer-pool-dump-at-shutdown=0",
                     "--max-connections=500",
                 ])
+                .args(extra_options)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
@@ -366,18 +427,27 @@ impl TestDb {
             .conn()
             .query(sql)
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        rows.into_iter()
-            .map(|r| {
-                r.unwrap()
-                    .into_iter()
-                    .map(|v| match v {
-                        mysql::Value::NULL => None,
-                        mysql::Value::Bytes(b) => Some(String::from_utf8_lossy(&b).into_owned()),
-                        other => Some(other.as_sql(true)),
-                    })
-                    .collect()
-            })
-            .collect()
+        texts(rows)
+    }
+
+    /// [`TestDb::rows`] of a prepared statement with these parameters.
+    pub fn rows_with(
+        &self,
+        sql: &str,
+        params: impl Into<mysql::Params>,
+    ) -> Vec<Vec<Option<String>>> {
+        let rows: Vec<mysql::Row> = self
+            .conn()
+            .exec(sql, params)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        texts(rows)
+    }
+
+    /// Runs a prepared statement with these parameters (root, this database).
+    pub fn exec_with(&self, sql: &str, params: impl Into<mysql::Params>) {
+        self.conn()
+            .exec_drop(sql, params)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
     /// Runs a statement (root, this database).
@@ -399,4 +469,26 @@ impl TestDb {
                 .prefer_socket(false),
         )
     }
+}
+
+/// Rows as strings, whichever protocol read them: NULL → None, DATETIME as
+/// "YYYY-MM-DD HH:MM:SS" (as the text protocol sends it).
+fn texts(rows: Vec<mysql::Row>) -> Vec<Vec<Option<String>>> {
+    rows.into_iter()
+        .map(|r| {
+            r.unwrap()
+                .into_iter()
+                .map(|v| match v {
+                    mysql::Value::NULL => None,
+                    mysql::Value::Bytes(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+                    mysql::Value::Int(i) => Some(i.to_string()),
+                    mysql::Value::UInt(u) => Some(u.to_string()),
+                    mysql::Value::Date(y, mo, d, h, mi, s, _) => {
+                        Some(format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}"))
+                    }
+                    other => Some(format!("{other:?}")),
+                })
+                .collect()
+        })
+        .collect()
 }

@@ -11,7 +11,7 @@ pub mod slapd;
 
 pub use certs::certs;
 pub use cmd::{CHECKPASSWORD_REPLY, ConfigAt, ENV_REPLY, Outcome, Run, Running};
-pub use mariadb::{Domain, Mailbox, TestDb, mariadb};
+pub use mariadb::{Domain, Mailbox, PROVISIONED, TestDb, mariadb, provisioned};
 pub use net::{BlackHole, FirstRequestProxy, Forwarder, dead_port};
 pub use slapd::{LdapUser, SVC_DN, SVC_PW, Slapd, Subtree, slapd};
 
@@ -30,9 +30,14 @@ pub struct TestEnv {
 impl TestEnv {
     /// A subtree holding `users` and a fresh mailcow database.
     pub fn new(users: &[LdapUser]) -> TestEnv {
+        TestEnv::on(mariadb(), users)
+    }
+
+    /// [`TestEnv::new`] with the database on `server` (one started with other options).
+    pub fn on(server: &'static mariadb::Mariadb, users: &[LdapUser]) -> TestEnv {
         let t0 = Instant::now();
         let ldap = slapd().subtree(users);
-        let db = mariadb().create_db();
+        let db = server.create_db();
         let cfg = default_config(&ldap, &db);
         eprintln!(
             "harness: test env (subtree {}, db {}) in {:?} (db {:?})",
@@ -47,6 +52,26 @@ impl TestEnv {
     /// `checkpassword /usr/bin/env` with this env's config.
     pub fn cp(&self) -> Run {
         Run::checkpassword(&self.cfg)
+    }
+
+    /// Turns on both halves of the sync (import and periodic full sync).
+    pub fn sync_on(&mut self) {
+        self.cfg["sync"] =
+            json!({ "import_users": true, "periodic_full_sync": true, "interval_minutes": 15 });
+    }
+
+    /// `sync --force` with this env's config and a state directory inside `state`.
+    pub fn forced_sync(&self, state: &tempfile::TempDir) -> Run {
+        let dir = state.path().join("state");
+        Run::subcommand(
+            &self.cfg,
+            &[
+                "sync",
+                "--force",
+                "--state-dir",
+                dir.to_str().expect("utf-8 path"),
+            ],
+        )
     }
 
     /// Points the LDAP side at other hosts/port (e.g. a black hole or a dead port).
@@ -105,4 +130,12 @@ pub fn default_config(ldap: &Subtree, db: &TestDb) -> Value {
         "log": { "syslog": false, "stderr": "all" },
         "sync": { "import_users": false, "periodic_full_sync": false, "interval_minutes": 15 }
     })
+}
+
+/// A scratch directory for one test's sync state (see [`TestEnv::forced_sync`]).
+pub fn sync_state() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("state.")
+        .tempdir_in(process::scratch())
+        .expect("state dir")
 }

@@ -60,20 +60,28 @@ pub fn fast_scratch() -> &'static Path {
         // MLA_TEST_NO_TMPFS=1 forces the disk (to measure, or when /dev/shm misbehaves)
         let wanted = std::env::var_os("MLA_TEST_NO_TMPFS").is_none();
         if wanted && free_bytes(base).is_some_and(|b| b >= 1 << 30) {
-            scratch(); // installs the atexit hook and cleans stale dirs first
-            if let Ok(d) = tempfile::Builder::new()
-                .prefix(&format!("{SCRATCH_PREFIX}{}.", std::process::id()))
-                .tempdir_in(base)
-            {
-                let dir = d.keep();
-                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
-                    .expect("chmod fast scratch dir");
-                registry().dirs.push(dir.clone());
+            if let Ok(dir) = scratch_dir_in(base) {
                 return dir;
             }
         }
         scratch().to_path_buf()
     })
+}
+
+/// A new per-process directory `<base>/mla-test.<pid>.XXXXXX` (mode 0755), removed at exit;
+/// directories of that name under `base` left by dead test processes are removed first.
+pub fn scratch_dir_in(base: &Path) -> io::Result<PathBuf> {
+    scratch(); // installs the atexit hook and cleans the stale dirs of /tmp and /dev/shm
+    if base != Path::new("/tmp") && base != Path::new("/dev/shm") {
+        remove_stale_in(std::fs::read_dir(base)?);
+    }
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{SCRATCH_PREFIX}{}.", std::process::id()))
+        .tempdir_in(base)?
+        .keep();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    registry().dirs.push(dir.clone());
+    Ok(dir)
 }
 
 fn free_bytes(path: &Path) -> Option<u64> {

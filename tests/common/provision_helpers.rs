@@ -3,23 +3,12 @@
 //! Included from tests/provision.rs with `#[path]`, so it reaches the harness as `crate::common`.
 #![allow(dead_code)]
 
-use crate::common::{TestDb, slapd};
+use crate::common::{PROVISIONED, TestDb, provisioned, slapd};
 use mysql::prelude::Queryable;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashSet};
 
 pub const MIB: i64 = 1_048_576;
-
-/// Every table provisioning writes, with the columns that order its rows.
-pub const PROVISIONED_TABLES: [(&str, &str); 7] = [
-    ("mailbox", "username"),
-    ("alias", "address"),
-    ("quota2", "username"),
-    ("quota2replica", "username"),
-    ("user_acl", "username"),
-    ("tags_mailbox", "username, tag_name"),
-    ("_sogo_static_view", "c_uid"),
-];
 
 /// One SQL value as JSON: integers as numbers, text as strings, DATETIME as
 /// "YYYY-MM-DD HH:MM:SS", NULL as null.
@@ -34,7 +23,7 @@ pub fn sql_to_json(v: mysql::Value) -> Value {
         mysql::Value::Date(y, mo, d, h, mi, s, _) => {
             Value::String(format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}"))
         }
-        other => Value::String(other.as_sql(true)),
+        other => Value::String(format!("{other:?}")),
     }
 }
 
@@ -61,36 +50,22 @@ pub fn json_rows(db: &TestDb, sql: &str) -> Vec<Map<String, Value>> {
 
 /// Every row of every provisioned table, all columns (time columns included).
 pub fn snapshot(db: &TestDb) -> BTreeMap<&'static str, Vec<Map<String, Value>>> {
-    PROVISIONED_TABLES
+    PROVISIONED
         .iter()
-        .map(|(table, order)| {
-            (
-                *table,
-                json_rows(db, &format!("SELECT * FROM `{table}` ORDER BY {order}")),
-            )
-        })
+        .map(|t| (t.name, json_rows(db, t.all)))
         .collect()
 }
 
 /// Number of rows per provisioned table that belong to `username`.
 pub fn row_counts(db: &TestDb, username: &str) -> BTreeMap<&'static str, i64> {
-    PROVISIONED_TABLES
+    PROVISIONED
         .iter()
-        .map(|(table, _)| {
-            let column = match *table {
-                "alias" => "address",
-                "_sogo_static_view" => "c_uid",
-                _ => "username",
-            };
-            let n: i64 = db
+        .map(|t| {
+            let n: Option<i64> = db
                 .conn()
-                .exec_first(
-                    format!("SELECT COUNT(*) FROM `{table}` WHERE {column} = ?"),
-                    (username,),
-                )
-                .unwrap()
-                .unwrap();
-            (*table, n)
+                .exec_first(t.count_of_address, (username,))
+                .unwrap_or_else(|e| panic!("{}: {e}", t.count_of_address));
+            (t.name, n.unwrap_or(0))
         })
         .collect()
 }
@@ -166,6 +141,15 @@ pub fn insert_template(db: &TestDb, name: &str, attributes_text: &str) {
 }
 
 /// Replaces the attributes text of a mailbox template.
+/// The golden template (tests/fixtures) as the mailbox template `name`.
+pub fn insert_golden_template(db: &TestDb, name: &str) {
+    let golden = golden();
+    let attributes = golden["template"]["attributes_text"]
+        .as_str()
+        .expect("golden template text");
+    insert_template(db, name, attributes);
+}
+
 pub fn set_template_text(db: &TestDb, name: &str, attributes_text: &str) {
     db.conn()
         .exec_drop(
@@ -209,11 +193,7 @@ pub fn rows_of(db: &TestDb, username: &str) -> BTreeMap<&'static str, Vec<Map<St
     snapshot(db)
         .into_iter()
         .map(|(table, rows)| {
-            let key = match table {
-                "alias" => "address",
-                "_sogo_static_view" => "c_uid",
-                _ => "username",
-            };
+            let key = provisioned(table).key;
             let rows = rows.into_iter().filter(|r| r[key] == username).collect();
             (table, rows)
         })

@@ -104,13 +104,21 @@ pub fn gid_of(group: &str) -> u32 {
     id_from("/etc/group", group, 2)
 }
 
-fn id_from(file: &str, name: &str, field: usize) -> u32 {
-    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("read {file}: {e}"));
+/// Field `field` of the line for `name` in a passwd/group style file.
+pub fn id_from(file: impl AsRef<Path>, name: &str, field: usize) -> u32 {
+    let file = file.as_ref();
+    let text =
+        std::fs::read_to_string(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
     text.lines()
         .map(|l| l.split(':').collect::<Vec<_>>())
         .find(|f| f.first() == Some(&name))
         .and_then(|f| f.get(field).and_then(|v| v.parse().ok()))
-        .unwrap_or_else(|| panic!("{name} not found in {file} (are dovecot/postfix installed?)"))
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} not found in {} (are dovecot/postfix installed?)",
+                file.display()
+            )
+        })
 }
 
 fn mkdir(p: &Path, mode: u32) {
@@ -325,51 +333,10 @@ plugin {{
             )
             .expect("write dovecot.conf");
 
-            let out = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join("master.out"))
-                .expect("open master.out");
             let mut cmd = Command::new("dovecot");
-            cmd.arg("-c")
-                .arg(&conf)
-                .arg("-F")
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().expect("clone"))
-                .stderr(out)
-                // own process group: stragglers are stopped with kill(-pgid)
-                .process_group(0);
-            let mut child = spawn_server(cmd).expect("spawn dovecot");
-            let pgid = child.id() as i32;
-            let deadline = Instant::now() + Duration::from_secs(20);
-            let ready = loop {
-                if let Some(status) = child.try_wait().expect("try_wait dovecot") {
-                    let log = std::fs::read_to_string(&log_path).unwrap_or_default()
-                        + &std::fs::read_to_string(dir.join("master.out")).unwrap_or_default();
-                    if !log.contains("Address already in use") || attempt == 19 {
-                        panic!("dovecot exited with {status}:\n{log}");
-                    }
-                    break false;
-                }
-                match imap_greeting(imap_port) {
-                    Some(g) if g.contains(&greeting) => break true,
-                    Some(g) => {
-                        // another test process's server on "our" port: ours cannot bind.
-                        eprintln!("e2e: port {imap_port} answered {g:?}; retrying");
-                        kill_group(pgid);
-                        stop_server(&mut child);
-                        break false;
-                    }
-                    None if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(20))
-                    }
-                    None => panic!(
-                        "dovecot not ready after 20 s:\n{}",
-                        std::fs::read_to_string(&log_path).unwrap_or_default()
-                    ),
-                }
-            };
-            if ready {
+            cmd.arg("-c").arg(&conf).arg("-F");
+            let ready = run_master(cmd, &dir, &log_path, imap_port, &greeting, attempt == 19);
+            if let Some((child, pgid)) = ready {
                 install_atexit();
                 let d = Dovecot {
                     dir,
@@ -542,7 +509,57 @@ plugin {{
     }
 }
 
-fn imap_greeting(port: u16) -> Option<String> {
+/// Runs a Dovecot master (`cmd`, in the foreground) in its own process group, its output in
+/// `<dir>/master.out`, and waits until the IMAP listener on `imap_port` greets with `greeting`:
+/// the master and its pgid. None when a port was taken (the caller retries with others, unless
+/// `last_try`, which panics instead). `log` is Dovecot's log file (shown when it fails).
+pub fn run_master(
+    mut cmd: Command,
+    dir: &Path,
+    log: &Path,
+    imap_port: u16,
+    greeting: &str,
+    last_try: bool,
+) -> Option<(Child, i32)> {
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("master.out"))
+        .expect("open master.out");
+    cmd.stdin(Stdio::null())
+        .stdout(out.try_clone().expect("clone"))
+        .stderr(out)
+        // own process group: stragglers are stopped with kill(-pgid)
+        .process_group(0);
+    let mut child = spawn_server(cmd).expect("spawn dovecot");
+    let pgid = child.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait dovecot") {
+            let text = read(log) + &read(&dir.join("master.out"));
+            if !text.contains("Address already in use") || last_try {
+                panic!("dovecot exited with {status}:\n{text}");
+            }
+            return None;
+        }
+        match imap_greeting(imap_port) {
+            Some(g) if g.contains(greeting) => return Some((child, pgid)),
+            Some(g) => {
+                // another test process's server on "our" port: ours cannot bind.
+                eprintln!("e2e: port {imap_port} answered {g:?}; retrying");
+                kill_group(pgid);
+                stop_server(&mut child);
+                return None;
+            }
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            None => panic!("dovecot not ready after 20 s:\n{}", read(log)),
+        }
+    }
+}
+
+/// The first line an IMAP server on `port` sends, if any within 2 s.
+pub fn imap_greeting(port: u16) -> Option<String> {
     use std::io::{BufRead, BufReader};
     let s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;

@@ -1,20 +1,25 @@
 //! End-to-end harness: the shared slapd + MariaDB of `tests/common`, plus one real Dovecot 2.3
 //! (and, on first use, one Postfix) per test binary, configured from the shipped `contrib/`
-//! snippets. Each test is a [`Site`]: its own mail domain, whose config file (selected by
-//! Dovecot through `%Ld` in the checkpassword args) points at the test's own LDAP subtree and
-//! database.
+//! snippets, or a Dovecot 2.4.1 per test inside a trixie root ([`dovecot24`]). Each test is a
+//! [`Site`]: its own mail domain, whose config file (selected by Dovecot through `%Ld` in the
+//! checkpassword args) points at the test's own LDAP subtree and database.
 #![allow(dead_code)]
 
 pub mod clients;
 pub mod dovecot;
+pub mod dovecot24;
 pub mod postfix;
 
-use crate::common::{Domain, LdapUser, TestEnv};
+use crate::common::{Domain, LdapUser, PROVISIONED, TestEnv, provisioned};
 use dovecot::dovecot;
 use serde_json::{Value, json};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const GOLDEN: &str = include_str!("../fixtures/golden-provision-bob.json");
+
+/// The `modified` time [`Site::pin_modified`] sets.
+pub const PINNED: &str = "2001-02-03 04:05:06";
 
 /// The quota of the `Staff` template (bytes).
 pub const STAFF_QUOTA: &str = "1073741824";
@@ -23,20 +28,20 @@ pub const STAFF_QUOTA: &str = "1073741824";
 /// line containing every needle; returns that line.
 #[track_caller]
 pub fn log_line(needles: &[&str]) -> String {
+    wait_for_line(|| dovecot().log(), needles)
+}
+
+/// Waits up to 10 s until `log()` has a line containing every needle; returns that line.
+#[track_caller]
+pub fn wait_for_line(log: impl Fn() -> String, needles: &[&str]) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(l) = dovecot()
-            .log()
-            .lines()
-            .find(|l| needles.iter().all(|n| l.contains(n)))
-        {
+        let text = log();
+        if let Some(l) = text.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
             return l.to_string();
         }
         if Instant::now() > deadline {
-            panic!(
-                "no Dovecot log line contains all of {needles:?}; log:\n{}",
-                dovecot().log()
-            );
+            panic!("no Dovecot log line contains all of {needles:?}; log:\n{text}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -44,7 +49,20 @@ pub fn log_line(needles: &[&str]) -> String {
 
 /// `doveadm user` exit code, output as (field, value) pairs, and all output.
 pub fn doveadm_user(addr: &str) -> (Option<i32>, Vec<(String, String)>, String) {
-    let out = dovecot().doveadm(&["user", addr]);
+    user_lookup(dovecot().doveadm(&["user", addr]))
+}
+
+/// The value of `key` among `doveadm user` fields; panics (showing `out`) when absent.
+pub fn field<'a>(fields: &'a [(String, String)], key: &str, out: &str) -> &'a str {
+    fields
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("doveadm user prints no {key}:\n{out}"))
+}
+
+/// What a `doveadm user` run printed: exit code, (field, value) pairs, all output.
+pub fn user_lookup(out: std::process::Output) -> (Option<i32>, Vec<(String, String)>, String) {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let fields = stdout
         .lines()
@@ -73,9 +91,17 @@ pub struct Site {
 impl Site {
     /// Domain `<tag>.example.org` (active, room for 100 mailboxes), the `Staff` template next to
     /// the built-in `Default`, mapping `staff` → Staff, default template Default, and the config
-    /// file Dovecot uses for this domain.
+    /// file the shared Dovecot 2.3 uses for this domain.
     pub fn new(tag: &str) -> Site {
         let d = dovecot();
+        let site = Site::for_mail(tag, d.mail_uid, d.mail_gid, &d.mail);
+        site.write_config();
+        site
+    }
+
+    /// The same site for any Dovecot whose mail belongs to `uid`/`gid` and whose homes lie under
+    /// `mail` (as the auth process sees the path); writes no config file.
+    pub fn for_mail(tag: &str, uid: u32, gid: u32, mail: &Path) -> Site {
         let mut env = TestEnv::new(&[]);
         let domain = format!("{tag}.example.org");
         env.db.add_domain(&Domain::new(&domain));
@@ -85,13 +111,11 @@ impl Site {
             ldap.remove("ca_file");
         }
         env.cfg["dovecot"]["userdb_fields"] = json!({
-            "uid": d.mail_uid.to_string(),
-            "gid": d.mail_gid.to_string(),
-            "home": format!("{}/{{domain}}/{{local_part}}", d.mail.display()),
+            "uid": uid.to_string(),
+            "gid": gid.to_string(),
+            "home": format!("{}/{{domain}}/{{local_part}}", mail.display()),
         });
-        let site = Site { env, domain };
-        site.write_config();
-        site
+        Site { env, domain }
     }
 
     /// (Re)writes this domain's config file from `env.cfg`.
@@ -122,35 +146,40 @@ impl Site {
         self.env.db.rows(sql)
     }
 
-    /// Number of rows in `table` whose `column` equals `addr`.
-    pub fn count(&self, table: &str, column: &str, addr: &str) -> usize {
-        let r = self.rows(&format!(
-            "SELECT COUNT(*) FROM `{table}` WHERE `{column}` = '{addr}'"
-        ));
+    /// [`TestDb::rows_with`].
+    pub fn rows_with(
+        &self,
+        sql: &str,
+        params: impl Into<mysql::Params>,
+    ) -> Vec<Vec<Option<String>>> {
+        self.env.db.rows_with(sql, params)
+    }
+
+    /// Number of rows in the provisioned `table` that belong to `addr`.
+    pub fn count(&self, table: &str, addr: &str) -> usize {
+        let r = self.rows_with(provisioned(table).count_of_address, (addr,));
         r[0][0].as_deref().unwrap_or("0").parse().expect("count")
+    }
+
+    /// Pins `modified` of the mailbox and alias rows of `addr` to [`PINNED`] (an UPDATE that
+    /// changes any column moves it to NOW()), then returns its [`Site::snapshot`]: compare it
+    /// after later logins to prove they wrote nothing.
+    pub fn pin_modified(&self, addr: &str) -> Vec<(String, Vec<Vec<Option<String>>>)> {
+        for sql in [
+            "UPDATE mailbox SET modified = ? WHERE username = ?",
+            "UPDATE alias SET modified = ? WHERE address = ?",
+        ] {
+            self.env.db.exec_with(sql, (PINNED, addr));
+        }
+        self.snapshot(addr)
     }
 
     /// Every row a provisioned mailbox owns, table by table (for "nothing rewritten").
     pub fn snapshot(&self, addr: &str) -> Vec<(String, Vec<Vec<Option<String>>>)> {
-        [
-            ("mailbox", "username"),
-            ("alias", "address"),
-            ("quota2", "username"),
-            ("quota2replica", "username"),
-            ("user_acl", "username"),
-            ("tags_mailbox", "username"),
-            ("_sogo_static_view", "c_uid"),
-        ]
-        .iter()
-        .map(|(t, c)| {
-            (
-                t.to_string(),
-                self.rows(&format!(
-                    "SELECT * FROM `{t}` WHERE `{c}` = '{addr}' ORDER BY 1"
-                )),
-            )
-        })
-        .collect()
+        PROVISIONED
+            .iter()
+            .map(|t| (t.name.to_owned(), self.rows_with(t.of_address, (addr,))))
+            .collect()
     }
 
     /// The Dovecot log lines about `addr` (for failure messages).

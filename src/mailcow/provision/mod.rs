@@ -1,0 +1,295 @@
+//! Creating a mailbox from a template, and re-applying a changed template: the rows mailcow's
+//! own `mailbox('add'|'edit', 'mailbox_from_template')` writes, in one transaction each.
+//!
+//! Deliberate differences from mailcow:
+//! - every domain check runs before anything is written, under a lock on the `domain` row, so
+//!   concurrent first logins respect the limits and a refused login leaves no row behind
+//!   (mailcow creates the mailbox of an inactive domain, then refuses the login);
+//! - an empty display name falls back to the local part (mailcow's fallback never happens);
+//! - an empty LDAP display name keeps the stored name and does not count as a change (mailcow
+//!   re-applies the template on every login then);
+//! - a re-applied template that raises the quota beyond the domain's limits is skipped as a
+//!   whole (mailcow silently applies everything but the mailbox columns); a quota that stays or
+//!   shrinks is never checked, so it cannot hold up the rest of the template. The login of a
+//!   skipped update is still checked against the mailbox as the template would leave it
+//!   (`active`, `*_access`), so a deactivating template never fails open;
+//! - an unreadable template (attributes NULL or not a JSON object) is treated like a missing
+//!   one by an update (the mailbox is left as it is) and refuses a creation;
+//! - the `_sogo_static_view` refresh only touches this mailbox's row;
+//! - Redis (`RL_VALUE`) and memcached are not written; the caller logs that they were skipped;
+//! - an update decides on the mailbox row as locked, not as read before: a mailbox an admin
+//!   switched to another authsource meanwhile is left alone, and one deactivated meanwhile
+//!   stays inactive unless the template itself sets `active`.
+//!
+//! Layout: `plan` computes what gets written (pure), `checks` decides on the rows read inside
+//! the transaction, `tx` runs the transactions; every statement lives in the store.
+
+mod checks;
+mod plan;
+mod tx;
+
+use super::store::{Store, StoreError, TemplateRead};
+use super::template::Template;
+use super::{Mailbox, address};
+use checks::{ApplyCheck, CreateCheck};
+use plan::{NewMailbox, Update, outside_mysql};
+pub use plan::{TAG_LIMIT, clean_name};
+use tx::{ApplyDone, TxError, try_apply, try_create, with_retries};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    /// A policy refusal (no template, domain missing or full, quota, …): the login is rejected.
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<TxError> for ProvisionError {
+    fn from(e: TxError) -> ProvisionError {
+        match e {
+            TxError::Refused(why) => ProvisionError::Refused(why),
+            TxError::Store(e) => ProvisionError::Store(e),
+        }
+    }
+}
+
+/// The result of [`create`].
+#[derive(Debug)]
+pub struct Provisioned {
+    pub mailbox: Mailbox,
+    /// `false`: another login created the mailbox first, and this one wrote nothing.
+    pub created: bool,
+    /// Side effects outside MySQL that mailcow performs and this program did not.
+    pub skipped: Vec<String>,
+}
+
+/// The result of [`apply_template`].
+#[derive(Debug)]
+pub enum Applied {
+    /// Hash and name already match: nothing was written.
+    Unchanged,
+    /// The template was re-applied; the mailbox as stored now.
+    Reapplied {
+        mailbox: Box<Mailbox>,
+        /// Side effects outside MySQL that were not performed.
+        skipped: Vec<String>,
+    },
+    /// Nothing was written, for this reason (template missing or unreadable, quota).
+    Skipped {
+        reason: String,
+        /// The mailbox as the template would leave it, for the login's access checks: the
+        /// stored row with the template's `active` and `*_access` keys applied in memory only
+        /// (quota, name and everything else as stored). Without a readable template, the
+        /// stored row. A template that deactivates the mailbox or disables a protocol thus
+        /// refuses the login even when its update was refused.
+        mailbox: Box<Mailbox>,
+    },
+    /// Nothing was written: the mailbox, as locked for the update, has another authsource
+    /// now (an admin switched it meanwhile; NULL counts as `mailcow`), or became a resource.
+    NotLdapBacked { authsource: String },
+}
+
+/// Creates the mailbox `username` from `template`, with every row mailcow writes.
+///
+/// If another login created the mailbox meanwhile, nothing is written and that mailbox is
+/// returned (`created: false`).
+pub fn create(
+    store: &mut Store,
+    username: &str,
+    display_name: Option<&str>,
+    template: &str,
+) -> Result<Provisioned, ProvisionError> {
+    let loaded = match store.template(template) {
+        Ok(loaded) => loaded,
+        // The admin's data, not a transient fault: this first login is refused.
+        Err(StoreError::Data(why)) => return Err(ProvisionError::Refused(unreadable(&why))),
+        Err(e) => return Err(e.into()),
+    };
+    create_from(store, username, display_name, template, loaded.as_ref())
+}
+
+/// [`create`] with the template already loaded (`None`: no template called `name` exists), for
+/// callers that use one template many times (the sync).
+pub fn create_from(
+    store: &mut Store,
+    username: &str,
+    display_name: Option<&str>,
+    name: &str,
+    template: Option<&Template>,
+) -> Result<Provisioned, ProvisionError> {
+    let (new, template) = new_mailbox(username, display_name, name, template)?;
+    let created = with_retries(|| try_create(store, &new))?;
+    let mailbox = store.mailbox(&new.username)?.ok_or_else(|| {
+        StoreError::Data(format!(
+            "mailbox {} vanished right after it was provisioned",
+            new.username
+        ))
+    })?;
+    let (created, skipped) = match created {
+        CreateCheck::Create => (true, outside_mysql(&new.username, template)),
+        CreateCheck::Exists => (false, Vec::new()),
+    };
+    Ok(Provisioned {
+        mailbox,
+        created,
+        skipped,
+    })
+}
+
+/// Re-applies a mapped template to `mailbox` when the template text (its `attribute_hash`)
+/// or the display name changed; writes nothing otherwise. `template` is the template called
+/// `name` as read with the mailbox ([`Store::mailbox_with_template`]).
+pub fn apply_template(
+    store: &mut Store,
+    mailbox: &Mailbox,
+    display_name: Option<&str>,
+    name: &str,
+    template: TemplateRead,
+) -> Result<Applied, ProvisionError> {
+    let loaded = match template {
+        Ok(loaded) => loaded,
+        // Like a missing template: the login goes on with the mailbox as it is.
+        Err(StoreError::Data(why)) => {
+            return Ok(Applied::Skipped {
+                reason: format!("{}, mailbox left unchanged", unreadable(&why)),
+                mailbox: Box::new(mailbox.clone()),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    apply_loaded(store, mailbox, display_name, name, loaded.as_ref())
+}
+
+/// [`apply_template`] with the template already loaded (`None`: no template called `name`).
+pub fn apply_loaded(
+    store: &mut Store,
+    mailbox: &Mailbox,
+    display_name: Option<&str>,
+    name: &str,
+    template: Option<&Template>,
+) -> Result<Applied, ProvisionError> {
+    let Some(template) = template else {
+        return Ok(Applied::Skipped {
+            reason: missing_for_update(name),
+            mailbox: Box::new(mailbox.clone()),
+        });
+    };
+    let update = Update::build(display_name, template);
+    if update.matches(
+        &mailbox.name,
+        mailbox.attribute("attribute_hash").as_deref(),
+    ) {
+        return Ok(Applied::Unchanged);
+    }
+    let result = with_retries(|| try_apply(store, &mailbox.username, &mailbox.domain, &update));
+    match result {
+        Ok(ApplyDone::Reapplied) => {
+            let mailbox = store.mailbox(&mailbox.username)?.ok_or_else(|| {
+                StoreError::Data(format!(
+                    "mailbox {} vanished right after its template was re-applied",
+                    mailbox.username
+                ))
+            })?;
+            let skipped = outside_mysql(&mailbox.username, template);
+            Ok(Applied::Reapplied {
+                mailbox: Box::new(mailbox),
+                skipped,
+            })
+        }
+        // another login re-applied it first
+        Ok(ApplyDone::UpToDate) => Ok(Applied::Unchanged),
+        Ok(ApplyDone::NotLdapBacked(authsource)) => Ok(Applied::NotLdapBacked { authsource }),
+        Err(TxError::Refused(why)) => Ok(Applied::Skipped {
+            reason: why,
+            mailbox: Box::new(update.would_leave(mailbox)),
+        }),
+        Err(TxError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// What [`create_from`] or [`apply_loaded`] would do, found out without writing anything (the
+/// sync's `--dry-run`): the same template, domain and limit checks, without locks. Each call
+/// sees the database as it is, not what earlier previews would have written.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Preview {
+    /// The mailbox would be created, or the template re-applied.
+    Write,
+    /// Nothing to write: the mailbox exists already (create), or is up to date (apply).
+    Nothing,
+    /// An update would be skipped, for this reason.
+    Skipped(String),
+    /// An update would not touch the mailbox: it has this other authsource (or is a resource).
+    NotLdapBacked(String),
+}
+
+/// [`create_from`] without writing: `Ok(Write)`, `Ok(Nothing)` when the mailbox exists, or the
+/// refusal `create_from` would answer.
+pub fn preview_create(
+    store: &mut Store,
+    username: &str,
+    display_name: Option<&str>,
+    name: &str,
+    template: Option<&Template>,
+) -> Result<Preview, ProvisionError> {
+    let (new, _) = new_mailbox(username, display_name, name, template)?;
+    match checks::check_create(&mut store.snapshot()?, &new)? {
+        CreateCheck::Create => Ok(Preview::Write),
+        CreateCheck::Exists => Ok(Preview::Nothing),
+    }
+}
+
+/// [`apply_loaded`] without writing.
+pub fn preview_apply(
+    store: &mut Store,
+    mailbox: &Mailbox,
+    display_name: Option<&str>,
+    name: &str,
+    template: Option<&Template>,
+) -> Result<Preview, ProvisionError> {
+    let Some(template) = template else {
+        return Ok(Preview::Skipped(missing_for_update(name)));
+    };
+    let update = Update::build(display_name, template);
+    if update.matches(
+        &mailbox.name,
+        mailbox.attribute("attribute_hash").as_deref(),
+    ) {
+        return Ok(Preview::Nothing);
+    }
+    let mut snapshot = store.snapshot()?;
+    match checks::check_apply(&mut snapshot, &mailbox.username, &mailbox.domain, &update) {
+        Ok(ApplyCheck::Apply { .. }) => Ok(Preview::Write),
+        Ok(ApplyCheck::UpToDate) => Ok(Preview::Nothing),
+        Ok(ApplyCheck::NotLdapBacked(authsource)) => Ok(Preview::NotLdapBacked(authsource)),
+        Err(TxError::Refused(why)) => Ok(Preview::Skipped(why)),
+        Err(TxError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// The validated new mailbox, or the refusal (malformed address, template missing or invalid).
+fn new_mailbox<'t>(
+    username: &str,
+    display_name: Option<&str>,
+    name: &str,
+    template: Option<&'t Template>,
+) -> Result<(NewMailbox, &'t Template), ProvisionError> {
+    let address = address::normalize(username)
+        .map_err(|e| ProvisionError::Refused(format!("malformed address {username}: {e}")))?;
+    let template =
+        template.ok_or_else(|| ProvisionError::Refused(format!("template {name} missing")))?;
+    Ok((
+        NewMailbox::build(&address, display_name, template)?,
+        template,
+    ))
+}
+
+fn missing_for_update(name: &str) -> String {
+    format!("template {name} missing, mailbox left unchanged")
+}
+
+/// The reason for a template whose stored attributes cannot be read ([`Store::template`]'s
+/// message names the template and the problem).
+fn unreadable(why: &str) -> String {
+    format!("template unreadable: {why}")
+}

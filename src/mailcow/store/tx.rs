@@ -1,0 +1,407 @@
+//! The provisioning statements, as typed methods of one transaction. Every value is a
+//! parameter of a prepared statement; the statement texts are constants (or constants with a
+//! counted run of placeholders).
+
+use mysql::prelude::Queryable;
+use mysql::{Conn, Row, TxOpts, Value as SqlValue};
+
+use super::{Columns, Context, StoreError};
+
+/// `user_acl`'s flag columns, in the order of [`UPSERT_USER_ACL`]; template key
+/// `acl_<column>` sets each.
+pub const USER_ACL_COLUMNS: [&str; 15] = [
+    "spam_alias",
+    "tls_policy",
+    "spam_score",
+    "spam_policy",
+    "delimiter_action",
+    "syncjobs",
+    "eas_reset",
+    "sogo_profile_reset",
+    "pushover",
+    "quarantine",
+    "quarantine_attachments",
+    "quarantine_notification",
+    "quarantine_category",
+    "app_passwds",
+    "pw_reset",
+];
+
+/// What mailcow's `update_sogo_static_view()` ends up writing as `c_password` (its "random"
+/// password is built from undefined variables, so it is always this value).
+pub const SOGO_STATIC_PASSWORD: &str = "{SSHA256}47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+
+macro_rules! domain_row {
+    () => {
+        "SELECT active, mailboxes, maxquota, quota FROM domain WHERE domain = ?"
+    };
+}
+const DOMAIN: &str = domain_row!();
+const DOMAIN_FOR_UPDATE: &str = concat!(domain_row!(), " FOR UPDATE");
+
+const ALIAS_DOMAIN_TARGET: &str = "SELECT target_domain FROM alias_domain WHERE alias_domain = ?";
+
+/// One statement after the domain lock: under READ COMMITTED it sees what the previous holder
+/// of the lock committed.
+const CREATION_FACTS: &str = "SELECT EXISTS(SELECT 1 FROM mailbox WHERE username = ?), \
+     (SELECT COUNT(*) FROM mailbox WHERE kind = '' AND domain = ?), \
+     (SELECT CAST(COALESCE(ROUND(SUM(quota) / 1048576), 0) AS SIGNED) \
+        FROM mailbox WHERE kind = '' AND domain = ?), \
+     EXISTS(SELECT 1 FROM alias WHERE address = ?), \
+     EXISTS(SELECT 1 FROM spamalias WHERE address = ?)";
+
+macro_rules! mailbox_state {
+    () => {
+        "SELECT name, JSON_VALUE(attributes, '$.attribute_hash'), quota, active, authsource, \
+         kind FROM mailbox WHERE username = ?"
+    };
+}
+const MAILBOX_STATE: &str = mailbox_state!();
+const MAILBOX_STATE_FOR_UPDATE: &str = concat!(mailbox_state!(), " FOR UPDATE");
+
+const QUOTA_OF_OTHERS: &str = "SELECT CAST(COALESCE(SUM(quota), 0) AS SIGNED) FROM mailbox \
+     WHERE kind = '' AND domain = ? AND username <> ?";
+
+const INSERT_MAILBOX: &str = "INSERT INTO mailbox (username, password, name, quota, \
+     local_part, domain, attributes, authsource, active, modified) \
+     VALUES (?, '', ?, ?, ?, ?, JSON_SET(?, '$.passwd_update', NOW()), 'ldap', ?, NOW())";
+
+const INSERT_QUOTA2: &str = "INSERT INTO quota2 (username, bytes, messages) VALUES (?, 0, 0) \
+     ON DUPLICATE KEY UPDATE bytes = 0, messages = 0";
+const INSERT_QUOTA2REPLICA: &str = "INSERT INTO quota2replica (username, bytes, messages) \
+     VALUES (?, 0, 0) ON DUPLICATE KEY UPDATE bytes = 0, messages = 0";
+
+const INSERT_ALIAS: &str = "INSERT INTO alias (address, goto, domain, active) VALUES (?, ?, ?, ?)";
+
+/// Followed by one `(?, ?)` per tag and [`INSERT_TAGS_END`].
+const INSERT_TAGS: &str = "INSERT INTO tags_mailbox (tag_name, username) VALUES (?, ?)";
+const INSERT_TAGS_END: &str = " ON DUPLICATE KEY UPDATE tag_name = tag_name";
+
+/// Every `user_acl` column explicit ([`USER_ACL_COLUMNS`], in order).
+const UPSERT_USER_ACL: &str = "INSERT INTO user_acl (username, spam_alias, tls_policy, \
+     spam_score, spam_policy, delimiter_action, syncjobs, eas_reset, sogo_profile_reset, \
+     pushover, quarantine, quarantine_attachments, quarantine_notification, \
+     quarantine_category, app_passwds, pw_reset) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE \
+     spam_alias = VALUES(spam_alias), tls_policy = VALUES(tls_policy), \
+     spam_score = VALUES(spam_score), spam_policy = VALUES(spam_policy), \
+     delimiter_action = VALUES(delimiter_action), syncjobs = VALUES(syncjobs), \
+     eas_reset = VALUES(eas_reset), sogo_profile_reset = VALUES(sogo_profile_reset), \
+     pushover = VALUES(pushover), quarantine = VALUES(quarantine), \
+     quarantine_attachments = VALUES(quarantine_attachments), \
+     quarantine_notification = VALUES(quarantine_notification), \
+     quarantine_category = VALUES(quarantine_category), app_passwds = VALUES(app_passwds), \
+     pw_reset = VALUES(pw_reset)";
+
+/// Followed by one `, ?, ?` (JSON path, value) per attribute and [`UPDATE_MAILBOX_END`].
+const UPDATE_MAILBOX: &str = "UPDATE mailbox SET quota = ?, active = ?, name = ?, \
+     attributes = JSON_SET(COALESCE(attributes, '{}')";
+const UPDATE_MAILBOX_END: &str = ") WHERE username = ?";
+
+const UPDATE_ALIAS_ACTIVE: &str = "UPDATE alias SET active = ? WHERE address = ?";
+
+const DELETE_SOGO_VIEW: &str = "DELETE FROM _sogo_static_view WHERE c_uid = ?";
+
+/// mailcow's `update_sogo_static_view()` for one mailbox, filled from the grouped_* views'
+/// expressions. mailcow joins grouped_mail_aliases (one row per alias.goto list) with
+/// `REGEXP '(^|,)<username>($|,)'` on the unescaped address; FIND_IN_SET is the same test.
+/// Querying the base tables gives the same strings without grouping every alias and mailbox of
+/// the installation into temporary tables on each login.
+const REPLACE_SOGO_VIEW: &str = "REPLACE INTO _sogo_static_view (c_uid, domain, c_name, \
+     c_password, c_cn, mail, aliases, ad_aliases, ext_acl, kind, multiple_bookings) \
+     SELECT m.username, m.domain, m.username, ?, m.name, m.username, \
+     (SELECT IFNULL(GROUP_CONCAT(ga.aliases ORDER BY ga.aliases SEPARATOR ' '), '') FROM \
+        (SELECT IFNULL(GROUP_CONCAT(a.address ORDER BY a.address ASC SEPARATOR ' '), '') \
+           AS aliases FROM alias a \
+         WHERE a.address <> a.goto AND a.active = '1' AND a.sogo_visible = '1' \
+           AND a.address NOT LIKE '@%' AND FIND_IN_SET(?, a.goto) \
+         GROUP BY a.goto) ga), \
+     (SELECT IFNULL(GROUP_CONCAT(mb.local_part, '@', ad.alias_domain SEPARATOR ' '), '') \
+        FROM mailbox mb LEFT JOIN alias_domain ad ON ad.target_domain = mb.domain \
+        WHERE mb.username = ?), \
+     (SELECT IFNULL(GROUP_CONCAT(s.send_as SEPARATOR ' '), '') FROM sender_acl s \
+        WHERE s.logged_in_as = ? AND s.send_as NOT LIKE '@%' AND s.external = '1'), \
+     m.kind, m.multiple_bookings \
+     FROM mailbox m WHERE m.active = '1' AND m.username = ?";
+
+/// The `domain` row's flags and limits (MiB).
+#[derive(Debug)]
+pub struct DomainRow {
+    pub active: i64,
+    pub mailboxes: i64,
+    pub maxquota_mib: i64,
+    pub quota_mib: i64,
+}
+
+/// What a new mailbox's checks need, read in one statement after the domain lock.
+#[derive(Debug)]
+pub struct CreationFacts {
+    pub exists: bool,
+    /// Mailboxes (not resources) of the domain.
+    pub count: i64,
+    pub used_mib: i64,
+    pub is_alias: bool,
+    pub is_spam_alias: bool,
+}
+
+/// A mailbox row as a template update decides on it (locked in a [`Store::transaction`]).
+///
+/// [`Store::transaction`]: super::Store::transaction
+#[derive(Debug)]
+pub struct LockedMailbox {
+    pub name: String,
+    pub attribute_hash: Option<String>,
+    /// Bytes.
+    pub quota: i64,
+    pub active: i64,
+    /// `None` for NULL, which mailcow treats as `mailcow`.
+    pub authsource: Option<String>,
+    pub kind: String,
+}
+
+/// The `mailbox` row of a new mailbox.
+pub struct NewMailboxRow<'a> {
+    pub username: &'a str,
+    pub name: &'a str,
+    pub quota_bytes: i64,
+    pub local_part: &'a str,
+    pub domain: &'a str,
+    /// JSON text; `passwd_update` is set to NOW() by the INSERT.
+    pub attributes: &'a str,
+    pub active: i64,
+}
+
+/// The columns a re-applied template sets.
+pub struct MailboxUpdate<'a> {
+    pub username: &'a str,
+    pub quota_bytes: i64,
+    pub active: i64,
+    pub name: &'a str,
+    /// `attributes` keys set (other keys are kept), each with its string value.
+    pub attributes: &'a [(&'static str, String)],
+}
+
+/// One transaction on the store's connection. Rolled back when dropped uncommitted.
+pub struct Tx<'c> {
+    tx: mysql::Transaction<'c>,
+    /// Whether the decision reads lock their rows (`FOR UPDATE`).
+    lock: bool,
+}
+
+impl<'c> Tx<'c> {
+    pub(super) fn start(conn: &'c mut Conn, lock: bool) -> Result<Tx<'c>, StoreError> {
+        let tx = conn
+            .start_transaction(TxOpts::default())
+            .context("starting a transaction")?;
+        Ok(Tx { tx, lock })
+    }
+
+    pub fn commit(self, context: &'static str) -> Result<(), StoreError> {
+        self.tx.commit().context(context)
+    }
+
+    fn first(
+        &mut self,
+        sql: &str,
+        params: impl Into<mysql::Params>,
+        context: &'static str,
+    ) -> Result<Option<Row>, StoreError> {
+        self.tx.exec_first(sql, params).context(context)
+    }
+
+    fn drop_exec(
+        &mut self,
+        sql: &str,
+        params: impl Into<mysql::Params>,
+        context: &'static str,
+    ) -> Result<(), StoreError> {
+        self.tx.exec_drop(sql, params).context(context)
+    }
+
+    /// The domain row (locked until the transaction ends), `None` when missing.
+    pub fn domain(&mut self, domain: &str) -> Result<Option<DomainRow>, StoreError> {
+        let sql = if self.lock { DOMAIN_FOR_UPDATE } else { DOMAIN };
+        let Some(row) = self.first(sql, (domain,), "locking the domain row")? else {
+            return Ok(None);
+        };
+        let mut c = Columns::new(row, "domain");
+        Ok(Some(DomainRow {
+            active: c.next()?,
+            mailboxes: c.next()?,
+            maxquota_mib: c.next()?,
+            quota_mib: c.next()?,
+        }))
+    }
+
+    /// The target of an alias domain, `None` when `domain` is none.
+    pub fn alias_domain_target(&mut self, domain: &str) -> Result<Option<String>, StoreError> {
+        self.first(ALIAS_DOMAIN_TARGET, (domain,), "looking up alias domains")?
+            .map(|row| Columns::new(row, "alias_domain").next())
+            .transpose()
+    }
+
+    pub fn creation_facts(
+        &mut self,
+        username: &str,
+        domain: &str,
+    ) -> Result<CreationFacts, StoreError> {
+        let row = self
+            .first(
+                CREATION_FACTS,
+                (username, domain, domain, username, username),
+                "checking the domain's limits",
+            )?
+            .ok_or_else(|| StoreError::Data("the limit checks returned no row".into()))?;
+        let mut c = Columns::new(row, "mailbox");
+        Ok(CreationFacts {
+            exists: c.next()?,
+            count: c.next()?,
+            used_mib: c.next()?,
+            is_alias: c.next()?,
+            is_spam_alias: c.next()?,
+        })
+    }
+
+    /// The mailbox as a template update decides on it (locked), `None` when it is gone.
+    pub fn mailbox(&mut self, username: &str) -> Result<Option<LockedMailbox>, StoreError> {
+        let sql = if self.lock {
+            MAILBOX_STATE_FOR_UPDATE
+        } else {
+            MAILBOX_STATE
+        };
+        let Some(row) = self.first(sql, (username,), "locking the mailbox")? else {
+            return Ok(None);
+        };
+        let mut c = Columns::new(row, "mailbox");
+        Ok(Some(LockedMailbox {
+            name: c.next::<Option<String>>()?.unwrap_or_default(),
+            attribute_hash: c.next()?,
+            quota: c.next()?,
+            active: c.next()?,
+            authsource: c.next()?,
+            kind: c.next()?,
+        }))
+    }
+
+    /// Bytes of quota the domain's other mailboxes (not resources) hold.
+    pub fn quota_of_others(&mut self, domain: &str, username: &str) -> Result<i64, StoreError> {
+        match self.first(
+            QUOTA_OF_OTHERS,
+            (domain, username),
+            "summing the domain's quotas",
+        )? {
+            Some(row) => Columns::new(row, "mailbox").next(),
+            None => Ok(0),
+        }
+    }
+
+    /// The mailbox row, its alias and quota rows (as mailcow's `mailbox('add')`).
+    pub fn insert_mailbox(&mut self, new: &NewMailboxRow) -> Result<(), StoreError> {
+        self.drop_exec(
+            INSERT_MAILBOX,
+            (
+                new.username,
+                new.name,
+                new.quota_bytes,
+                new.local_part,
+                new.domain,
+                new.attributes,
+                new.active,
+            ),
+            "inserting the mailbox",
+        )?;
+        for sql in [INSERT_QUOTA2, INSERT_QUOTA2REPLICA] {
+            self.drop_exec(sql, (new.username,), "inserting the quota rows")?;
+        }
+        self.drop_exec(
+            INSERT_ALIAS,
+            (new.username, new.username, new.domain, new.active),
+            "inserting the mailbox's alias",
+        )
+    }
+
+    /// Adds tags (never removes any); duplicates, also in the column's collation, are ignored.
+    pub fn insert_tags(&mut self, username: &str, tags: &[String]) -> Result<(), StoreError> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        let mut sql = String::from(INSERT_TAGS);
+        for _ in 1..tags.len() {
+            sql.push_str(", (?, ?)");
+        }
+        sql.push_str(INSERT_TAGS_END);
+        let params: Vec<SqlValue> = tags
+            .iter()
+            .flat_map(|t| [t.as_str().into(), username.into()])
+            .collect();
+        self.drop_exec(&sql, params, "inserting the mailbox's tags")
+    }
+
+    /// Every `user_acl` column explicit: one flag per [`USER_ACL_COLUMNS`] entry.
+    pub fn write_user_acl(&mut self, username: &str, acl: &[bool; 15]) -> Result<(), StoreError> {
+        let mut params: Vec<SqlValue> = vec![username.into()];
+        params.extend(acl.iter().map(|on| SqlValue::from(i64::from(*on))));
+        self.drop_exec(UPSERT_USER_ACL, params, "writing the mailbox's ACL")
+    }
+
+    /// The mailbox columns and `attributes` keys a re-applied template sets, and its alias's
+    /// `active`.
+    pub fn update_mailbox(&mut self, update: &MailboxUpdate) -> Result<(), StoreError> {
+        let mut sql = String::from(UPDATE_MAILBOX);
+        let mut params: Vec<SqlValue> = vec![
+            update.quota_bytes.into(),
+            update.active.into(),
+            update.name.into(),
+        ];
+        for (key, value) in update.attributes {
+            sql.push_str(", ?, ?");
+            params.push(format!("$.{key}").into());
+            params.push(value.as_str().into());
+        }
+        sql.push_str(UPDATE_MAILBOX_END);
+        params.push(update.username.into());
+        self.drop_exec(&sql, params, "updating the mailbox")?;
+        self.drop_exec(
+            UPDATE_ALIAS_ACTIVE,
+            (update.active, update.username),
+            "updating the mailbox's alias",
+        )
+    }
+
+    /// mailcow's `update_sogo_static_view()` for one mailbox: the row exists exactly while the
+    /// mailbox has `active = 1`.
+    pub fn refresh_sogo_view(&mut self, username: &str, active: i64) -> Result<(), StoreError> {
+        if active != 1 {
+            return self.drop_exec(DELETE_SOGO_VIEW, (username,), "removing the SOGo view row");
+        }
+        self.drop_exec(
+            REPLACE_SOGO_VIEW,
+            (SOGO_STATIC_PASSWORD, username, username, username, username),
+            "refreshing the SOGo view row",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_acl_statement_lists_the_columns_in_order() {
+        let listed = UPSERT_USER_ACL
+            .split_once('(')
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(columns, _)| columns)
+            .unwrap_or_default();
+        let listed: Vec<&str> = listed.split(',').map(str::trim).collect();
+        assert_eq!(listed[0], "username");
+        assert_eq!(listed[1..], USER_ACL_COLUMNS);
+        assert_eq!(
+            UPSERT_USER_ACL.matches('?').count(),
+            1 + USER_ACL_COLUMNS.len()
+        );
+        for column in USER_ACL_COLUMNS {
+            assert!(UPSERT_USER_ACL.contains(&format!("{column} = VALUES({column})")));
+        }
+    }
+}
