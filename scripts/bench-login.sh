@@ -5,7 +5,10 @@
 #     template with all its side rows;
 #   - existing user: the same users again (mailbox exists, template unchanged: nothing written),
 #     and with a config that maps no template (no template read at all);
-#   - wrong password;
+#   - existing user with sasl_log off (the cost of the sasl_log row every login writes);
+#   - existing user logging in with an app password ({BLF-CRYPT}, bcrypt cost 10 as PHP's
+#     password_hash() makes it; no LDAP traffic);
+#   - wrong password (after the app password case: one bcrypt check before LDAP);
 # next to the cost of spawning /bin/true the same way. Prints median and p90 of each.
 #   scripts/bench-login.sh [N]   (default 100; needs root, installs packages like the tests)
 set -euo pipefail
@@ -22,12 +25,19 @@ bench_servers "$ROOT" $((N + WARMUP)) 5000 5000 /var/vmail
 
 # The same without a mapped template: the login path before provisioning existed (no template read).
 grep -v -e '^attribute_mapping:' -e 'template: StaffUI' "$ROOT/config.yml" > "$ROOT/config-nomap.yml"
-chmod 600 "$ROOT/config-nomap.yml"
+# The same without the sasl_log row.
+sed 's/^log: { syslog: false, stderr: errors }$/log: { syslog: false, stderr: errors, sasl_log: false }/' \
+  "$ROOT/config.yml" > "$ROOT/config-nosasl.yml"
+chmod 600 "$ROOT/config-nomap.yml" "$ROOT/config-nosasl.yml"
+APP_PW=bench-app-pw-1
+APP_HASH=$(doveadm pw -s BLF-CRYPT -r 10 -p "$APP_PW")
 
-python3 - "$BIN" "$ROOT/config.yml" "$BENCH_PW" "$N" "$WARMUP" <<'PY'
-import os, statistics, sys, time
+python3 - "$BIN" "$ROOT/config.yml" "$BENCH_PW" "$N" "$WARMUP" "$APP_PW" "$APP_HASH" \
+  "$ROOT/mariadb" <<'PY'
+import os, statistics, subprocess, sys, time
 binary, config, password = sys.argv[1:4]
 n, warmup = int(sys.argv[4]), int(sys.argv[5])
+app_password, app_hash, mariadb_dir = sys.argv[6:9]
 env = {"SERVICE": "imap", "TCPREMOTEIP": "127.0.0.1"}
 login = [binary, "checkpassword", "--config", config, "/bin/true"]
 
@@ -58,11 +68,20 @@ first = stats([run(login, u) for u in users[warmup:]])
 existing = stats([run(login, u) for _ in range(3) for u in users[warmup:]])
 nomap = [binary, "checkpassword", "--config", config.replace("config.yml", "config-nomap.yml"), "/bin/true"]
 unmapped = stats([run(nomap, u) for _ in range(3) for u in users[warmup:]])
+nosasl = [binary, "checkpassword", "--config", config.replace("config.yml", "config-nosasl.yml"), "/bin/true"]
+no_sasl_log = stats([run(nosasl, u) for _ in range(3) for u in users[warmup:]])
+subprocess.run(["mariadb", "--no-defaults", f"--socket={mariadb_dir}/mysqld.sock", "-uroot", "mailcow", "-e",
+                "INSERT INTO app_passwd (name, mailbox, domain, password) "
+                f"SELECT 'bench', username, domain, '{app_hash}' FROM mailbox"], check=True)
+password = app_password
+app = stats([run(login, u) for u in users[warmup:]])
 password = "wrong-password"
 wrong = stats([run(login, u, expect=1) for u in users[warmup:]])
 print(f"spawn /bin/true (baseline)               median {base[0]:6.2f} ms   p90 {base[1]:6.2f} ms")
 print(f"first login (provisions the mailbox)     median {first[0]:6.2f} ms   p90 {first[1]:6.2f} ms   (n={n} distinct users)")
 print(f"existing user, template unchanged        median {existing[0]:6.2f} ms   p90 {existing[1]:6.2f} ms   (n={3 * n})")
 print(f"existing user, no template mapped        median {unmapped[0]:6.2f} ms   p90 {unmapped[1]:6.2f} ms   (n={3 * n})")
-print(f"wrong password                           median {wrong[0]:6.2f} ms   p90 {wrong[1]:6.2f} ms")
+print(f"existing user, sasl_log off              median {no_sasl_log[0]:6.2f} ms   p90 {no_sasl_log[1]:6.2f} ms   (n={3 * n})")
+print(f"app password (bcrypt cost 10, no LDAP)   median {app[0]:6.2f} ms   p90 {app[1]:6.2f} ms")
+print(f"wrong password (one app password each)   median {wrong[0]:6.2f} ms   p90 {wrong[1]:6.2f} ms")
 PY

@@ -15,6 +15,11 @@ use serde::Deserialize;
 
 use crate::file_trust;
 
+mod mailcow_idp;
+mod redis;
+pub use mailcow_idp::{IDP_KEYS, IdpRows, SettingOrigin};
+pub use redis::{RedisAddress, RedisConfig};
+
 /// Where the configuration lives unless `--config` or `MAILCOW_LDAP_AUTH_CONFIG` says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/mailcow-ldap-auth/config.yml";
 
@@ -41,11 +46,9 @@ impl ConfigError {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     ldap: RawLdap,
-    #[serde(default)]
-    attribute_mapping: Vec<Mapping>,
+    attribute_mapping: Option<Vec<Mapping>>,
     default_template: Option<String>,
-    #[serde(default = "yes")]
-    login_provisioning: bool,
+    login_provisioning: Option<bool>,
     #[serde(default = "default_deadline_ms")]
     deadline_ms: u64,
     database: RawDatabase,
@@ -55,6 +58,7 @@ struct RawConfig {
     log: LogConfig,
     #[serde(default)]
     sync: SyncConfig,
+    redis: Option<redis::RawRedis>,
 }
 
 #[derive(Deserialize)]
@@ -67,25 +71,24 @@ enum HostList {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLdap {
-    hosts: HostList,
+    /// Read the settings mailcow's UI has fields for from its `identity_provider` table.
+    #[serde(default)]
+    from_mailcow: bool,
+    hosts: Option<HostList>,
     port: Option<u16>,
-    #[serde(default)]
-    use_ssl: bool,
-    #[serde(default)]
-    use_tls: bool,
-    #[serde(default)]
-    ignore_ssl_errors: bool,
+    use_ssl: Option<bool>,
+    use_tls: Option<bool>,
+    ignore_ssl_errors: Option<bool>,
     ca_file: Option<PathBuf>,
     #[serde(default)]
     ca_only: bool,
-    base_dn: String,
-    #[serde(default = "default_username_field")]
-    username_field: String,
+    base_dn: Option<String>,
+    username_field: Option<String>,
     filter: Option<String>,
     attribute_field: Option<String>,
     #[serde(default = "default_name_field")]
     name_field: String,
-    bind_dn: String,
+    bind_dn: Option<String>,
     #[serde(default, deserialize_with = "inline_secret")]
     bind_password: Option<SecretString>,
     bind_password_file: Option<PathBuf>,
@@ -151,9 +154,6 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(10_000);
 fn default_deadline_ms() -> u64 {
     DEFAULT_DEADLINE.as_millis() as u64
 }
-fn default_username_field() -> String {
-    "mail".into()
-}
 fn default_name_field() -> String {
     "displayName".into()
 }
@@ -167,7 +167,7 @@ fn default_timeout_ms() -> u64 {
 // ---------------------------------------------------------------------------------------------
 // The validated configuration the program runs with.
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub ldap: LdapConfig,
     /// In file order: the first entry matching any value of the attribute wins.
@@ -181,6 +181,12 @@ pub struct Config {
     pub dovecot: DovecotConfig,
     pub log: LogConfig,
     pub sync: SyncConfig,
+    /// With `ldap.from_mailcow`: what the file says about LDAP. `ldap`, `attribute_mapping`,
+    /// `default_template` and `login_provisioning` are then placeholders, completed per use by
+    /// [`Config::with_mailcow_settings`].
+    pub from_mailcow: Option<mailcow_idp::LocalLdap>,
+    /// mailcow's Redis, for the template rate limits; `None`: they are logged as skipped.
+    pub redis: Option<RedisConfig>,
     /// Problems worth a warning that do not stop the program (e.g. a world-readable secret).
     pub warnings: Vec<String>,
 }
@@ -192,7 +198,7 @@ pub enum Transport {
     Ldaps,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LdapConfig {
     pub hosts: Vec<String>,
     pub port: u16,
@@ -256,13 +262,13 @@ pub struct Mapping {
     pub template: String,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum DatabaseAddress {
     Socket(PathBuf),
     Tcp { host: String, port: u16 },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct DatabaseConfig {
     pub address: DatabaseAddress,
     pub name: String,
@@ -272,7 +278,7 @@ pub struct DatabaseConfig {
     pub timeout: Duration,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DovecotConfig {
     /// Static userdb fields; values may use `{username}`, `{local_part}` and `{domain}`.
@@ -289,13 +295,16 @@ pub enum StderrLevel {
     All,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     #[serde(default = "yes")]
     pub syslog: bool,
     #[serde(default)]
     pub stderr: StderrLevel,
+    /// Write mailcow's `sasl_log` row for every successful login (the UI's "last logins").
+    #[serde(default = "yes")]
+    pub sasl_log: bool,
 }
 
 impl Default for LogConfig {
@@ -303,11 +312,12 @@ impl Default for LogConfig {
         LogConfig {
             syslog: true,
             stderr: StderrLevel::Errors,
+            sasl_log: true,
         }
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncConfig {
     #[serde(default)]
@@ -349,7 +359,12 @@ impl Config {
         let raw: RawConfig =
             serde_norway::from_str(text).map_err(|e| ConfigError::new(path, e.to_string()))?;
         let mut warnings = Vec::new();
-        let inline_secret = raw.ldap.bind_password.is_some() || raw.database.password.is_some();
+        let inline_secret = raw.ldap.bind_password.is_some()
+            || raw.database.password.is_some()
+            || raw
+                .redis
+                .as_ref()
+                .is_some_and(redis::RawRedis::has_inline_password);
         if inline_secret && readable_by_others(path) {
             warnings.push(format!(
                 "{} holds passwords and is readable by other users; chmod o-r it",
@@ -357,10 +372,25 @@ impl Config {
             ));
         }
         let err = |message: String| ConfigError::new(path, message);
-        let ldap = validate_ldap(raw.ldap, &mut warnings).map_err(err)?;
+        let from_mailcow = raw.ldap.from_mailcow;
+        if from_mailcow {
+            mailcow_idp::refuse_duplicates(&raw).map_err(err)?;
+        }
+        let (ldap, local_ldap) = if from_mailcow {
+            let local = mailcow_idp::LocalLdap::from_raw(raw.ldap);
+            (local.placeholder(), Some(local))
+        } else {
+            (validate_ldap(raw.ldap, &mut warnings).map_err(err)?, None)
+        };
         let database = validate_database(raw.database, &mut warnings).map_err(err)?;
+        let redis = raw
+            .redis
+            .map(|r| redis::validate(r, &mut warnings))
+            .transpose()
+            .map_err(err)?;
         validate_userdb_fields(&raw.dovecot.userdb_fields).map_err(err)?;
-        for (i, m) in raw.attribute_mapping.iter().enumerate() {
+        let attribute_mapping = raw.attribute_mapping.unwrap_or_default();
+        for (i, m) in attribute_mapping.iter().enumerate() {
             if m.template.trim().is_empty() {
                 return Err(err(format!(
                     "attribute_mapping[{i}].template: must not be empty"
@@ -372,14 +402,16 @@ impl Config {
         }
         Ok(Config {
             ldap,
-            attribute_mapping: raw.attribute_mapping,
+            attribute_mapping,
             default_template: raw.default_template.filter(|t| !t.trim().is_empty()),
-            login_provisioning: raw.login_provisioning,
+            login_provisioning: raw.login_provisioning.unwrap_or(true),
             deadline: Duration::from_millis(raw.deadline_ms),
             database,
             dovecot: raw.dovecot,
             log: raw.log,
             sync: raw.sync,
+            from_mailcow: local_ldap,
+            redis,
             warnings,
         })
     }
@@ -443,8 +475,9 @@ fn valid_attribute_name(name: &str) -> bool {
 
 fn validate_ldap(raw: RawLdap, warnings: &mut Vec<String>) -> Result<LdapConfig, String> {
     let hosts: Vec<String> = match raw.hosts {
-        HostList::List(list) => list,
-        HostList::CommaSeparated(s) => s.split(',').map(str::to_owned).collect(),
+        Some(HostList::List(list)) => list,
+        Some(HostList::CommaSeparated(s)) => s.split(',').map(str::to_owned).collect(),
+        None => Vec::new(),
     }
     .into_iter()
     .map(|h| h.trim().to_owned())
@@ -458,7 +491,8 @@ fn validate_ldap(raw: RawLdap, warnings: &mut Vec<String>) -> Result<LdapConfig,
             "ldap.hosts: '{bad}' must be a bare host name or IP (use ldap.port, ldap.use_ssl, ldap.use_tls)"
         ));
     }
-    let transport = match (raw.use_ssl, raw.use_tls) {
+    let (use_ssl, use_tls) = (raw.use_ssl.unwrap_or(false), raw.use_tls.unwrap_or(false));
+    let transport = match (use_ssl, use_tls) {
         (true, true) => {
             return Err("ldap.use_ssl and ldap.use_tls: choose one (LDAPS or StartTLS)".into());
         }
@@ -481,14 +515,17 @@ fn validate_ldap(raw: RawLdap, warnings: &mut Vec<String>) -> Result<LdapConfig,
     if raw.ca_only && raw.ca_file.is_none() {
         return Err("ldap.ca_only: needs ldap.ca_file (the only CA it trusts)".into());
     }
-    if raw.base_dn.trim().is_empty() {
+    let base_dn = raw.base_dn.unwrap_or_default();
+    if base_dn.trim().is_empty() {
         return Err("ldap.base_dn: must not be empty".into());
     }
-    if raw.bind_dn.trim().is_empty() {
+    let bind_dn = raw.bind_dn.unwrap_or_default();
+    if bind_dn.trim().is_empty() {
         return Err("ldap.bind_dn: must not be empty (anonymous binds are not supported)".into());
     }
+    let username_field = raw.username_field.unwrap_or_else(|| "mail".into());
     for (key, value) in [
-        ("ldap.username_field", Some(&raw.username_field)),
+        ("ldap.username_field", Some(&username_field)),
         ("ldap.name_field", Some(&raw.name_field)),
         ("ldap.attribute_field", raw.attribute_field.as_ref()),
     ] {
@@ -534,15 +571,15 @@ fn validate_ldap(raw: RawLdap, warnings: &mut Vec<String>) -> Result<LdapConfig,
         hosts,
         port,
         transport,
-        ignore_ssl_errors: raw.ignore_ssl_errors,
+        ignore_ssl_errors: raw.ignore_ssl_errors.unwrap_or(false),
         ca_file: raw.ca_file,
         ca_only: raw.ca_only,
-        base_dn: raw.base_dn,
-        username_field: raw.username_field,
+        base_dn,
+        username_field,
         filter,
         attribute_field: raw.attribute_field.filter(|a| !a.is_empty()),
         name_field: raw.name_field,
-        bind_dn: raw.bind_dn,
+        bind_dn,
         bind_password,
         connect_timeout: Duration::from_millis(raw.connect_timeout_ms),
         timeout: Duration::from_millis(raw.timeout_ms),
@@ -800,6 +837,70 @@ database:
             assert!(!e.contains('\n'), "one line: {e:?}");
             assert!(!e.contains("987654"), "no secret in errors: {e:?}");
         }
+    }
+
+    #[test]
+    fn from_mailcow_keeps_only_what_mailcow_has_no_field_for() {
+        let database = &MINIMAL[MINIMAL.find("database:").unwrap()..];
+        let c = load(&format!(
+            "ldap:\n  from_mailcow: true\n  timeout_ms: 700\n{database}"
+        ))
+        .unwrap();
+        assert!(c.reads_mailcow_settings());
+        assert!(
+            c.ldap.hosts.is_empty(),
+            "a placeholder until the table is read"
+        );
+        assert_eq!(c.ldap.timeout, Duration::from_millis(700));
+        for (extra, key) in [
+            ("  base_dn: dc=x\n", "ldap.base_dn"),
+            (
+                "  bind_password_file: /nonexistent\n",
+                "ldap.bind_password_file",
+            ),
+            ("  use_ssl: false\n", "ldap.use_ssl"),
+        ] {
+            let e = load(&format!("ldap:\n  from_mailcow: true\n{extra}{database}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("{key}: ldap.from_mailcow is on")),
+                "{e}"
+            );
+        }
+        let e = load(&format!(
+            "ldap:\n  from_mailcow: true\nlogin_provisioning: false\n{database}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("login_provisioning: ldap.from_mailcow is on"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn redis_section_errors_name_the_key() {
+        for (section, key) in [
+            (
+                "redis:\n  host: r\n  socket: /s\n",
+                "redis.socket and redis.host",
+            ),
+            ("redis:\n  port: 1\n", "redis: set host or socket"),
+            ("redis:\n  host: r\n  password: 1234\n", "quoted string"),
+            ("redis:\n  host: r\n  timeout_ms: 0\n", "redis.timeout_ms"),
+        ] {
+            let e = load(&format!("{MINIMAL}{section}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{e:?} should name {key}");
+        }
+        let c = load(&format!("{MINIMAL}redis:\n  host: redis-mailcow\n")).unwrap();
+        let redis = c.redis.unwrap();
+        assert!(
+            matches!(redis.address, RedisAddress::Tcp { ref host, port: 6379 } if host == "redis-mailcow")
+        );
+        assert!(redis.password.is_none());
     }
 
     #[test]

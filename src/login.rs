@@ -1,12 +1,13 @@
 //! The login flow, written once for every front end (checkpassword, the `login` command, …):
-//! mailbox lookup → access checks → LDAP search + bind → mapping → provision/update → answer.
+//! mailbox lookup → access checks → app password → LDAP search + bind → mapping →
+//! provision/update → answer → `sasl_log`.
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::deadline::Deadline;
 use crate::ldap::{self, DirectoryError, Rejected, UserSearch};
 use crate::mailcow::address::{self, AddressError};
 use crate::mailcow::provision::{self, Applied, ProvisionError};
-use crate::mailcow::{Mailbox, Store, StoreError};
+use crate::mailcow::{AppPassword, LoginRead, Mailbox, Store, StoreError, password_hash};
 use crate::mapping::mapped_template;
 
 pub struct LoginRequest<'a> {
@@ -15,6 +16,9 @@ pub struct LoginRequest<'a> {
     pub password: &'a str,
     /// Dovecot's `SERVICE` (imap, pop3, sieve, smtp, …), selecting mailcow's `<service>_access`.
     pub service: &'a str,
+    /// The client's IP, when the front end knows it: a successful login then writes
+    /// mailcow's `sasl_log` row (the UI's "last logins").
+    pub remote_ip: Option<&'a str>,
 }
 
 #[derive(Debug)]
@@ -23,6 +27,8 @@ pub enum Outcome {
         mailbox: Box<Mailbox>,
         /// What happened on the way, for the log line ("ok", "mailbox created from …").
         note: String,
+        /// The id of the app password that logged in (`None`: the LDAP password).
+        app_password: Option<i64>,
     },
     Rejected(Refusal),
 }
@@ -72,6 +78,8 @@ pub enum Refusal {
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
     #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Directory(#[from] DirectoryError),
@@ -106,7 +114,7 @@ fn connect_store(config: &Config, deadline: &Deadline) -> Result<Store, LoginErr
     let timeout = deadline
         .cap(config.database.timeout)
         .ok_or(LoginError::Deadline("the database connection"))?;
-    Ok(Store::connect(&config.database, timeout)?)
+    Ok(Store::connect(&config.database, timeout)?.with_redis(config.redis.as_ref()))
 }
 
 /// mailcow's login checks, all answered from the database, so that a disabled protocol or
@@ -143,17 +151,52 @@ pub fn authenticate(
     let Ok(username) = normalize_login(request.username) else {
         return rejected(Refusal::MalformedLogin);
     };
-
     let mut store = connect_store(config, deadline)?;
-    let existing = store.mailbox(&username)?;
+    let outcome = decide(config, request, &username, &mut store, deadline)?;
+    Ok(record_sasl_log(config, request, &mut store, outcome))
+}
+
+/// The login's decision on a normalised address, with the database connection it runs on.
+fn decide(
+    config: &Config,
+    request: &LoginRequest,
+    username: &str,
+    store: &mut Store,
+    deadline: &Deadline,
+) -> Result<Outcome, LoginError> {
+    let rejected = |refusal| Ok(Outcome::Rejected(refusal));
+    let LoginRead {
+        mailbox: existing,
+        app_passwords,
+        identity_provider,
+    } = store.login_read(username, config.reads_mailcow_settings())?;
     if let Some(mailbox) = &existing {
         if let Err(refusal) = check_access(mailbox, request.service).and(ldap_backed(mailbox)) {
             return rejected(refusal);
         }
+        // mailcow's order: app passwords first, so a client set up with one never causes an
+        // LDAP bind (nor an Active Directory lockout once the LDAP password changed).
+        if let Some(app_password) = matching_app_password(&app_passwords, request) {
+            return Ok(Outcome::Accepted {
+                mailbox: Box::new(mailbox.clone()),
+                note: format!("app password {app_password}"),
+                app_password: Some(app_password),
+            });
+        }
     }
 
+    // ldap.from_mailcow: this login's LDAP settings and mapping, as mailcow's UI stores them
+    // (only now: a refusal above, or an app password, needs none of them).
+    let from_mailcow;
+    let config = match &identity_provider {
+        Some(rows) => {
+            from_mailcow = config.with_mailcow_settings(rows)?;
+            &from_mailcow
+        }
+        None => config,
+    };
     let mut session = ldap::connect(&config.ldap, deadline)?;
-    let entry = match session.find_login(request.username, &username, deadline)? {
+    let entry = match session.find_login(request.username, username, deadline)? {
         UserSearch::Found(entry) => entry,
         UserSearch::NotFound => return rejected(Refusal::NoLdapEntry),
         UserSearch::Ambiguous(count) => return rejected(Refusal::Ambiguous(count)),
@@ -172,8 +215,8 @@ pub fn authenticate(
             // round trip): an admin may have deactivated the mailbox or switched its
             // authsource meanwhile.
             let (mailbox, template) = match mapped {
-                None => (store.mailbox(&username)?, None),
-                Some(template) => match store.mailbox_with_template(&username, template)? {
+                None => (store.mailbox(username)?, None),
+                Some(template) => match store.mailbox_with_template(username, template)? {
                     Some((mailbox, loaded)) => (Some(mailbox), Some((template, loaded))),
                     None => (None, None),
                 },
@@ -189,7 +232,7 @@ pub fn authenticate(
             match template {
                 None => (mailbox, None),
                 Some((template, loaded)) => {
-                    match provision::apply_template(&mut store, &mailbox, name, template, loaded) {
+                    match provision::apply_template(store, &mailbox, name, template, loaded) {
                         Ok(Applied::Unchanged) => (mailbox, None),
                         Ok(Applied::Reapplied { mailbox, skipped }) => (
                             *mailbox,
@@ -218,7 +261,7 @@ pub fn authenticate(
             let Some(template) = mapped.or(config.default_template.as_deref()) else {
                 return rejected(Refusal::NoMapping(describe_values(&entry.mapping_values)));
             };
-            match provision::create(&mut store, &username, name, template) {
+            match provision::create(store, username, name, template) {
                 Ok(done) if done.created => {
                     let note = format!("mailbox created from template {template}");
                     (done.mailbox, Some(with_skipped(note, &done.skipped)))
@@ -240,10 +283,46 @@ pub fn authenticate(
         (Ok(()), note) => Ok(Outcome::Accepted {
             mailbox: Box::new(mailbox),
             note: note.unwrap_or_else(|| "ok".to_owned()),
+            app_password: None,
         }),
         (Err(refusal), None) => rejected(refusal),
         (Err(refusal), Some(note)) => rejected(Refusal::Provisioning(format!("{refusal}; {note}"))),
     }
+}
+
+/// The id of the first app password (lowest id, as mailcow) that may be used for this service
+/// and matches the password.
+fn matching_app_password(app_passwords: &[AppPassword], request: &LoginRequest) -> Option<i64> {
+    app_passwords
+        .iter()
+        .filter(|a| a.allows(request.service))
+        .find(|a| password_hash::verify(&a.hash, request.password))
+        .map(|a| a.id)
+}
+
+/// mailcow's `set_sasl_log()` for an accepted login whose client IP is known. A failure to
+/// write the row never fails the login: it is added to the log line.
+fn record_sasl_log(
+    config: &Config,
+    request: &LoginRequest,
+    store: &mut Store,
+    mut outcome: Outcome,
+) -> Outcome {
+    let (Some(remote_ip), true) = (request.remote_ip, config.log.sasl_log) else {
+        return outcome;
+    };
+    if let Outcome::Accepted {
+        mailbox,
+        note,
+        app_password,
+    } = &mut outcome
+    {
+        let id = app_password.unwrap_or(0);
+        if let Err(e) = store.write_sasl_log(&mailbox.username, remote_ip, request.service, id) {
+            note.push_str(&format!("; sasl_log not written: {e}"));
+        }
+    }
+    outcome
 }
 
 /// `" (server: …)"` for a diagnostic text, or nothing.

@@ -21,11 +21,14 @@ pub struct Request<'a> {
     pub password: &'a [u8],
     /// Dovecot's service (imap, pop3, lmtp, …), `unknown` when not told.
     pub service: String,
-    /// The client's IP for the log line, `-` when not told.
+    /// The client's IP for the log line and `sasl_log`, [`UNKNOWN_IP`] when not told.
     pub remote_ip: String,
     /// A userdb lookup (no password, no LDAP), not a password check.
     pub lookup: bool,
 }
+
+/// [`Request::remote_ip`] when the front end was not told the client's IP.
+pub const UNKNOWN_IP: &str = "-";
 
 /// What a request came to; `exit.rs` maps it to exit codes and Lua results.
 #[derive(Debug)]
@@ -139,9 +142,10 @@ fn answer(config: &Config, request: &Request, deadline: &Deadline) -> (Answer, S
         username: user,
         password,
         service: &request.service,
+        remote_ip: (request.remote_ip != UNKNOWN_IP).then_some(request.remote_ip.as_str()),
     };
     match login::authenticate(config, &login, deadline) {
-        Ok(Outcome::Accepted { mailbox, note }) => found(config, mailbox, note, false),
+        Ok(Outcome::Accepted { mailbox, note, .. }) => found(config, mailbox, note, false),
         Ok(Outcome::Rejected(refusal)) => {
             let reason = refusal.to_string();
             (Answer::Refused(refusal), reason)

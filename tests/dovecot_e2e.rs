@@ -530,3 +530,39 @@ fn template_quota_reaches_dovecot_and_a_new_template_is_used() {
     let r = pop3_login(d.pop3_port, &addr, "leo-pw");
     assert_eq!(r, "+OK Logged in.");
 }
+
+#[test]
+fn app_password_over_imap_and_smtp_without_ldap_and_sasl_log_rows() {
+    let mut site = Site::new("apppw");
+    let (d, p) = (dovecot(), postfix());
+    let addr = site.user("ann", "ann-pw", Some("staff"));
+    let r = imap_login(d.imap_port, &addr, "ann-pw");
+    assert!(r.ok(), "{r:#?}\nlog:\n{}", site.log(&addr));
+    assert_eq!(
+        site.sasl_log(&addr),
+        vec![vec![s("imap"), s("127.0.0.1"), s("0")]]
+    );
+
+    // LDAP gone: the app password still logs in, over IMAP and over SMTP AUTH via Postfix.
+    let (id, app_password) = site.add_app_password(&addr);
+    let bh = common::BlackHole::new();
+    site.env.ldap_at(&["127.0.0.1"], bh.port());
+    site.write_config();
+    let r = imap_login(d.imap_port, &addr, &app_password);
+    assert!(r.ok(), "{r:#?}\nlog:\n{}", site.log(&addr));
+    let r = smtp_auth(p.port, &addr, &app_password);
+    assert!(r.starts_with("235"), "AUTH PLAIN: {r}\n{}", site.log(&addr));
+    assert_eq!(bh.connections(), 0, "an app password login contacted LDAP");
+    assert_eq!(
+        site.sasl_log(&addr),
+        vec![
+            vec![s("imap"), s("127.0.0.1"), Some(id.clone())],
+            vec![s("smtp"), s("127.0.0.1"), Some(id)]
+        ]
+    );
+    log_line(&[
+        &format!("login user={addr}"),
+        "service=smtp",
+        "reason=\"app password",
+    ]);
+}

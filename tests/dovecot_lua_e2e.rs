@@ -329,3 +329,25 @@ fn dovecot_runs_the_shipped_lua_snippet_and_script() {
     ]);
     d.assert_snippet_is_shipped();
 }
+
+#[test]
+fn app_password_logs_in_without_ldap_and_sasl_log_has_the_client_ip() {
+    let mut site = Site::new("lua-apppw");
+    let d = dovecot();
+    let addr = site.user("abe", "abe-pw", Some("staff"));
+    let r = imap_login(d.imap_port, &addr, "abe-pw");
+    assert!(r.ok(), "{r:#?}\nlog:\n{}", site.log(&addr));
+    let (id, app_password) = site.add_app_password(&addr);
+    let bh = ldap_black_hole(&mut site);
+    let r = imap_login(d.imap_port, &addr, &app_password);
+    assert!(r.ok(), "{r:#?}\nlog:\n{}", site.log(&addr));
+    assert_eq!(bh.connections(), 0, "an app password login contacted LDAP");
+    assert_eq!(
+        site.sasl_log(&addr),
+        vec![vec![
+            Some("imap".to_owned()),
+            Some("127.0.0.1".to_owned()),
+            Some(id)
+        ]]
+    );
+}

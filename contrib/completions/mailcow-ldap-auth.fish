@@ -45,7 +45,7 @@ complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand dove
 complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand dovecot-lua; and not __fish_seen_subcommand_from verify lookup help" -f -a "lookup" -d 'Look a mailbox up without a password (userdb): no LDAP traffic'
 complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand dovecot-lua; and not __fish_seen_subcommand_from verify lookup help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand dovecot-lua; and __fish_seen_subcommand_from verify" -l service -d 'Dovecot\'s service or protocol (imap, pop3, lmtp, …)' -r
-complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand dovecot-lua; and __fish_seen_subcommand_from verify" -l remote-ip -d 'The client\'s IP (for the log line only)' -r
+complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand dovecot-lua; and __fish_seen_subcommand_from verify" -l remote-ip -d 'The client\'s IP (the log line, and `sasl_log` on success)' -r
 complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand dovecot-lua; and __fish_seen_subcommand_from verify" -l dovecot -d 'The Dovecot that reads the reply: selects the userdb field names (quota)' -r -f -a "2.3\t''
 2.4\t''"
 complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand dovecot-lua; and __fish_seen_subcommand_from verify" -l reply-file -d 'An existing file (the script\'s `os.tmpname()`) the reply is written to; standard output when not given. The file is never created' -r -F
@@ -53,7 +53,7 @@ complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand dove
 complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand dovecot-lua; and __fish_seen_subcommand_from verify" -s h -l help -d 'Print help'
 complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand dovecot-lua; and __fish_seen_subcommand_from verify" -s V -l version -d 'Print version'
 complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand dovecot-lua; and __fish_seen_subcommand_from lookup" -l service -d 'Dovecot\'s service or protocol (imap, pop3, lmtp, …)' -r
-complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand dovecot-lua; and __fish_seen_subcommand_from lookup" -l remote-ip -d 'The client\'s IP (for the log line only)' -r
+complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand dovecot-lua; and __fish_seen_subcommand_from lookup" -l remote-ip -d 'The client\'s IP (the log line, and `sasl_log` on success)' -r
 complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand dovecot-lua; and __fish_seen_subcommand_from lookup" -l dovecot -d 'The Dovecot that reads the reply: selects the userdb field names (quota)' -r -f -a "2.3\t''
 2.4\t''"
 complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand dovecot-lua; and __fish_seen_subcommand_from lookup" -l reply-file -d 'An existing file (the script\'s `os.tmpname()`) the reply is written to; standard output when not given. The file is never created' -r -F

@@ -26,7 +26,7 @@ impl RequestEnv {
             service: var("SERVICE").unwrap_or_else(|| "unknown".into()),
             remote_ip: var("TCPREMOTEIP")
                 .or_else(|| var("REMOTE_IP"))
-                .unwrap_or_else(|| "-".into()),
+                .unwrap_or_else(|| request::UNKNOWN_IP.into()),
             lookup: var("AUTHORIZED").as_deref() == Some("1"),
         }
     }

@@ -7,6 +7,7 @@
 //! (LDAP, database) therefore writes nothing. Only `mailbox.authsource` changes: the SQL
 //! password stays, so switching back to `mailcow` restores the old password.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -17,7 +18,9 @@ use crate::ldap::{self, DirectoryError, Session, UserSearch};
 use crate::log::{Logger, Severity, printable, printable_word};
 use crate::login::Refusal;
 use crate::mailcow::address;
-use crate::mailcow::{AuthsourceChange, SqlPassword, Store, StoreError};
+use crate::mailcow::{
+    AuthsourceChange, SettingsError, SqlPassword, Store, StoreError, effective_config,
+};
 
 /// Where a mailbox's password is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -42,6 +45,8 @@ impl Target {
 enum Fault {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
     #[error(transparent)]
     Directory(#[from] DirectoryError),
 }
@@ -68,6 +73,11 @@ pub fn run(config_path: &Path, target: Target, addresses: &[String], dry_run: bo
     let result = Store::connect(&config.database, config.database.timeout)
         .map_err(Fault::from)
         .and_then(|mut store| {
+            // Only a switch to LDAP searches the directory (with mailcow's settings, if so).
+            let config = match target {
+                Target::Ldap => effective_config(&config, &mut store)?,
+                Target::Mailcow => Cow::Borrowed(&config),
+            };
             let decisions = decide(&config, &mut store, target, addresses)?;
             let switched = if dry_run {
                 Vec::new()

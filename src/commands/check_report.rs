@@ -3,6 +3,7 @@
 //! (an admin watching a hanging host sees where it hangs); `--json` prints one object at the
 //! end, for monitoring. Both come from the same records, so they cannot disagree.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -72,6 +73,8 @@ pub struct Report {
     started: Instant,
     last_check_end: Instant,
     checks: Vec<Check>,
+    /// Where each LDAP and mapping setting came from (the file or mailcow's table).
+    pub settings: BTreeMap<&'static str, String>,
     pub user: Option<UserFindings>,
 }
 
@@ -83,6 +86,7 @@ impl Report {
             started: now,
             last_check_end: now,
             checks: Vec::new(),
+            settings: BTreeMap::new(),
             user: None,
         }
     }
@@ -142,6 +146,7 @@ impl Report {
                 "result": result,
                 "duration_ms": millis(self.started.elapsed()),
                 "checks": self.checks,
+                "settings": self.settings,
                 "user": self.user,
             });
             println!("{object:#}");

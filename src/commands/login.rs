@@ -26,9 +26,11 @@ pub fn run(config_path: &Path, user: &str, service: &str) -> ExitCode {
         username: user,
         password: &password,
         service,
+        // Not a client's login: no sasl_log row.
+        remote_ip: None,
     };
     let (answer, line) = match login::authenticate(&config, &request, &deadline) {
-        Ok(Outcome::Accepted { mailbox, note }) => {
+        Ok(Outcome::Accepted { mailbox, note, .. }) => {
             let (answer, reason) = request::found(&config, mailbox, note, false);
             let line = match &answer {
                 Answer::Found { mailbox, .. } => format!("ok: {} ({reason})", mailbox.username),

@@ -3,21 +3,22 @@
 //! readable, the database reachable, the mapped templates present, and — for one user — the
 //! entry found, the template it maps to, and whether a first login could create its mailbox.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use super::check_report::{Format, MailboxFindings, NextLogin, Report, UserFindings};
-use crate::config::Config;
+use crate::config::{Config, SettingOrigin};
 use crate::deadline::Deadline;
 use crate::exit::ExitCode;
 use crate::ldap::{self, Session, UserSearch};
 use crate::login::{Refusal, normalize_login};
-use crate::mailcow::Store;
 use crate::mailcow::provision::{self, Preview, ProvisionError};
+use crate::mailcow::{Store, effective_config};
 use crate::mapping::mapped_template;
 
 pub fn run(config_path: &Path, user: Option<&str>, format: Format) -> ExitCode {
     let mut report = Report::new(format);
-    let config = match Config::load(config_path) {
+    let file_config = match Config::load(config_path) {
         Ok(config) => config,
         Err(e) => {
             report.check("configuration", false, e.to_string());
@@ -29,9 +30,55 @@ pub fn run(config_path: &Path, user: Option<&str>, format: Format) -> ExitCode {
         true,
         format!("configuration {}", config_path.display()),
     );
-    for warning in &config.warnings {
+    for warning in &file_config.warnings {
         report.warn("configuration", warning);
     }
+
+    // The database first: with ldap.from_mailcow it holds the LDAP settings.
+    let deadline = Deadline::after(file_config.deadline);
+    let timeout = deadline
+        .cap(file_config.database.timeout)
+        .unwrap_or_default();
+    let mut store = match Store::connect(&file_config.database, timeout) {
+        Ok(store) => Some(store),
+        Err(e) => {
+            report.check("database", false, e.to_string());
+            None
+        }
+    };
+    let config = match &mut store {
+        Some(store) => match effective_config(&file_config, store) {
+            Ok(config) => config,
+            Err(e) => {
+                report.check("configuration", false, e.to_string());
+                return report.finish();
+            }
+        },
+        None if file_config.reads_mailcow_settings() => {
+            report.check(
+                "configuration",
+                false,
+                "LDAP settings not read (ldap.from_mailcow, database down)",
+            );
+            return report.finish();
+        }
+        None => Cow::Borrowed(&file_config),
+    };
+    let origins: Vec<(&'static str, String)> = config
+        .setting_origins()
+        .into_iter()
+        .map(|(setting, origin)| {
+            let from = match origin {
+                SettingOrigin::File => config_path.display().to_string(),
+                SettingOrigin::Mailcow(key) => format!("mailcow (identity_provider.{key})"),
+            };
+            (setting, from)
+        })
+        .collect();
+    for (setting, from) in &origins {
+        report.info(format!("{setting}: from {from}"));
+    }
+    report.settings = origins.into_iter().collect();
     for warning in config.ldap.exposure_warnings() {
         report.warn("ldap", warning);
     }
@@ -62,15 +109,6 @@ pub fn run(config_path: &Path, user: Option<&str>, format: Format) -> ExitCode {
         }
     }
 
-    let deadline = Deadline::after(config.deadline);
-    let timeout = deadline.cap(config.database.timeout).unwrap_or_default();
-    let mut store = match Store::connect(&config.database, timeout) {
-        Ok(store) => Some(store),
-        Err(e) => {
-            report.check("database", false, e.to_string());
-            None
-        }
-    };
     if let Some(store) = &mut store {
         check_database(&config, store, &mut report);
     }

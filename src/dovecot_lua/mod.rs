@@ -35,8 +35,8 @@ pub struct Args {
     /// Dovecot's service or protocol (imap, pop3, lmtp, …).
     #[arg(long, default_value = "unknown")]
     pub service: String,
-    /// The client's IP (for the log line only).
-    #[arg(long, default_value = "-")]
+    /// The client's IP (the log line, and `sasl_log` on success).
+    #[arg(long, default_value = crate::request::UNKNOWN_IP)]
     pub remote_ip: String,
     /// The Dovecot that reads the reply: selects the userdb field names (quota).
     #[arg(long, value_enum)]

@@ -1,14 +1,44 @@
 //! mailcow's MySQL/MariaDB schema: mailbox lookups, templates and provisioning.
 
 pub mod address;
+pub mod password_hash;
 pub mod provision;
+pub mod ratelimit;
 pub mod template;
 
 pub mod store;
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
-pub use store::{AuthsourceChange, SqlPassword, Store, StoreError, UnreadableMailbox};
+use crate::config::{Config, ConfigError};
+
+pub use store::{
+    AppPassword, AuthsourceChange, LoginRead, SqlPassword, Store, StoreError, UnreadableMailbox,
+};
+
+/// Why the configuration could not be completed from mailcow's `identity_provider` table.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// The configuration a command runs with: with `ldap.from_mailcow`, completed from mailcow's
+/// table as it is now; otherwise the file's.
+pub fn effective_config<'c>(
+    config: &'c Config,
+    store: &mut Store,
+) -> Result<Cow<'c, Config>, SettingsError> {
+    if !config.reads_mailcow_settings() {
+        return Ok(Cow::Borrowed(config));
+    }
+    let rows = store.identity_provider()?;
+    Ok(Cow::Owned(config.with_mailcow_settings(&rows)?))
+}
 
 /// Resource mailboxes (`mailbox.kind`) never log in.
 pub const RESOURCE_KINDS: [&str; 3] = ["location", "thing", "group"];
@@ -47,14 +77,18 @@ impl Mailbox {
     }
 
     /// mailcow's protocol rule: refused when `<service>_access` exists and is not "1".
-    /// Dovecot's submission service sends mail, so it answers to `smtp_access`.
     pub fn service_allowed(&self, service: &str) -> bool {
-        let service = service.to_ascii_lowercase();
-        let key = match service.as_str() {
-            "submission" => "smtp_access".to_owned(),
-            other => format!("{other}_access"),
-        };
+        let key = access_key(service);
         self.attributes.get(&key).is_none() || self.attribute(&key).as_deref() == Some("1")
+    }
+}
+
+/// The `<service>_access` key (mailbox attributes) or column (`app_passwd`) a Dovecot service
+/// answers to. Dovecot's submission service sends mail, so it answers to `smtp_access`.
+pub fn access_key(service: &str) -> String {
+    match service.to_ascii_lowercase().as_str() {
+        "submission" => "smtp_access".to_owned(),
+        other => format!("{other}_access"),
     }
 }
 

@@ -27,7 +27,7 @@ use crate::login::{describe_values, with_skipped};
 use crate::mailcow::address;
 use crate::mailcow::provision::{self, Applied, Preview, ProvisionError};
 use crate::mailcow::template::Template;
-use crate::mailcow::{Mailbox, Store, StoreError};
+use crate::mailcow::{Mailbox, SettingsError, Store, StoreError, effective_config};
 use crate::mapping::mapped_template;
 use state::StateDir;
 
@@ -49,6 +49,8 @@ pub enum SyncError {
     Directory(#[from] DirectoryError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
 }
 
 /// What happened to each entry of the listing.
@@ -206,12 +208,14 @@ pub fn run(config_path: &Path, options: &Options) -> ExitCode {
 /// One pass over the directory. Per-entry refusals are counted and logged; a directory or
 /// database fault ends the pass (every mailbox written so far was one complete transaction).
 fn synchronise(config: &Config, out: &Output) -> Result<Counts, SyncError> {
+    let mut store = Store::connect(&config.database, config.database.timeout)?
+        .with_redis(config.redis.as_ref());
+    let config = &*effective_config(config, &mut store)?;
     let deadline = Deadline::after(config.deadline);
     let mut session = ldap::connect(&config.ldap, &deadline)?;
     let users = session.all_users()?;
     drop(session);
 
-    let mut store = Store::connect(&config.database, config.database.timeout)?;
     // mailcow keys mailboxes by the lower-case address; its collation compares without case.
     let mailboxes: HashMap<String, Result<Mailbox, String>> = store
         .all_mailboxes()?

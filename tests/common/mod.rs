@@ -7,6 +7,7 @@ pub mod cmd;
 pub mod mariadb;
 pub mod net;
 pub mod process;
+pub mod redis;
 pub mod slapd;
 
 pub use certs::certs;

@@ -182,6 +182,34 @@ impl Site {
             .collect()
     }
 
+    /// An app password for `addr` as mailcow's UI adds it (every service allowed), with the
+    /// first `{BLF-CRYPT}` hash of tests/fixtures/app_password_hashes.json; returns its id and
+    /// its password.
+    pub fn add_app_password(&self, addr: &str) -> (String, String) {
+        let doc: Value =
+            serde_json::from_str(include_str!("../fixtures/app_password_hashes.json")).unwrap();
+        let v = &doc["vectors"][0];
+        assert!(v["hash"].as_str().unwrap().starts_with("{BLF-CRYPT}"));
+        self.env.db.exec_with(
+            "INSERT INTO app_passwd (name, mailbox, domain, password) VALUES ('phone', ?, ?, ?)",
+            (addr, &self.domain, v["hash"].as_str().unwrap()),
+        );
+        let id = self.rows_with("SELECT MAX(id) FROM app_passwd WHERE mailbox = ?", (addr,));
+        (
+            id[0][0].clone().expect("id"),
+            v["password"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// `addr`'s `sasl_log` rows as (service, real_rip, app_password), by service.
+    pub fn sasl_log(&self, addr: &str) -> Vec<Vec<Option<String>>> {
+        self.rows_with(
+            "SELECT service, real_rip, app_password FROM sasl_log WHERE username = ? \
+             ORDER BY service",
+            (addr,),
+        )
+    }
+
     /// The Dovecot log lines about `addr` (for failure messages).
     pub fn log(&self, addr: &str) -> String {
         dovecot().log_lines(addr).join("\n")

@@ -16,7 +16,8 @@
 //! - an unreadable template (attributes NULL or not a JSON object) is treated like a missing
 //!   one by an update (the mailbox is left as it is) and refuses a creation;
 //! - the `_sogo_static_view` refresh only touches this mailbox's row;
-//! - Redis (`RL_VALUE`) and memcached are not written; the caller logs that they were skipped;
+//! - memcached is not flushed, and Redis (`RL_VALUE`) is written only with a `redis:` section;
+//!   the caller logs what was skipped;
 //! - an update decides on the mailbox row as locked, not as read before: a mailbox an admin
 //!   switched to another authsource meanwhile is left alone, and one deactivated meanwhile
 //!   stays inactive unless the template itself sets `active`.
@@ -28,11 +29,12 @@ mod checks;
 mod plan;
 mod tx;
 
+use super::ratelimit::RateLimit;
 use super::store::{Store, StoreError, TemplateRead};
 use super::template::Template;
 use super::{Mailbox, address};
 use checks::{ApplyCheck, CreateCheck};
-use plan::{NewMailbox, Update, outside_mysql};
+use plan::{NewMailbox, Update};
 pub use plan::{TAG_LIMIT, clean_name};
 use tx::{ApplyDone, TxError, try_apply, try_create, with_retries};
 
@@ -127,7 +129,10 @@ pub fn create_from(
         ))
     })?;
     let (created, skipped) = match created {
-        CreateCheck::Create => (true, outside_mysql(&new.username, template)),
+        CreateCheck::Create => (
+            true,
+            outside_mysql(store, &new.username, RateLimit::on_creation(template)),
+        ),
         CreateCheck::Exists => (false, Vec::new()),
     };
     Ok(Provisioned {
@@ -191,7 +196,7 @@ pub fn apply_loaded(
                     mailbox.username
                 ))
             })?;
-            let skipped = outside_mysql(&mailbox.username, template);
+            let skipped = outside_mysql(store, &mailbox.username, RateLimit::on_update(template));
             Ok(Applied::Reapplied {
                 mailbox: Box::new(mailbox),
                 skipped,
@@ -282,6 +287,26 @@ fn new_mailbox<'t>(
         NewMailbox::build(&address, display_name, template)?,
         template,
     ))
+}
+
+/// mailcow's side effects outside MySQL: the rate limit is written to Redis when the store has
+/// it (a failure does not undo the provisioning: mailcow ignores it too); what was not done is
+/// returned for the log line.
+fn outside_mysql(store: &Store, username: &str, rate_limit: RateLimit) -> Vec<String> {
+    let mut skipped = Vec::new();
+    match store.redis() {
+        Some(redis) if rate_limit != RateLimit::InvalidFrame => {
+            if let Err(e) = rate_limit.write(redis, username) {
+                skipped.push(format!("rate limit ({e})"));
+            }
+        }
+        _ => skipped.push(format!(
+            "Redis rate limit ({})",
+            rate_limit.describe(username)
+        )),
+    }
+    skipped.push("memcached flush".into());
+    skipped
 }
 
 fn missing_for_update(name: &str) -> String {

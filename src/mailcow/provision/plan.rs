@@ -249,18 +249,6 @@ pub(super) fn template_tags(template: &Template) -> Vec<String> {
     tags
 }
 
-/// What mailcow does outside MySQL on provisioning, which this program leaves out.
-pub(super) fn outside_mysql(username: &str, template: &Template) -> Vec<String> {
-    let rl_value = template.string("rl_value").unwrap_or_default();
-    let rl_frame = template.string("rl_frame").unwrap_or_else(|| "s".into());
-    let rate_limit = if rl_value.is_empty() || rl_value == "0" {
-        format!("Redis rate limit (HDEL RL_VALUE {username})")
-    } else {
-        format!("Redis rate limit (RL_VALUE {username} = {rl_value} / 1{rl_frame})")
-    };
-    vec![rate_limit, "memcached flush".into()]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@
 //! Rows are converted column by column ([`Columns`]): a column of an unexpected type is a
 //! [`StoreError::Data`], never a panic.
 
+mod credentials;
 mod rows;
 mod tx;
 
@@ -24,7 +25,8 @@ use serde_json::{Map, Value};
 
 use super::Mailbox;
 use super::template::Template;
-use crate::config::{DatabaseAddress, DatabaseConfig};
+use crate::config::{DatabaseAddress, DatabaseConfig, RedisConfig};
+pub use credentials::{AppPassword, LoginRead};
 pub(crate) use rows::Columns;
 pub use tx::{
     CreationFacts, DomainRow, LockedMailbox, MailboxUpdate, NewMailboxRow, SOGO_STATIC_PASSWORD,
@@ -142,6 +144,8 @@ pub struct Store {
     conn: Conn,
     /// Whether [`PREPARE_WRITER`] ran on this connection.
     writer: bool,
+    /// mailcow's Redis, where provisioning writes the rate limit (`None`: not configured).
+    redis: Option<RedisConfig>,
 }
 
 impl Store {
@@ -167,7 +171,19 @@ impl Store {
         Ok(Store {
             conn,
             writer: false,
+            redis: None,
         })
+    }
+
+    /// This store with mailcow's Redis, for provisioning's rate limits.
+    pub fn with_redis(mut self, redis: Option<&RedisConfig>) -> Store {
+        self.redis = redis.cloned();
+        self
+    }
+
+    /// mailcow's Redis, when configured.
+    pub fn redis(&self) -> Option<&RedisConfig> {
+        self.redis.as_ref()
     }
 
     /// One row of a read in one round trip (text protocol, values bound by [`bind`]).
