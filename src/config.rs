@@ -445,8 +445,14 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text =
             zeroize::Zeroizing::new(read_trusted(path).map_err(|e| ConfigError::new(path, e))?);
+        Config::from_yaml(&text, path)
+    }
+
+    /// Validates `text`, the contents of the file at `path` (named in errors; its mode decides
+    /// the warning about inline secrets). Files the text refers to (`*_file`) are read.
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig =
-            serde_norway::from_str(&text).map_err(|e| ConfigError::new(path, e.to_string()))?;
+            serde_norway::from_str(text).map_err(|e| ConfigError::new(path, e.to_string()))?;
         let mut warnings = Vec::new();
         let inline_secret = raw.ldap.bind_password.is_some()
             || raw.database.password.is_some()

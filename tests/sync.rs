@@ -142,15 +142,6 @@ fn modified(db: &TestDb, username: &str) -> Option<String> {
         .clone()
 }
 
-#[track_caller]
-fn assert_one_of_each(db: &TestDb, username: &str, tags: i64) {
-    let counts = row_counts(db, username);
-    for (table, n) in &counts {
-        let want = if *table == "tags_mailbox" { tags } else { 1 };
-        assert_eq!(*n, want, "{table} rows of {username}: {counts:?}");
-    }
-}
-
 fn golden_rows() -> BTreeMap<&'static str, Vec<Map<String, Value>>> {
     let g = golden();
     PROVISIONED

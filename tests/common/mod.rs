@@ -12,7 +12,7 @@ pub mod serve;
 pub mod slapd;
 
 pub use certs::certs;
-pub use cmd::{CHECKPASSWORD_REPLY, ConfigAt, ENV_REPLY, Outcome, Run};
+pub use cmd::{CHECKPASSWORD_REPLY, ConfigAt, ENV_REPLY, Outcome, Run, Running};
 pub use mariadb::{Domain, Mailbox, PROVISIONED, TestDb, mariadb, provisioned};
 pub use net::{BlackHole, FirstRequestProxy, Forwarder, Switch, dead_port};
 pub use slapd::{LdapUser, SVC_DN, SVC_PW, Slapd, Subtree, slapd};

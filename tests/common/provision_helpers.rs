@@ -70,6 +70,17 @@ pub fn row_counts(db: &TestDb, username: &str) -> BTreeMap<&'static str, i64> {
         .collect()
 }
 
+/// One row of `username` in every provisioned table, `tags` of them in `tags_mailbox`: a
+/// complete mailbox, written once.
+#[track_caller]
+pub fn assert_one_of_each(db: &TestDb, username: &str, tags: i64) {
+    let counts = row_counts(db, username);
+    for (table, n) in &counts {
+        let want = if *table == "tags_mailbox" { tags } else { 1 };
+        assert_eq!(*n, want, "{table} rows of {username}: {counts:?}");
+    }
+}
+
 /// A `domain` row with every limit given (MiB, as mailcow stores them).
 #[derive(Clone, Debug)]
 pub struct DomainRow {
