@@ -119,8 +119,10 @@ pub enum Command {
     ///
     /// What it does is set by the config's `sync:` section: `import_users` creates mailboxes
     /// for LDAP users without one, `periodic_full_sync` re-applies changed mapped templates to
-    /// LDAP-backed mailboxes. A run earlier than `sync.interval_minutes` after the last
-    /// completed one exits at once (0), as does a run while another holds the lock.
+    /// LDAP-backed mailboxes, `deactivate_missing` deactivates LDAP-backed mailboxes missing
+    /// from several complete listings in a row. A run earlier than `sync.interval_minutes`
+    /// after the last completed one exits at once (0), as does a run while another holds the
+    /// lock. On a terminal, a progress line shows on standard error.
     /// Exit codes: 0 run completed (per-user refusals are logged), 111 LDAP, database,
     /// state directory or configuration fault.
     #[command(verbatim_doc_comment)]
@@ -135,6 +137,10 @@ pub enum Command {
         /// Directory for the lock file and the time of the last completed run (created 0700).
         #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath, default_value = crate::sync::DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
+        /// Print the summary as one JSON object on standard output (dry-run lines go to
+        /// standard error then).
+        #[arg(long)]
+        json: bool,
     },
     /// Print a shell completion script to standard output.
     ///

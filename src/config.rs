@@ -329,10 +329,25 @@ pub struct SyncConfig {
     pub periodic_full_sync: bool,
     #[serde(default = "default_interval")]
     pub interval_minutes: u64,
+    /// Deactivate LDAP-backed mailboxes missing from `missing_runs` complete listings in a row.
+    #[serde(default)]
+    pub deactivate_missing: bool,
+    #[serde(default = "default_missing_runs")]
+    pub missing_runs: u32,
+    /// A run that would deactivate more than this share (percent) of the LDAP-backed
+    /// mailboxes deactivates none.
+    #[serde(default = "default_max_deactivate_percent")]
+    pub max_deactivate_percent: u32,
 }
 
 fn default_interval() -> u64 {
     15
+}
+fn default_missing_runs() -> u32 {
+    3
+}
+fn default_max_deactivate_percent() -> u32 {
+    10
 }
 
 impl Default for SyncConfig {
@@ -341,6 +356,9 @@ impl Default for SyncConfig {
             import_users: false,
             periodic_full_sync: false,
             interval_minutes: default_interval(),
+            deactivate_missing: false,
+            missing_runs: default_missing_runs(),
+            max_deactivate_percent: default_max_deactivate_percent(),
         }
     }
 }
@@ -427,8 +445,14 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text =
             zeroize::Zeroizing::new(read_trusted(path).map_err(|e| ConfigError::new(path, e))?);
+        Config::from_yaml(&text, path)
+    }
+
+    /// Validates `text`, the contents of the file at `path` (named in errors; its mode decides
+    /// the warning about inline secrets). Files the text refers to (`*_file`) are read.
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig =
-            serde_norway::from_str(&text).map_err(|e| ConfigError::new(path, e.to_string()))?;
+            serde_norway::from_str(text).map_err(|e| ConfigError::new(path, e.to_string()))?;
         let mut warnings = Vec::new();
         let inline_secret = raw.ldap.bind_password.is_some()
             || raw.database.password.is_some()
@@ -471,6 +495,12 @@ impl Config {
         raw.serve.validate().map_err(err)?;
         if raw.deadline_ms == 0 {
             return Err(err("deadline_ms: must be greater than 0".into()));
+        }
+        if raw.sync.missing_runs == 0 {
+            return Err(err("sync.missing_runs: must be at least 1".into()));
+        }
+        if raw.sync.max_deactivate_percent > 100 {
+            return Err(err("sync.max_deactivate_percent: must be 0 to 100".into()));
         }
         Ok(Config {
             ldap,

@@ -19,6 +19,7 @@ pub mod log;
 pub mod login;
 pub mod mailcow;
 pub mod mapping;
+pub mod planner;
 pub mod request;
 pub mod serve;
 pub mod sync;
@@ -51,12 +52,14 @@ pub fn run(cli: Cli) -> ExitCode {
             dry_run,
             force,
             state_dir,
+            json,
         } => sync::run(
             &cli.config,
             &sync::Options {
                 dry_run,
                 force,
                 state_dir,
+                json,
             },
         ),
         Command::Completions { shell } => commands::completions::run(shell),

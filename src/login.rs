@@ -9,7 +9,7 @@ use crate::ldap::{DirectoryError, Rejected, UserSearch};
 use crate::mailcow::address::{self, AddressError};
 use crate::mailcow::provision::{self, Applied, ProvisionError};
 use crate::mailcow::{AppPassword, LoginRead, Mailbox, StoreError, password_hash};
-use crate::mapping::mapped_template;
+use crate::planner::{self, MailboxState, Plan, Policy};
 
 pub struct LoginRequest<'a> {
     /// The login name as Dovecot passes it.
@@ -225,20 +225,30 @@ fn decide(
     directory.directory_done();
     let store = connections.store(deadline)?;
 
-    let mapped = mapped_template(&config.attribute_mapping, &entry.mapping_values);
     let name = entry.display_name.as_deref();
+    let plan =
+        Policy::login(config).plan(MailboxState::of(existing.as_ref()), &entry.mapping_values);
     // `note` says what provisioning did, for the log line; `None` when it did nothing.
-    let (mailbox, note) = match existing {
-        Some(_) => {
+    let (mailbox, note) = match plan {
+        Plan::Refused(planner::Refusal::CreationOff) => return rejected(Refusal::ProvisioningOff),
+        Plan::Refused(planner::Refusal::NoMapping) => {
+            return rejected(Refusal::NoMapping(describe_values(&entry.mapping_values)));
+        }
+        Plan::Refused(planner::Refusal::NotLdapBacked(authsource)) => {
+            return rejected(Refusal::NotLdapBacked(authsource));
+        }
+        Plan::Keep | Plan::Reapply(_) => {
             // Read again after the LDAP round trips (with the mapped template, in the same
             // round trip): an admin may have deactivated the mailbox or switched its
             // authsource meanwhile.
-            let (mailbox, template) = match mapped {
-                None => (store.mailbox(username)?, None),
-                Some(template) => match store.mailbox_with_template(username, template)? {
-                    Some((mailbox, loaded)) => (Some(mailbox), Some((template, loaded))),
-                    None => (None, None),
-                },
+            let (mailbox, template) = match plan {
+                Plan::Reapply(template) => {
+                    match store.mailbox_with_template(username, template)? {
+                        Some((mailbox, loaded)) => (Some(mailbox), Some((template, loaded))),
+                        None => (None, None),
+                    }
+                }
+                _ => (store.mailbox(username)?, None),
             };
             let Some(mailbox) = mailbox else {
                 return rejected(Refusal::MailboxVanished);
@@ -247,7 +257,6 @@ fn decide(
             {
                 return rejected(refusal);
             }
-            // Only a mapped template updates; the default template is for creation only.
             match template {
                 None => (mailbox, None),
                 Some((template, loaded)) => {
@@ -273,13 +282,7 @@ fn decide(
                 }
             }
         }
-        None => {
-            if !config.login_provisioning {
-                return rejected(Refusal::ProvisioningOff);
-            }
-            let Some(template) = mapped.or(config.default_template.as_deref()) else {
-                return rejected(Refusal::NoMapping(describe_values(&entry.mapping_values)));
-            };
+        Plan::Create(template) => {
             match provision::create(store, username, name, template) {
                 Ok(done) if done.created => {
                     let note = format!("mailbox created from template {template}");
@@ -360,10 +363,7 @@ fn server_says(detail: String) -> String {
 
 /// Mailboxes of another authsource (NULL means mailcow) check their password elsewhere.
 fn ldap_backed(mailbox: &Mailbox) -> Result<(), Refusal> {
-    match mailbox.authsource.as_deref().unwrap_or("mailcow") {
-        "ldap" => Ok(()),
-        other => Err(Refusal::NotLdapBacked(other.to_owned())),
-    }
+    planner::ldap_backed(MailboxState::of(Some(mailbox))).map_err(Refusal::NotLdapBacked)
 }
 
 pub(crate) fn describe_values(values: &[String]) -> String {

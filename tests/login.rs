@@ -81,16 +81,7 @@ fn harness_servers_and_subtree() {
             Some("1".into())
         ]]
     );
-    let mut u = mysql::Conn::new(
-        mysql::OptsBuilder::new()
-            .ip_or_hostname(Some("127.0.0.1"))
-            .tcp_port(env.db.server.port)
-            .user(Some(&env.db.user))
-            .pass(Some(&env.db.password))
-            .db_name(Some(&env.db.name))
-            .prefer_socket(false),
-    )
-    .unwrap();
+    let mut u = env.db.user_conn().unwrap();
     use mysql::prelude::Queryable;
     let n: Option<i64> = u.query_first("SELECT COUNT(*) FROM templates").unwrap();
     assert_eq!(n, Some(2));
@@ -956,7 +947,13 @@ fn deadline_holds_even_when_stderr_blocks() {
     env.ldap_at(&["127.0.0.1"], bh.port());
     env.cfg["deadline_ms"] = json!(300);
     env.cfg["ldap"]["timeout_ms"] = json!(30000);
+    let t0 = std::time::Instant::now();
     let out = env.cp().login("alice@example.org", PW).stderr_full().run();
+    eprintln!(
+        "figure: stderr blocked, deadline 300 ms → exit {:?} after {} ms",
+        out.code,
+        t0.elapsed().as_millis()
+    );
     out.assert_code(111);
 }
 

@@ -140,15 +140,6 @@ fn assert_rows(db: &TestDb, username: &str, expected: &Value) {
     }
 }
 
-#[track_caller]
-fn assert_one_of_each(db: &TestDb, username: &str, tags: i64) {
-    let counts = row_counts(db, username);
-    for (table, n) in &counts {
-        let want = if *table == "tags_mailbox" { tags } else { 1 };
-        assert_eq!(*n, want, "{table} rows of {username}: {counts:?}");
-    }
-}
-
 fn mailbox_count(db: &TestDb) -> i64 {
     db.rows("SELECT COUNT(*) FROM mailbox")[0][0]
         .as_deref()

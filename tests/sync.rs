@@ -142,47 +142,6 @@ fn modified(db: &TestDb, username: &str) -> Option<String> {
         .clone()
 }
 
-#[track_caller]
-fn assert_one_of_each(db: &TestDb, username: &str, tags: i64) {
-    let counts = row_counts(db, username);
-    for (table, n) in &counts {
-        let want = if *table == "tags_mailbox" { tags } else { 1 };
-        assert_eq!(*n, want, "{table} rows of {username}: {counts:?}");
-    }
-}
-
-/// A row made comparable: time columns only as "set"/NULL, `alias.id` dropped, and
-/// `mailbox.attributes` parsed without `passwd_update` (a time, checked for presence).
-fn normalise(table: &str, row: &Map<String, Value>) -> Map<String, Value> {
-    let mut out = Map::new();
-    for (col, v) in row {
-        let v = match (table, col.as_str()) {
-            (_, "created" | "modified") => json!(if v.is_null() { "NULL" } else { "set" }),
-            ("alias", "id") => continue,
-            ("mailbox", "attributes") => {
-                let mut attrs: Map<String, Value> =
-                    serde_json::from_str(v.as_str().unwrap()).unwrap();
-                assert!(attrs.remove("passwd_update").is_some(), "passwd_update");
-                Value::Object(attrs)
-            }
-            _ => v.clone(),
-        };
-        out.insert(col.clone(), v);
-    }
-    out
-}
-
-/// Every provisioned row of `username`, normalised.
-fn normalised_rows_of(
-    db: &TestDb,
-    username: &str,
-) -> BTreeMap<&'static str, Vec<Map<String, Value>>> {
-    rows_of(db, username)
-        .into_iter()
-        .map(|(table, rows)| (table, rows.iter().map(|r| normalise(table, r)).collect()))
-        .collect()
-}
-
 fn golden_rows() -> BTreeMap<&'static str, Vec<Map<String, Value>>> {
     let g = golden();
     PROVISIONED

@@ -84,6 +84,7 @@ complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand sync
 complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand sync" -l config -d 'Configuration file (YAML)' -r -F
 complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand sync" -l dry-run -d 'Print what would be created or re-applied and write nothing (no database writes, no lock, no state; the interval is not checked)'
 complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand sync" -l force -d 'Run even if the last completed run is less than sync.interval_minutes ago'
+complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand sync" -l json -d 'Print the summary as one JSON object on standard output (dry-run lines go to standard error then)'
 complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand sync" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand sync" -s V -l version -d 'Print version'
 complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand completions" -l config -d 'Configuration file (YAML)' -r -F

@@ -2,9 +2,10 @@
 # What the benchmarks share (source this file; it sources examples/lib/servers.sh):
 #   bench_build                       installs missing packages, builds the release binary -> BIN
 #   bench_servers DIR N UID GID HOME_BASE
-# starts slapd in DIR/slapd with N users fb1..fbN@example.org (employeeType staff, password
-# $BENCH_PW) besides examples/directory.ldif's base entries and service account, and MariaDB in
-# DIR/mariadb with mailcow's schema, domain example.org and the StaffUI template of
+# starts slapd in DIR/slapd with N users fb1..fbN@example.org (employeeType staff, or "other"
+# for every BENCH_OTHER_EVERY-th one when that is set; password $BENCH_PW) besides
+# examples/directory.ldif's base entries and service account, and MariaDB in DIR/mariadb
+# with mailcow's schema, domain example.org and the StaffUI template of
 # tests/fixtures/golden-provision-bob.json (tags, quota, rate limit, POP3 off); writes
 # DIR/config.yml (userdb uid/gid UID/GID, homes under HOME_BASE). Sets SLAPD_PORT, MARIADB_PORT.
 # The caller stops the servers (srv_stop DIR/slapd; srv_stop DIR/mariadb).
@@ -21,7 +22,7 @@ bench_build() {
 }
 
 bench_servers() {
-  local dir=$1 n=$2 uid=$3 gid=$4 home_base=$5 hash template i
+  local dir=$1 n=$2 uid=$3 gid=$4 home_base=$5 hash template i kind
   mkdir -p "$dir/slapd" "$dir/mariadb"
   hash=$(slappasswd -h '{SSHA}' -s "$BENCH_PW")
   {
@@ -29,7 +30,9 @@ bench_servers() {
     for i in $(seq 1 "$n"); do
       printf 'dn: uid=fb%d,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: fb%d\n' "$i" "$i"
       printf 'cn: First Bench %d\nsn: Bench\ndisplayName: First Bench %d\nmail: fb%d@example.org\n' "$i" "$i" "$i"
-      printf 'employeeType: staff\nuserPassword: %s\n\n' "$hash"
+      kind=staff
+      if [ -n "${BENCH_OTHER_EVERY:-}" ] && [ $((i % BENCH_OTHER_EVERY)) = 0 ]; then kind=other; fi
+      printf 'employeeType: %s\nuserPassword: %s\n\n' "$kind" "$hash"
     done
   } > "$dir/directory.ldif"
   srv_start_slapd "$dir/slapd" "$dir/directory.ldif"
@@ -41,7 +44,7 @@ bench_servers() {
     "$SRV_REPO/tests/fixtures/golden-provision-bob.json")
   srv_mysql "$dir/mariadb" mailcow -e "
     INSERT INTO domain (domain, description, aliases, mailboxes, defquota, maxquota, quota, active)
-      VALUES ('example.org', 'bench', 400, 100000, 3072, 10240, 1048576000, 1);
+      VALUES ('example.org', 'bench', 400, $((n > 100000 ? n : 100000)), 3072, 10240, 1048576000, 1);
     INSERT INTO templates (template, type, attributes) VALUES ('StaffUI', 'mailbox', '$template');"
   cat > "$dir/config.yml" <<YML
 ldap:

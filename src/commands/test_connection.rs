@@ -15,6 +15,7 @@ use crate::login::{Refusal, normalize_login};
 use crate::mailcow::provision::{self, Preview, ProvisionError};
 use crate::mailcow::{Store, effective_config};
 use crate::mapping::mapped_template;
+use crate::planner::{self, MailboxState, Plan, Policy};
 
 pub fn run(config_path: &Path, user: Option<&str>, format: Format) -> ExitCode {
     let mut report = Report::new(format);
@@ -228,6 +229,8 @@ fn check_user(
         Ok(mailbox) => mailbox,
         Err(e) => return report.check("user_mailbox", false, e.to_string()),
     };
+    let plan =
+        Policy::login(config).plan(MailboxState::of(existing.as_ref()), &entry.mapping_values);
     let refuse = |found: &mut UserFindings, report: &mut Report, why: String| {
         report.check("user_next_login", false, format!("{address}: {why}"));
         found.next_login = Some(NextLogin::Refused { reason: why });
@@ -247,12 +250,18 @@ fn check_user(
             active: mailbox.active,
             domain_active: mailbox.domain_active,
         });
-        let Some(template) = mapped else {
-            let reason = "no mapped template: logins leave the mailbox as it is";
-            found.next_login = Some(NextLogin::Nothing {
-                reason: reason.into(),
-            });
-            return report.info(reason);
+        let template = match plan {
+            Plan::Reapply(template) => template,
+            Plan::Refused(planner::Refusal::NotLdapBacked(authsource)) => {
+                return not_ldap_backed(found, report, &authsource);
+            }
+            _ => {
+                let reason = "no mapped template: logins leave the mailbox as it is";
+                found.next_login = Some(NextLogin::Nothing {
+                    reason: reason.into(),
+                });
+                return report.info(reason);
+            }
         };
         let loaded = match store.template(template) {
             Ok(loaded) => loaded,
@@ -271,23 +280,18 @@ fn check_user(
                 found.next_login = Some(NextLogin::Nothing { reason });
             }
             Ok(Preview::Skipped(why)) => refuse(found, report, why.to_string()),
-            Ok(Preview::NotLdapBacked(authsource)) => {
-                let reason = format!(
-                    "authsource {authsource}: logins are refused and the template is not applied"
-                );
-                report.info(&reason);
-                found.next_login = Some(NextLogin::Refused { reason });
-            }
+            Ok(Preview::NotLdapBacked(authsource)) => not_ldap_backed(found, report, &authsource),
             Err(e) => report.check("user_next_login", false, e.to_string()),
         }
         return;
     }
-    if !config.login_provisioning {
-        return refuse(found, report, Refusal::ProvisioningOff.to_string());
-    }
-    let Some(template) = mapped.or(config.default_template.as_deref()) else {
-        let values = format!("{:?}", entry.mapping_values);
-        return refuse(found, report, Refusal::NoMapping(values).to_string());
+    let template = match plan {
+        Plan::Create(template) => template,
+        Plan::Refused(planner::Refusal::NoMapping) => {
+            let values = format!("{:?}", entry.mapping_values);
+            return refuse(found, report, Refusal::NoMapping(values).to_string());
+        }
+        _ => return refuse(found, report, Refusal::ProvisioningOff.to_string()),
     };
     let loaded = match store.template(template) {
         Ok(loaded) => loaded,
@@ -309,4 +313,12 @@ fn check_user(
         }
         Err(ProvisionError::Store(e)) => report.check("user_next_login", false, e.to_string()),
     }
+}
+
+/// A mailbox of another authsource: its logins are refused (the next passdb decides).
+fn not_ldap_backed(found: &mut UserFindings, report: &mut Report, authsource: &str) {
+    let reason =
+        format!("authsource {authsource}: logins are refused and the template is not applied");
+    report.info(&reason);
+    found.next_login = Some(NextLogin::Refused { reason });
 }

@@ -383,7 +383,10 @@ impl Session<'_> {
     /// Each operation (every page) gets `ldap.timeout_ms`; there is no overall deadline, as a
     /// large directory takes as long as it takes. A listing the server cut short (size limit,
     /// e.g. a server that ignores paging) is an error, never a silently partial list.
-    pub fn all_users(&mut self) -> Result<Vec<ListedUser>, DirectoryError> {
+    ///
+    /// Each entry goes to `each` as it arrives (nothing is kept here); the number of entries
+    /// when the listing is complete.
+    pub fn list_users(&mut self, mut each: impl FnMut(ListedUser)) -> Result<u64, DirectoryError> {
         let cfg = self.config;
         let filter = filter::all_users_filter(cfg.filter.as_deref(), &cfg.username_field);
         let mut attrs: Vec<String> = Vec::new();
@@ -415,13 +418,14 @@ impl Session<'_> {
                 attrs,
             )
             .map_err(|e| error(&host, describe(&e)))?;
-        let mut users = Vec::new();
+        let mut listed: u64 = 0;
         loop {
             match stream.next() {
                 Ok(Some(entry)) if entry.is_ref() || entry.is_intermediate() => {}
                 Ok(Some(entry)) => {
                     let entry = SearchEntry::construct(entry);
-                    users.push(ListedUser {
+                    listed += 1;
+                    each(ListedUser {
                         usernames: values(&entry, &cfg.username_field),
                         entry: user_entry(cfg, entry),
                     });
@@ -432,15 +436,14 @@ impl Session<'_> {
         }
         let status = stream.result();
         match status.rc {
-            rc::SUCCESS => Ok(users),
+            rc::SUCCESS => Ok(listed),
             rc::SIZE_LIMIT_EXCEEDED => Err(error(
                 &host,
                 format!(
                     "the server's size limit stopped the listing after {} entries (rc=4); \
                      allow paged searches past it for {} (OpenLDAP: limits ... \
                      size.prtotal=unlimited)",
-                    users.len(),
-                    cfg.bind_dn
+                    listed, cfg.bind_dn
                 ),
             )),
             rc::NO_SUCH_OBJECT => Err(error(

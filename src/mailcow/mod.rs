@@ -15,7 +15,8 @@ use serde_json::{Map, Value};
 use crate::config::{Config, ConfigError};
 
 pub use store::{
-    AppPassword, AuthsourceChange, LoginRead, SqlPassword, Store, StoreError, UnreadableMailbox,
+    AppPassword, AuthsourceChange, LoginRead, MailboxDigest, SqlPassword, Store, StoreError,
+    UnreadableMailbox,
 };
 
 /// Why the configuration could not be completed from mailcow's `identity_provider` table.

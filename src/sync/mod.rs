@@ -1,16 +1,21 @@
 //! `sync`: import LDAP users as mailboxes and re-apply changed templates to existing ones, for
 //! cron or a systemd timer — mailcow's `ldap-sync.php` semantics without its bugs.
 //!
-//! One run: lock → interval check → service bind + paged listing of every user → all mailboxes
-//! in one query → per entry: create (`sync.import_users`) or re-apply the mapped template
-//! (`sync.periodic_full_sync`, LDAP-backed mailboxes only), through the same mapping and
-//! provisioning code as a login → summary line → time of the run recorded.
+//! One run: lock → interval check → every mailbox streamed into a compact index → service
+//! bind + paged listing, each entry planned as it arrives (the same planner as a login) → the
+//! creations and re-applications written in batches per domain (the same checks and rows as a
+//! login's) → optionally, LDAP-backed mailboxes missing from the listing deactivated → summary
+//! line → time of the run recorded.
 //!
 //! Differences from mailcow: users without the attribute field are seen too (they get the
 //! default template on import); the address is normalised like a login (case, IDN); an address
 //! carried by several entries is left out instead of flip-flopping between them; nothing is
 //! logged for entries that need nothing; a failed run does not count for the interval.
 
+mod deactivate;
+mod index;
+mod progress;
+mod report;
 pub mod state;
 
 use std::collections::HashMap;
@@ -21,18 +26,26 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::config::{Config, StderrLevel};
 use crate::deadline::Deadline;
 use crate::exit::ExitCode;
-use crate::ldap::{self, DirectoryError, ListedUser};
+use crate::ldap::{self, DirectoryError, ListedUser, UserEntry};
 use crate::log::{Logger, Severity, printable, printable_word};
 use crate::login::{describe_values, with_skipped};
 use crate::mailcow::address;
-use crate::mailcow::provision::{self, Applied, Preview, ProvisionError};
+use crate::mailcow::provision::batch::{self, Done, Item, Mode};
+use crate::mailcow::provision::up_to_date;
 use crate::mailcow::template::Template;
-use crate::mailcow::{Mailbox, SettingsError, Store, StoreError, effective_config};
-use crate::mapping::mapped_template;
+use crate::mailcow::{SettingsError, Store, StoreError, effective_config};
+use crate::planner::{MailboxState, Plan, Policy, Refusal};
+use index::{Index, Listed, Row};
+use progress::Progress;
+use report::{Counts, JsonSummary, Kind, Outcome};
 use state::StateDir;
 
 /// Where the lock and the time of the last completed run live unless `--state-dir` says.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/mailcow-ldap-auth";
+
+/// Mailboxes per transaction: the domain row stays locked for one batch (logins of the domain
+/// that create or update a mailbox wait that long), and a batch costs one commit.
+pub const BATCH_SIZE: usize = 200;
 
 pub struct Options {
     /// Report what would be written; write nothing (no lock, no state, no database writes).
@@ -40,6 +53,8 @@ pub struct Options {
     /// Run even when `sync.interval_minutes` have not passed since the last completed run.
     pub force: bool,
     pub state_dir: PathBuf,
+    /// Print the summary as one JSON object on standard output.
+    pub json: bool,
 }
 
 /// A fault that ends the run: exit 111, the time of the run not recorded.
@@ -53,93 +68,147 @@ pub enum SyncError {
     Settings(#[from] SettingsError),
 }
 
-/// What happened to each entry of the listing.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Counts {
-    pub created: u64,
-    pub reapplied: u64,
-    pub unchanged: u64,
-    pub skipped: u64,
-    pub failed: u64,
-    pub entries: u64,
-}
-
-impl Counts {
-    fn summary(&self, started: Instant) -> String {
-        format!(
-            "created={} reapplied={} unchanged={} skipped={} failed={} entries={} ms={}",
-            self.created,
-            self.reapplied,
-            self.unchanged,
-            self.skipped,
-            self.failed,
-            self.entries,
-            started.elapsed().as_millis()
-        )
-    }
-}
-
 /// Where the lines of a run go: the log (syslog + stderr per config), or for a dry run
-/// standard output only (it changes nothing, so it leaves no trace in the mail log).
-enum Output<'a> {
+/// standard output only (it changes nothing, so it leaves no trace in the mail log; standard
+/// error under `--json`, which keeps standard output for the summary).
+enum Sink<'a> {
     Log(&'a Logger),
-    DryRun,
+    DryRun { to_stderr: bool },
+}
+
+struct Output<'a> {
+    sink: Sink<'a>,
+    progress: &'a Progress,
 }
 
 impl Output<'_> {
     fn line(&self, severity: Severity, text: &str) {
-        match self {
-            Output::Log(logger) => logger.log(severity, &format!("sync {text}")),
-            Output::DryRun => println!("sync dry-run {text}"),
+        self.progress.clear();
+        match self.sink {
+            Sink::Log(logger) => logger.log(severity, &format!("sync {text}")),
+            Sink::DryRun { to_stderr: true } => eprintln!("sync dry-run {text}"),
+            Sink::DryRun { to_stderr: false } => println!("sync dry-run {text}"),
         }
     }
+
+    /// The line of one entry's outcome, if it deserves one.
+    fn entry(&self, who: &str, outcome: &Outcome) {
+        if let Some(note) = &outcome.note {
+            let (severity, reason) = &**note;
+            self.line(
+                *severity,
+                &format!(
+                    "{who} result={} reason=\"{}\"",
+                    outcome.kind.word(),
+                    printable(reason)
+                ),
+            );
+        }
+    }
+
+    fn dry_run(&self) -> bool {
+        matches!(self.sink, Sink::DryRun { .. })
+    }
+}
+
+/// How a run ended, for the exit code, the summary line and `--json`.
+enum Ending {
+    Done(Counts),
+    Fault(String),
+    /// Not run: `off`, `not_due` or `busy`, with the line for a terminal.
+    NotRun(&'static str, String),
 }
 
 pub fn run(config_path: &Path, options: &Options) -> ExitCode {
     let started = Instant::now();
-    let fault = |e: &dyn std::fmt::Display| {
-        format!(
-            "result=tempfail reason=\"{}\" ms={}",
-            printable(&e.to_string()),
-            started.elapsed().as_millis()
-        )
+    let (ending, logger) = match Config::load(config_path) {
+        Ok(config) => {
+            let logger = Logger::new(&config.log);
+            for warning in &config.warnings {
+                logger.log(Severity::Warning, warning);
+            }
+            (
+                run_loaded(&config, options, &logger),
+                Some((logger, config)),
+            )
+        }
+        Err(e) => (Ending::Fault(e.to_string()), None),
     };
-    let config = match Config::load(config_path) {
-        Ok(config) => config,
-        Err(e) => {
-            Logger::fallback().log(Severity::Error, &format!("sync {}", fault(&e)));
-            return ExitCode::TempFail;
+    let ms = started.elapsed().as_millis();
+    let stdout_tty = std::io::stdout().is_terminal();
+    let (result, counts, reason, code) = match &ending {
+        Ending::Done(counts) => {
+            let summary = counts.summary(started);
+            match &logger {
+                Some(_) if options.dry_run && options.json => eprintln!("sync dry-run {summary}"),
+                Some(_) if options.dry_run => println!("sync dry-run {summary}"),
+                Some((logger, config)) => {
+                    logger.log(Severity::Info, &format!("sync {summary}"));
+                    if stdout_tty && !options.json && config.log.stderr != StderrLevel::All {
+                        println!("sync {summary}");
+                    }
+                }
+                None => {}
+            }
+            ("ok", Some(*counts), None, ExitCode::Ok)
+        }
+        Ending::Fault(why) => {
+            let line = format!("result=tempfail reason=\"{}\" ms={ms}", printable(why));
+            match &logger {
+                Some(_) if options.dry_run => eprintln!("sync dry-run {line}"),
+                Some((logger, _)) => logger.log(Severity::Error, &format!("sync {line}")),
+                None => Logger::fallback().log(Severity::Error, &format!("sync {line}")),
+            }
+            ("tempfail", None, Some(why.clone()), ExitCode::TempFail)
+        }
+        Ending::NotRun(result, line) => {
+            if stdout_tty && !options.json && !line.is_empty() {
+                println!("{line}");
+            }
+            (*result, None, None, ExitCode::Ok)
         }
     };
-    let logger = Logger::new(&config.log);
-    for warning in &config.warnings {
-        logger.log(Severity::Warning, warning);
+    if options.json {
+        let summary = JsonSummary {
+            result,
+            dry_run: options.dry_run,
+            counts,
+            reason,
+            ms,
+        };
+        println!("{}", serde_json::to_string(&summary).unwrap_or_default());
     }
-    if !config.sync.import_users && !config.sync.periodic_full_sync {
-        println!("sync is off (sync.import_users and sync.periodic_full_sync are false)");
-        return ExitCode::Ok;
-    }
+    code
+}
 
+fn run_loaded(config: &Config, options: &Options, logger: &Logger) -> Ending {
+    if !config.sync.import_users && !config.sync.periodic_full_sync {
+        let line = "sync is off (sync.import_users and sync.periodic_full_sync are false)";
+        // Said even without a terminal: someone ran it by hand and should know.
+        if !options.json {
+            println!("{line}");
+        }
+        return Ending::NotRun("off", String::new());
+    }
+    let progress = Progress::new();
     if options.dry_run {
-        let out = Output::DryRun;
-        return match synchronise(&config, &out) {
-            Ok(counts) => {
-                out.line(Severity::Info, &counts.summary(started));
-                ExitCode::Ok
-            }
-            Err(e) => {
-                out.line(Severity::Error, &fault(&e));
-                ExitCode::TempFail
-            }
+        let out = Output {
+            sink: Sink::DryRun {
+                to_stderr: options.json,
+            },
+            progress: &progress,
+        };
+        let result = synchronise(config, &out);
+        progress.clear();
+        return match result {
+            Ok(counts) => Ending::Done(counts),
+            Err(e) => Ending::Fault(e.to_string()),
         };
     }
 
     let state = match StateDir::open(&options.state_dir) {
         Ok(state) => state,
-        Err(e) => {
-            logger.log(Severity::Error, &format!("sync {}", fault(&e)));
-            return ExitCode::TempFail;
-        }
+        Err(e) => return Ending::Fault(e.to_string()),
     };
     let _lock = match state.try_lock() {
         Ok(Some(lock)) => lock,
@@ -151,12 +220,9 @@ pub fn run(config_path: &Path, options: &Options) -> ExitCode {
                     state.lock_path().display()
                 ),
             );
-            return ExitCode::Ok;
+            return Ending::NotRun("busy", String::new());
         }
-        Err(e) => {
-            logger.log(Severity::Error, &format!("sync {}", fault(&e)));
-            return ExitCode::TempFail;
-        }
+        Err(e) => return Ending::Fault(e.to_string()),
     };
     let now = SystemTime::now();
     if !options.force {
@@ -164,125 +230,176 @@ pub fn run(config_path: &Path, options: &Options) -> ExitCode {
         match state.last_run() {
             // Not due: silent, as timers start the command more often than runs are due.
             Ok(state::LastRun::At(last)) if !state::due(last, now, interval) => {
-                if std::io::stdout().is_terminal() {
-                    println!(
-                        "sync not due: the last run started less than {} minutes ago \
-                         (--force runs it now)",
-                        config.sync.interval_minutes
-                    );
-                }
-                return ExitCode::Ok;
+                let line = format!(
+                    "sync not due: the last run started less than {} minutes ago \
+                     (--force runs it now)",
+                    config.sync.interval_minutes
+                );
+                return Ending::NotRun("not_due", line);
             }
             Ok(state::LastRun::Unreadable(why)) => {
                 logger.log(Severity::Warning, &format!("sync: {why}"))
             }
             Ok(_) => {}
-            Err(e) => {
-                logger.log(Severity::Error, &format!("sync {}", fault(&e)));
-                return ExitCode::TempFail;
-            }
+            Err(e) => return Ending::Fault(e.to_string()),
         }
     }
 
-    match synchronise(&config, &Output::Log(&logger)) {
-        Ok(counts) => {
-            let summary = counts.summary(started);
-            logger.log(Severity::Info, &format!("sync {summary}"));
-            if std::io::stdout().is_terminal() && config.log.stderr != StderrLevel::All {
-                println!("sync {summary}");
-            }
-            // A run that cannot be recorded is repeated by the next timer: say so loudly.
-            if let Err(e) = state.record(now) {
-                logger.log(Severity::Error, &format!("sync {}", fault(&e)));
-                return ExitCode::TempFail;
-            }
-            ExitCode::Ok
-        }
-        Err(e) => {
-            logger.log(Severity::Error, &format!("sync {}", fault(&e)));
-            ExitCode::TempFail
-        }
+    let out = Output {
+        sink: Sink::Log(logger),
+        progress: &progress,
+    };
+    let result = synchronise(config, &out);
+    progress.clear();
+    match result {
+        // A run that cannot be recorded is repeated by the next timer: say so loudly.
+        Ok(counts) => match state.record(now) {
+            Ok(()) => Ending::Done(counts),
+            Err(e) => Ending::Fault(e.to_string()),
+        },
+        Err(e) => Ending::Fault(e.to_string()),
     }
 }
 
 /// One pass over the directory. Per-entry refusals are counted and logged; a directory or
-/// database fault ends the pass (every mailbox written so far was one complete transaction).
+/// database fault ends the pass (every batch written so far was one complete transaction).
+/// Nothing is written before the listing is complete.
 fn synchronise(config: &Config, out: &Output) -> Result<Counts, SyncError> {
     let mut store = Store::connect(&config.database, config.database.timeout)?
         .with_redis(config.redis.as_ref());
     let config = &*effective_config(config, &mut store)?;
+    let templates = Templates::load(&mut store, config)?;
+    let mut index = Index::default();
+    store.mailbox_digests(|row| index.add_row(row))?;
+
+    let policy = Policy::sync(config);
+    let mut counts = Counts::default();
     let deadline = Deadline::after(config.deadline);
     let mut session = ldap::connect(&config.ldap, &deadline)?;
-    let users = session.all_users()?;
+    let field = &config.ldap.username_field;
+    session.list_users(|user| {
+        out.progress.listed();
+        counts.entries += 1;
+        match address_of(&user, field) {
+            Ok(address) => {
+                let UserEntry {
+                    dn,
+                    mapping_values,
+                    display_name,
+                } = user.entry;
+                index.list(&address, &dn, |row| {
+                    plan_entry(
+                        &policy,
+                        &templates,
+                        &address,
+                        row,
+                        &mapping_values,
+                        display_name,
+                    )
+                })
+            }
+            Err(why) => {
+                counts.add(Kind::Skipped);
+                let who = format!("dn=\"{}\"", printable(&user.entry.dn));
+                out.entry(&who, &Outcome::warn(Kind::Skipped, why));
+            }
+        }
+    })?;
     drop(session);
 
-    // mailcow keys mailboxes by the lower-case address; its collation compares without case.
-    let mailboxes: HashMap<String, Result<Mailbox, String>> = store
-        .all_mailboxes()?
-        .into_iter()
-        .map(|row| match row {
-            Ok(m) => (m.username.to_lowercase(), Ok(m)),
-            Err(bad) => (bad.username.to_lowercase(), Err(bad.error.to_string())),
-        })
-        .collect();
-
-    let field = &config.ldap.username_field;
-    let addresses: Vec<Result<String, String>> =
-        users.iter().map(|u| address_of(u, field)).collect();
-    let mut carriers: HashMap<&str, usize> = HashMap::new();
-    for a in addresses.iter().flatten() {
-        *carriers.entry(a.as_str()).or_default() += 1;
-    }
-
-    let mut run = Run {
-        config,
-        store,
-        templates: Templates::default(),
-        dry_run: matches!(out, Output::DryRun),
-    };
-    let mut counts = Counts::default();
-    for (user, address) in users.iter().zip(&addresses) {
-        let (who, outcome) = match address {
-            Err(why) => (
-                format!("dn=\"{}\"", printable(&user.entry.dn)),
-                Outcome::warn(Kind::Skipped, why.clone()),
-            ),
-            Ok(addr) => {
-                let n = carriers[addr.as_str()];
-                let outcome = if n > 1 {
-                    Outcome::warn(
-                        Kind::Skipped,
-                        format!(
-                            "ambiguous: {n} LDAP entries carry this address; {} left out",
-                            user.entry.dn
-                        ),
-                    )
-                } else {
-                    run.entry(addr, user, mailboxes.get(addr))?
-                };
-                (format!("user={}", printable_word(addr)), outcome)
+    let mut creates: Vec<Work> = Vec::new();
+    let mut reapplies: Vec<Work> = Vec::new();
+    for (address, slot) in index.iter() {
+        let who = || format!("user={}", printable_word(address));
+        match &slot.listed {
+            Listed::Absent => {}
+            Listed::Settled(outcome) => {
+                counts.add(outcome.kind);
+                out.entry(&who(), outcome);
             }
-        };
-        counts.entries += 1;
-        match outcome.kind {
-            Kind::Created => counts.created += 1,
-            Kind::Reapplied => counts.reapplied += 1,
-            Kind::Unchanged => counts.unchanged += 1,
-            Kind::Skipped => counts.skipped += 1,
-            Kind::Failed => counts.failed += 1,
-        }
-        if let Some((severity, reason)) = outcome.note {
-            out.line(
-                severity,
-                &format!(
-                    "{who} result={} reason=\"{}\"",
-                    outcome.kind.word(),
-                    printable(&reason)
-                ),
-            );
+            Listed::Ambiguous(n, dn) => {
+                counts.skipped += u64::from(*n);
+                let reason = format!(
+                    "ambiguous: {n} LDAP entries carry this address (one: {dn}); all left out"
+                );
+                out.entry(&who(), &Outcome::warn(Kind::Skipped, reason));
+            }
+            Listed::Create { template, name } => creates.push(Work {
+                address,
+                template,
+                name: name.as_deref(),
+            }),
+            Listed::Reapply { template, name } => reapplies.push(Work {
+                address,
+                template,
+                name: name.as_deref(),
+            }),
         }
     }
+    out.progress
+        .start_writing((creates.len() + reapplies.len()) as u64);
+    let mut writer = Writer {
+        store: &mut store,
+        templates: &templates,
+        out,
+        counts: &mut counts,
+    };
+    writer.all(creates, Action::Create)?;
+    writer.all(reapplies, Action::Reapply)?;
+    counts.deactivated = deactivate::run(config, &mut store, &index, out)?;
     Ok(counts)
+}
+
+/// What the listing asks for one entry, given its mailbox row.
+fn plan_entry<'c>(
+    policy: &Policy<'c>,
+    templates: &Templates,
+    address: &str,
+    row: Row,
+    values: &[String],
+    name: Option<String>,
+) -> Listed<'c> {
+    match row {
+        Row::Unreadable(why) => Listed::Settled(Outcome::warn(Kind::Failed, why.to_owned())),
+        Row::Missing => match policy.plan(MailboxState::Missing, values) {
+            Plan::Create(template) => Listed::Create {
+                template,
+                name: name.map(Into::into),
+            },
+            Plan::Refused(Refusal::NoMapping) => Listed::Settled(Outcome::warn(
+                Kind::Skipped,
+                format!(
+                    "no attribute mapping for {address} ({}) and no default_template",
+                    describe_values(values)
+                ),
+            )),
+            _ => Listed::Settled(Outcome::quiet(Kind::Skipped)),
+        },
+        Row::Stored {
+            state,
+            name_hash,
+            hash,
+            ..
+        } => match policy.plan(state, values) {
+            Plan::Reapply(template) => match templates.get(template) {
+                Err(why) => Listed::Settled(Outcome::warn(Kind::Failed, why.to_owned())),
+                Ok(Some(t))
+                    if up_to_date(&t.hash, name.as_deref(), hash, |n| {
+                        index::name_hash(n) == name_hash
+                    }) =>
+                {
+                    Listed::Settled(Outcome::quiet(Kind::Unchanged))
+                }
+                Ok(_) => Listed::Reapply {
+                    template,
+                    name: name.map(Into::into),
+                },
+            },
+            // Other authsources and resources are never touched; without a mapped template
+            // (or with periodic_full_sync off) the mailbox stays as it is.
+            _ => Listed::Settled(Outcome::quiet(Kind::Skipped)),
+        },
+    }
 }
 
 /// The address of an entry: the first value of the username field, normalised as a login is.
@@ -295,192 +412,171 @@ fn address_of(user: &ListedUser, field: &str) -> Result<String, String> {
         .map_err(|e| format!("{field} '{value}' is not a mail address: {e}"))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Created,
-    Reapplied,
-    Unchanged,
-    Skipped,
-    Failed,
+/// A template with its `attribute_hash`, computed once per run.
+struct Loaded {
+    template: Template,
+    hash: String,
 }
 
-impl Kind {
-    fn word(self) -> &'static str {
-        match self {
-            Kind::Created => "created",
-            Kind::Reapplied => "reapplied",
-            Kind::Unchanged => "unchanged",
-            Kind::Skipped => "skipped",
-            Kind::Failed => "failed",
-        }
-    }
-}
-
-struct Outcome {
-    kind: Kind,
-    /// The log line's severity and reason; `None`: nothing worth a line.
-    note: Option<(Severity, String)>,
-}
-
-impl Outcome {
-    fn quiet(kind: Kind) -> Outcome {
-        Outcome { kind, note: None }
-    }
-    fn info(kind: Kind, reason: String) -> Outcome {
-        Outcome {
-            kind,
-            note: Some((Severity::Info, reason)),
-        }
-    }
-    fn warn(kind: Kind, reason: String) -> Outcome {
-        Outcome {
-            kind,
-            note: Some((Severity::Warning, reason)),
-        }
-    }
-}
-
-/// Mailbox templates, each loaded once per run (a run applies one template to many mailboxes).
-#[derive(Default)]
+/// The templates the configuration names, each loaded once per run (a run applies one
+/// template to many mailboxes).
 struct Templates {
     /// `Err`: the stored template is broken (its message); every mailbox using it fails.
-    loaded: HashMap<String, Result<Option<Template>, String>>,
+    loaded: HashMap<String, Result<Option<Loaded>, String>>,
 }
 
 impl Templates {
-    fn get(
-        &mut self,
-        store: &mut Store,
-        name: &str,
-    ) -> Result<Result<Option<&Template>, String>, StoreError> {
-        if !self.loaded.contains_key(name) {
-            let loaded = match store.template(name) {
-                Ok(t) => Ok(t),
+    fn load(store: &mut Store, config: &Config) -> Result<Templates, StoreError> {
+        let names = config
+            .attribute_mapping
+            .iter()
+            .map(|m| &m.template)
+            .chain(&config.default_template);
+        let mut loaded = HashMap::new();
+        for name in names {
+            let template = match store.template(name) {
+                Ok(t) => Ok(t.map(|template| Loaded {
+                    hash: template.attribute_hash(),
+                    template,
+                })),
                 Err(StoreError::Data(why)) => Err(why),
                 Err(e) => return Err(e),
             };
-            self.loaded.insert(name.to_owned(), loaded);
+            loaded.insert(name.clone(), template);
         }
-        Ok(match &self.loaded[name] {
-            Ok(t) => Ok(t.as_ref()),
-            Err(why) => Err(why.clone()),
-        })
+        Ok(Templates { loaded })
+    }
+
+    fn get(&self, name: &str) -> Result<Option<&Loaded>, &str> {
+        match self.loaded.get(name) {
+            Some(Ok(t)) => Ok(t.as_ref()),
+            Some(Err(why)) => Err(why),
+            None => Ok(None),
+        }
     }
 }
 
-struct Run<'c> {
-    config: &'c Config,
-    store: Store,
-    templates: Templates,
-    dry_run: bool,
+/// One mailbox to create or re-apply.
+struct Work<'a> {
+    address: &'a str,
+    template: &'a str,
+    name: Option<&'a str>,
 }
 
-impl Run<'_> {
-    fn entry(
-        &mut self,
-        addr: &str,
-        user: &ListedUser,
-        mailbox: Option<&Result<Mailbox, String>>,
-    ) -> Result<Outcome, SyncError> {
-        let config = self.config;
-        let sync = &config.sync;
-        let mapped = mapped_template(&config.attribute_mapping, &user.entry.mapping_values);
-        let name = user.entry.display_name.as_deref();
-        match mailbox {
-            None if !sync.import_users => Ok(Outcome::quiet(Kind::Skipped)),
-            None => match mapped.or(config.default_template.as_deref()) {
-                Some(template) => self.create(addr, name, template),
-                None => Ok(Outcome::warn(
-                    Kind::Skipped,
-                    format!(
-                        "no attribute mapping for {addr} ({}) and no default_template",
-                        describe_values(&user.entry.mapping_values)
-                    ),
-                )),
-            },
-            Some(Err(why)) => Ok(Outcome::warn(Kind::Failed, why.clone())),
-            // Mailboxes of another authsource, and resources, are never touched.
-            Some(Ok(m)) if m.is_resource() || m.authsource.as_deref() != Some("ldap") => {
-                Ok(Outcome::quiet(Kind::Skipped))
+impl Work<'_> {
+    fn domain(&self) -> &str {
+        self.address.rsplit_once('@').map_or("", |(_, d)| d)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Create,
+    Reapply,
+}
+
+/// Writes the planned work in batches of one domain, counting and logging each mailbox.
+struct Writer<'a, 'c> {
+    store: &'a mut Store,
+    templates: &'a Templates,
+    out: &'a Output<'c>,
+    counts: &'a mut Counts,
+}
+
+impl Writer<'_, '_> {
+    fn all(&mut self, mut work: Vec<Work>, action: Action) -> Result<(), SyncError> {
+        work.sort_unstable_by(|a, b| (a.domain(), a.address).cmp(&(b.domain(), b.address)));
+        for domain in work.chunk_by(|a, b| a.domain() == b.domain()) {
+            for batch in domain.chunks(BATCH_SIZE) {
+                self.batch(batch, action)?;
             }
-            // Only a mapped template updates; the default template is for creation only.
-            Some(Ok(m)) => match mapped {
-                Some(template) if sync.periodic_full_sync => self.apply(m, name, template),
-                _ => Ok(Outcome::quiet(Kind::Skipped)),
-            },
         }
+        Ok(())
     }
 
-    fn create(
-        &mut self,
-        addr: &str,
-        name: Option<&str>,
-        template_name: &str,
-    ) -> Result<Outcome, SyncError> {
-        let template = match self.templates.get(&mut self.store, template_name)? {
-            Ok(t) => t,
-            Err(why) => return Ok(Outcome::warn(Kind::Failed, why)),
+    fn batch(&mut self, work: &[Work], action: Action) -> Result<(), SyncError> {
+        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(work.len());
+        let mut items: Vec<Item> = Vec::with_capacity(work.len());
+        for w in work {
+            match self.templates.get(w.template) {
+                Err(why) => outcomes.push(Some(Outcome::warn(Kind::Failed, why.to_owned()))),
+                Ok(loaded) => {
+                    outcomes.push(None);
+                    items.push(Item {
+                        username: w.address,
+                        display_name: w.name,
+                        template_name: w.template,
+                        template: loaded.map(|l| &l.template),
+                    });
+                }
+            }
+        }
+        let domain = work.first().map_or("", Work::domain);
+        let mode = if self.out.dry_run() {
+            Mode::Preview
+        } else {
+            Mode::Write
         };
-        let store = &mut self.store;
-        if self.dry_run {
-            return match provision::preview_create(store, addr, name, template_name, template) {
-                Ok(Preview::Write) => Ok(Outcome::info(
-                    Kind::Created,
-                    format!("would create the mailbox from template {template_name}"),
-                )),
-                Ok(_) => Ok(Outcome::quiet(Kind::Unchanged)),
-                Err(e) => refused(e),
+        let done = match action {
+            Action::Create => batch::create(self.store, domain, &items, mode)?,
+            Action::Reapply => batch::apply(self.store, domain, &items, mode)?,
+        };
+        let mut done = items
+            .iter()
+            .zip(done)
+            .map(|(item, done)| outcome(item, done, action, mode));
+        let (mut created, mut reapplied) = (0, 0);
+        for (w, slot) in work.iter().zip(outcomes) {
+            let Some(outcome) = slot.or_else(|| done.next()) else {
+                continue;
             };
+            created += u64::from(outcome.kind == Kind::Created);
+            reapplied += u64::from(outcome.kind == Kind::Reapplied);
+            self.counts.add(outcome.kind);
+            self.out
+                .entry(&format!("user={}", printable_word(w.address)), &outcome);
         }
-        match provision::create_from(store, addr, name, template_name, template) {
-            Ok(done) if done.created => Ok(Outcome::info(
-                Kind::Created,
-                with_skipped(
-                    format!("mailbox created from template {template_name}"),
-                    &done.skipped,
-                ),
-            )),
-            Ok(_) => Ok(Outcome::info(
-                Kind::Unchanged,
-                "mailbox created meanwhile by a login".into(),
-            )),
-            Err(e) => refused(e),
-        }
+        self.out
+            .progress
+            .wrote(created, reapplied, work.len() as u64);
+        Ok(())
     }
+}
 
-    fn apply(
-        &mut self,
-        mailbox: &Mailbox,
-        name: Option<&str>,
-        template_name: &str,
-    ) -> Result<Outcome, SyncError> {
-        let template = match self.templates.get(&mut self.store, template_name)? {
-            Ok(t) => t,
-            Err(why) => return Ok(Outcome::warn(Kind::Failed, why)),
-        };
-        let store = &mut self.store;
-        if self.dry_run {
-            return match provision::preview_apply(store, mailbox, name, template_name, template) {
-                Ok(Preview::Write) => Ok(Outcome::info(
-                    Kind::Reapplied,
-                    format!("would re-apply template {template_name}"),
-                )),
-                Ok(Preview::Nothing) => Ok(Outcome::quiet(Kind::Unchanged)),
-                Ok(Preview::Skipped(why)) => Ok(Outcome::warn(Kind::Skipped, why)),
-                Ok(Preview::NotLdapBacked(authsource)) => Ok(switched_meanwhile(&authsource)),
-                Err(e) => refused(e),
-            };
-        }
-        match provision::apply_loaded(store, mailbox, name, template_name, template) {
-            Ok(Applied::Unchanged) => Ok(Outcome::quiet(Kind::Unchanged)),
-            Ok(Applied::Reapplied { skipped, .. }) => Ok(Outcome::info(
-                Kind::Reapplied,
-                with_skipped(format!("template {template_name} re-applied"), &skipped),
-            )),
-            Ok(Applied::Skipped { reason, .. }) => Ok(Outcome::warn(Kind::Skipped, reason)),
-            Ok(Applied::NotLdapBacked { authsource }) => Ok(switched_meanwhile(&authsource)),
-            Err(e) => refused(e),
-        }
+/// The outcome of one mailbox of a batch (written, or previewed by `--dry-run`).
+fn outcome(item: &Item, done: Done, action: Action, mode: Mode) -> Outcome {
+    let template = item.template_name;
+    match (done, action) {
+        (Done::Written { .. }, Action::Create) if mode == Mode::Preview => Outcome::info(
+            Kind::Created,
+            format!("would create the mailbox from template {template}"),
+        ),
+        (Done::Written { .. }, Action::Reapply) if mode == Mode::Preview => Outcome::info(
+            Kind::Reapplied,
+            format!("would re-apply template {template}"),
+        ),
+        (Done::Written { skipped }, Action::Create) => Outcome::info(
+            Kind::Created,
+            with_skipped(
+                format!("mailbox created from template {template}"),
+                &skipped,
+            ),
+        ),
+        (Done::Written { skipped }, Action::Reapply) => Outcome::info(
+            Kind::Reapplied,
+            with_skipped(format!("template {template} re-applied"), &skipped),
+        ),
+        (Done::Nothing, Action::Create) => Outcome::info(
+            Kind::Unchanged,
+            "mailbox created meanwhile by a login".into(),
+        ),
+        (Done::Nothing, Action::Reapply) => Outcome::quiet(Kind::Unchanged),
+        (Done::NotLdapBacked(authsource), _) => switched_meanwhile(&authsource),
+        // A refused creation fails the entry; a refused update is skipped (the mailbox stays
+        // as it is, as for a login).
+        (Done::Refused(why), Action::Create) => Outcome::warn(Kind::Failed, why),
+        (Done::Refused(why), Action::Reapply) => Outcome::warn(Kind::Skipped, why),
+        (Done::Failed(why), _) => Outcome::warn(Kind::Failed, why),
     }
 }
 
@@ -490,15 +586,4 @@ fn switched_meanwhile(authsource: &str) -> Outcome {
         Kind::Skipped,
         format!("authsource is {authsource} now: template not applied"),
     )
-}
-
-/// A policy refusal, or broken data in one row, fails this entry only; any other database
-/// error ends the run.
-fn refused(e: ProvisionError) -> Result<Outcome, SyncError> {
-    match e {
-        ProvisionError::Refused(why) | ProvisionError::Store(StoreError::Data(why)) => {
-            Ok(Outcome::warn(Kind::Failed, why))
-        }
-        ProvisionError::Store(e) => Err(SyncError::Store(e)),
-    }
 }

@@ -11,6 +11,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mailcow-ldap-auth");
@@ -127,11 +128,18 @@ impl Run {
         }
     }
 
+    /// One more argument after the subcommand's.
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.subcommand.push(arg.into());
+        self
+    }
+
     /// Run this program instead of the binary under test (e.g. the one a package installed).
     pub fn binary(mut self, path: &str) -> Self {
         self.binary = path.into();
         self
     }
+
     /// Replace the config with raw YAML text (for broken configs).
     pub fn config_yaml(mut self, yaml: &str) -> Self {
         self.config = ConfigSrc::Yaml(yaml.into());
@@ -224,7 +232,18 @@ impl Run {
         self
     }
 
+    /// Overrides the safety timeout (60 s) after which `wait` kills the binary and panics.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
     pub fn run(self) -> Outcome {
+        self.spawn().wait()
+    }
+
+    /// Starts the binary; [`Running::wait`] collects the outcome.
+    pub fn spawn(self) -> Running {
         let dir = tempfile::Builder::new()
             .prefix("run.")
             .tempdir_in(scratch())
@@ -275,15 +294,15 @@ impl Run {
                 child_fd: 3,
             });
         }
-        // Kept open (never written) until the child is gone.
-        let mut _fd3_writer = None;
+        // Pipe ends kept open (never read or written) until the child is gone.
+        let mut held_open = Vec::new();
         if self.fd3_never_closed {
             let (r, w) = pipe();
             maps.push(FdMapping {
                 parent_fd: r,
                 child_fd: 3,
             });
-            _fd3_writer = Some(w);
+            held_open.push(w);
         }
         let fd4_reader = if self.fd4 {
             let (r, w) = pipe();
@@ -302,12 +321,11 @@ impl Run {
             Stdio::null()
         })
         .stdout(Stdio::piped());
-        // Kept open (never read) until the child is gone, so its writes block instead of failing.
-        let mut _full_stderr_reader = None;
         if self.stderr_full {
             let (r, w) = full_pipe();
             cmd.stderr(Stdio::from(w));
-            _full_stderr_reader = Some(r);
+            // the child's writes block instead of failing
+            held_open.push(r);
         } else {
             cmd.stderr(Stdio::piped());
         }
@@ -346,29 +364,86 @@ impl Run {
                 .map(|s| Box::new(s) as Box<dyn Read + Send>),
         );
         let fd4_t = reader(fd4_reader.map(|f| Box::new(f) as Box<dyn Read + Send>));
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, exit) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let _ = tx.send(child.wait());
         });
-        let status = match rx.recv_timeout(self.timeout) {
+        Running {
+            pid,
+            argv,
+            input_env: self.env,
+            fd4: self.fd4,
+            timeout: self.timeout,
+            exit,
+            writer,
+            out_t,
+            err_t,
+            fd4_t,
+            _held_open: held_open,
+            _dir: dir,
+        }
+    }
+}
+
+/// A started run of the binary.
+pub struct Running {
+    pid: libc::pid_t,
+    argv: String,
+    input_env: BTreeMap<String, String>,
+    fd4: bool,
+    timeout: Duration,
+    exit: std::sync::mpsc::Receiver<std::io::Result<std::process::ExitStatus>>,
+    writer: JoinHandle<()>,
+    out_t: JoinHandle<Vec<u8>>,
+    err_t: JoinHandle<Vec<u8>>,
+    fd4_t: JoinHandle<Vec<u8>>,
+    /// Pipe ends held open until the child is gone (`Run::stderr_full`, `Run::fd3_never_closed`).
+    _held_open: Vec<OwnedFd>,
+    /// Holds the config file.
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    /// Sends `signal` to the binary (not reaped before `wait`, so the pid is still its own).
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on our own unreaped child.
+        assert_eq!(
+            unsafe { libc::kill(self.pid, signal) },
+            0,
+            "kill {}",
+            self.pid
+        );
+    }
+
+    /// Waits for the binary (killing it after the safety timeout) and collects the outcome.
+    pub fn wait(self) -> Outcome {
+        let Running {
+            pid,
+            argv,
+            input_env,
+            fd4,
+            timeout,
+            exit,
+            writer,
+            out_t,
+            err_t,
+            fd4_t,
+            ..
+        } = self;
+        let status = match exit.recv_timeout(timeout) {
             Ok(s) => s.expect("wait"),
             Err(_) => {
                 // SAFETY: our own child, not reaped yet (the waiter thread is still blocked).
                 unsafe { libc::kill(pid, libc::SIGKILL) };
-                let s = rx.recv().expect("waiter").expect("wait");
+                let s = exit.recv().expect("waiter").expect("wait");
                 let err = String::from_utf8_lossy(&err_t.join().unwrap()).into_owned();
-                panic!(
-                    "{argv} did not finish within {:?} ({s});\nstderr:\n{err}",
-                    self.timeout
-                );
+                panic!("{argv} did not finish within {timeout:?} ({s});\nstderr:\n{err}");
             }
         };
         let _ = writer.join();
         let stdout = String::from_utf8_lossy(&out_t.join().unwrap()).into_owned();
         let stderr = String::from_utf8_lossy(&err_t.join().unwrap()).into_owned();
-        let fd4 = self
-            .fd4
-            .then(|| String::from_utf8_lossy(&fd4_t.join().unwrap()).into_owned());
+        let fd4 = fd4.then(|| String::from_utf8_lossy(&fd4_t.join().unwrap()).into_owned());
         let env = stdout
             .lines()
             .filter_map(|l| l.split_once('='))
@@ -376,7 +451,7 @@ impl Run {
             .collect();
         let outcome = Outcome {
             argv,
-            input_env: self.env,
+            input_env,
             code: status.code(),
             signal: status.signal(),
             stdout,

@@ -456,6 +456,19 @@ impl TestDb {
             .query_drop(sql)
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
+
+    /// A connection as this database's own user over TCP, the way the binary connects.
+    pub fn user_conn(&self) -> mysql::Result<Conn> {
+        Conn::new(
+            OptsBuilder::new()
+                .ip_or_hostname(Some("127.0.0.1"))
+                .tcp_port(self.server.port)
+                .user(Some(&self.user))
+                .pass(Some(&self.password))
+                .db_name(Some(&self.name))
+                .prefer_socket(false),
+        )
+    }
 }
 
 /// Rows as strings, whichever protocol read them: NULL → None, DATETIME as

@@ -14,7 +14,7 @@ pub mod serve;
 pub mod slapd;
 
 pub use certs::certs;
-pub use cmd::{CHECKPASSWORD_REPLY, ConfigAt, ENV_REPLY, Outcome, Run};
+pub use cmd::{CHECKPASSWORD_REPLY, ConfigAt, ENV_REPLY, Outcome, Run, Running};
 pub use mailcow_ui::{app_password_vector, config_from_mailcow, save_as_mailcow_ui};
 pub use mariadb::{Domain, Mailbox, PROVISIONED, TestDb, mariadb, provisioned};
 pub use net::{BlackHole, FirstRequestProxy, Forwarder, Switch, dead_port};

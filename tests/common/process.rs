@@ -236,9 +236,14 @@ pub fn spawn_server(mut cmd: Command) -> io::Result<Child> {
 
 /// Stops a server spawned with [`spawn_server`] (SIGTERM + wait) and unregisters it.
 pub fn stop_server(child: &mut Child) {
+    end_server(child, libc::SIGTERM);
+}
+
+/// Ends a server spawned with [`spawn_server`] with `signal`, waits for it and unregisters it.
+pub fn end_server(child: &mut Child, signal: libc::c_int) {
     let pid = child.id() as libc::pid_t;
     // SAFETY: our own unreaped child.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    unsafe { libc::kill(pid, signal) };
     let _ = child.wait();
     registry().pids.retain(|&p| p != pid);
 }

@@ -5,7 +5,7 @@
 
 use crate::common::{PROVISIONED, TestDb, provisioned, slapd};
 use mysql::prelude::Queryable;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashSet};
 
 pub const MIB: i64 = 1_048_576;
@@ -68,6 +68,17 @@ pub fn row_counts(db: &TestDb, username: &str) -> BTreeMap<&'static str, i64> {
             (t.name, n.unwrap_or(0))
         })
         .collect()
+}
+
+/// One row of `username` in every provisioned table, `tags` of them in `tags_mailbox`: a
+/// complete mailbox, written once.
+#[track_caller]
+pub fn assert_one_of_each(db: &TestDb, username: &str, tags: i64) {
+    let counts = row_counts(db, username);
+    for (table, n) in &counts {
+        let want = if *table == "tags_mailbox" { tags } else { 1 };
+        assert_eq!(*n, want, "{table} rows of {username}: {counts:?}");
+    }
 }
 
 /// A `domain` row with every limit given (MiB, as mailcow stores them).
@@ -187,4 +198,45 @@ pub fn rows_of(db: &TestDb, username: &str) -> BTreeMap<&'static str, Vec<Map<St
             (table, rows)
         })
         .collect()
+}
+
+/// A row made comparable: time columns only as "set"/NULL, `alias.id` dropped, and
+/// `mailbox.attributes` parsed without `passwd_update` (a time, checked for presence).
+pub fn normalise(table: &str, row: &Map<String, Value>) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (col, v) in row {
+        let v = match (table, col.as_str()) {
+            (_, "created" | "modified") => json!(if v.is_null() { "NULL" } else { "set" }),
+            ("alias", "id") => continue,
+            ("mailbox", "attributes") => {
+                let mut attrs: Map<String, Value> =
+                    serde_json::from_str(v.as_str().unwrap()).unwrap();
+                assert!(attrs.remove("passwd_update").is_some(), "passwd_update");
+                Value::Object(attrs)
+            }
+            _ => v.clone(),
+        };
+        out.insert(col.clone(), v);
+    }
+    out
+}
+
+/// Every provisioned row of `username`, normalised.
+pub fn normalised_rows_of(
+    db: &TestDb,
+    username: &str,
+) -> BTreeMap<&'static str, Vec<Map<String, Value>>> {
+    rows_of(db, username)
+        .into_iter()
+        .map(|(table, rows)| (table, rows.iter().map(|r| normalise(table, r)).collect()))
+        .collect()
+}
+
+/// Deletes an LDAP entry.
+pub fn ldap_delete(dn: &str) {
+    let mut c = slapd().admin();
+    c.delete(dn)
+        .and_then(|r| r.success())
+        .unwrap_or_else(|e| panic!("delete {dn}: {e}"));
+    let _ = c.unbind();
 }

@@ -3,7 +3,9 @@
 //! StartTLS works on the plain port). Every test gets its own `ou=<unique>,ou=people,...` subtree.
 
 use super::certs::certs;
-use super::process::{free_port, random_hex, run_ok, scratch_subdir, spawn_server, stop_server};
+use super::process::{
+    end_server, free_port, random_hex, run_ok, scratch_subdir, spawn_server, stop_server,
+};
 use ldap3::{LdapConn, LdapConnSettings};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -54,6 +56,12 @@ fn base64(data: &[u8]) -> String {
 }
 
 impl Slapd {
+    /// A slapd of its own (the process-wide one is [`slapd()`]), for a test that stops or kills it.
+    pub fn start() -> Slapd {
+        static STARTED: AtomicU32 = AtomicU32::new(0);
+        Self::start_in(&format!("slapd{}", STARTED.fetch_add(1, Ordering::Relaxed)))
+    }
+
     /// A slapd of the caller's own in the scratch sub-directory `name` (for a test that
     /// restarts it; [`slapd`] is shared).
     pub fn start_in(name: &str) -> Slapd {
@@ -177,6 +185,20 @@ access to *
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// SIGSTOP: the kernel still accepts connections (listen backlog), nothing answers.
+    pub fn pause(&self) {
+        // SAFETY: kill(2) on our own unreaped child.
+        unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGSTOP) };
+    }
+
+    /// SIGKILL (also ends a paused slapd); the kernel resets its connections.
+    pub fn kill(&self) {
+        end_server(
+            &mut self.child.lock().unwrap_or_else(|e| e.into_inner()),
+            libc::SIGKILL,
+        );
     }
 
     pub fn url(&self) -> String {

@@ -4,7 +4,7 @@
 
 use super::plan::{NewMailbox, Update, still_ldap_backed};
 use super::tx::TxError;
-use crate::mailcow::store::{LockedMailbox, Tx};
+use crate::mailcow::store::{AddressFacts, DomainRow, DomainUsage, LockedMailbox, StoreError, Tx};
 use crate::mailcow::template::MIB;
 
 /// What the checks of a new mailbox found.
@@ -28,7 +28,13 @@ pub(super) enum ApplyCheck {
 /// mailcow's checks for a new mailbox, in mailcow's order and units (domain limits in MiB).
 /// `Refused` when it may not be created.
 pub(super) fn check_create(tx: &mut Tx, new: &NewMailbox) -> Result<CreateCheck, TxError> {
-    let d = &new.domain;
+    let domain = check_domain(tx, &new.domain)?;
+    let facts = tx.creation_facts(&new.username, &new.domain)?;
+    check_new(new, &domain, &facts.address, facts.usage)
+}
+
+/// The domain row of new mailboxes (locked in a transaction): it must exist and be active.
+pub(super) fn check_domain(tx: &mut Tx, d: &str) -> Result<DomainRow, TxError> {
     let Some(domain) = tx.domain(d)? else {
         return Err(TxError::Refused(match tx.alias_domain_target(d)? {
             Some(t) => format!(
@@ -40,26 +46,37 @@ pub(super) fn check_create(tx: &mut Tx, new: &NewMailbox) -> Result<CreateCheck,
     if domain.active != 1 {
         return Err(TxError::Refused(format!("domain {d} inactive")));
     }
-    let facts = tx.creation_facts(&new.username, d)?;
-    if facts.exists {
+    Ok(domain)
+}
+
+/// The checks of one new mailbox in an active domain, given whether its address is taken and
+/// the domain's usage before it (a batch passes its running total).
+pub(super) fn check_new(
+    new: &NewMailbox,
+    domain: &DomainRow,
+    address: &AddressFacts,
+    usage: DomainUsage,
+) -> Result<CreateCheck, TxError> {
+    let d = &new.domain;
+    if address.exists {
         return Ok(CreateCheck::Exists);
     }
-    if facts.is_alias {
+    if address.is_alias {
         return Err(TxError::Refused(format!(
             "address {} is already an alias",
             new.username
         )));
     }
-    if facts.is_spam_alias {
+    if address.is_spam_alias {
         return Err(TxError::Refused(format!(
             "address {} is already a spam alias",
             new.username
         )));
     }
-    if facts.count >= domain.mailboxes {
+    if usage.count >= domain.mailboxes {
         return Err(TxError::Refused(format!(
             "mailbox limit of domain {d} reached ({} of {})",
-            facts.count, domain.mailboxes
+            usage.count, domain.mailboxes
         )));
     }
     if new.quota_mib > domain.maxquota_mib {
@@ -68,12 +85,12 @@ pub(super) fn check_create(tx: &mut Tx, new: &NewMailbox) -> Result<CreateCheck,
             new.template, new.quota_mib, domain.maxquota_mib
         )));
     }
-    if facts.used_mib.saturating_add(new.quota_mib) > domain.quota_mib {
+    if usage.used_mib.saturating_add(new.quota_mib) > domain.quota_mib {
         return Err(TxError::Refused(format!(
             "quota: template {} gives {} MiB, domain {d} has {} of {} MiB left",
             new.template,
             new.quota_mib,
-            domain.quota_mib.saturating_sub(facts.used_mib),
+            domain.quota_mib.saturating_sub(usage.used_mib),
             domain.quota_mib
         )));
     }
@@ -91,6 +108,23 @@ pub(super) fn check_apply(
     let Some(domain) = tx.domain(d)? else {
         return Err(TxError::Refused(format!("domain {d} missing")));
     };
+    check_update(tx, &domain, username, d, update, |tx, _| {
+        tx.quota_of_others(d, username)
+    })
+}
+
+/// The checks of one template update in a domain whose row is locked: the mailbox row is
+/// locked and decided on here. `quota_of_others(tx, locked)` gives the bytes of quota the
+/// domain's other mailboxes hold (read only for a quota increase; a batch keeps a running
+/// total).
+pub(super) fn check_update(
+    tx: &mut Tx,
+    domain: &DomainRow,
+    username: &str,
+    d: &str,
+    update: &Update,
+    quota_of_others: impl FnOnce(&mut Tx, &LockedMailbox) -> Result<i64, StoreError>,
+) -> Result<ApplyCheck, TxError> {
     let Some(locked) = tx.mailbox(username)? else {
         return Err(TxError::Refused(format!("mailbox {username} vanished")));
     };
@@ -123,7 +157,7 @@ pub(super) fn check_apply(
             domain.maxquota_mib
         )));
     }
-    let others = tx.quota_of_others(d, username)?;
+    let others = quota_of_others(tx, &locked)?;
     if others.saturating_add(quota) > domain.quota_mib.saturating_mul(MIB) {
         return Err(TxError::Refused(format!(
             "quota: template {} gives {} MiB, domain {d} has {} of {} MiB left; \

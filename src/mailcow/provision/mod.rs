@@ -25,6 +25,7 @@
 //! Layout: `plan` computes what gets written (pure), `checks` decides on the rows read inside
 //! the transaction, `tx` runs the transactions; every statement lives in the store.
 
+pub mod batch;
 mod checks;
 mod plan;
 mod tx;
@@ -35,7 +36,7 @@ use super::template::Template;
 use super::{Mailbox, address};
 use checks::{ApplyCheck, CreateCheck};
 use plan::{NewMailbox, Update};
-pub use plan::{TAG_LIMIT, clean_name};
+pub use plan::{TAG_LIMIT, clean_name, up_to_date};
 use tx::{ApplyDone, TxError, try_apply, try_create, with_retries};
 
 #[derive(Debug, thiserror::Error)]

@@ -9,6 +9,7 @@ use crate::mailcow::address;
 use crate::mailcow::store::{LockedMailbox, USER_ACL_COLUMNS};
 use crate::mailcow::template::Template;
 use crate::mailcow::{Mailbox, RESOURCE_KINDS};
+use crate::planner::{self, MailboxState};
 
 /// mailcow's `$TAGGING_LIMIT`.
 pub const TAG_LIMIT: usize = 25;
@@ -204,8 +205,9 @@ impl Update {
 
     /// mailcow's change detection: stored hash and stored name both equal the new ones.
     pub(super) fn matches(&self, stored_name: &str, stored_hash: Option<&str>) -> bool {
-        stored_hash == Some(self.hash.as_str())
-            && self.name.as_deref().is_none_or(|name| name == stored_name)
+        matches(&self.hash, self.name.as_deref(), stored_hash, |n| {
+            n == stored_name
+        })
     }
 
     /// The `name` and `active` the update writes: the template's and the directory's where
@@ -219,16 +221,38 @@ impl Update {
     }
 }
 
+/// Whether a template (of this `attribute_hash`) would change nothing on a mailbox: the stored
+/// hash equals it, and the LDAP display name is empty or `stored_name_is` it. The sync's
+/// comparison before any transaction (on its compact record of the row); the update decides
+/// again on the locked row.
+pub fn up_to_date(
+    hash: &str,
+    display_name: Option<&str>,
+    stored_hash: Option<&str>,
+    stored_name_is: impl FnOnce(&str) -> bool,
+) -> bool {
+    let name = clean_name(display_name);
+    let name = Some(name.as_str()).filter(|n| !n.is_empty());
+    matches(hash, name, stored_hash, stored_name_is)
+}
+
+fn matches(
+    hash: &str,
+    name: Option<&str>,
+    stored_hash: Option<&str>,
+    stored_name_is: impl FnOnce(&str) -> bool,
+) -> bool {
+    stored_hash == Some(hash) && name.is_none_or(stored_name_is)
+}
+
 /// Whether a template may still be re-applied to the row as locked: only to an LDAP-backed
 /// mailbox that is not a resource (an admin may have switched it meanwhile). `Err`: the
 /// authsource it has now (NULL counts as mailcow).
 pub(super) fn still_ldap_backed(locked: &LockedMailbox) -> Result<(), String> {
-    let authsource = locked.authsource.as_deref().unwrap_or("mailcow");
-    if authsource == "ldap" && !RESOURCE_KINDS.contains(&locked.kind.as_str()) {
-        Ok(())
-    } else {
-        Err(authsource.to_owned())
-    }
+    planner::ldap_backed(MailboxState::Existing {
+        authsource: locked.authsource.as_deref(),
+        resource: RESOURCE_KINDS.contains(&locked.kind.as_str()),
+    })
 }
 
 pub(super) fn acl_flags(template: &Template) -> [bool; 15] {

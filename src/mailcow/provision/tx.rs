@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use super::checks::{ApplyCheck, CreateCheck, check_apply, check_create};
 use super::plan::{NewMailbox, Update};
-use crate::mailcow::store::{MailboxUpdate, NewMailboxRow, Store, StoreError};
+use crate::mailcow::store::{LockedMailbox, MailboxUpdate, NewMailboxRow, Store, StoreError, Tx};
 use crate::mailcow::template::MIB;
 
 /// Deadlocks and duplicate-key races are retried this many times in all.
-const ATTEMPTS: u32 = 3;
+pub(super) const ATTEMPTS: u32 = 3;
 
 pub(super) enum TxError {
     /// A policy refusal (create) or a reason to skip the update (apply).
@@ -52,6 +52,15 @@ pub(super) fn try_create(store: &mut Store, new: &NewMailbox) -> Result<CreateCh
     if let CreateCheck::Exists = check_create(&mut tx, new)? {
         return Ok(CreateCheck::Exists);
     }
+    write_new(&mut tx, new)?;
+    tx.refresh_sogo_views(&[(&new.username, new.active)])?;
+    tx.commit("committing the new mailbox")?;
+    Ok(CreateCheck::Create)
+}
+
+/// Every row of a new mailbox, in mailcow's order, but its SOGo view row (refreshed once per
+/// transaction, after all its mailboxes).
+pub(super) fn write_new(tx: &mut Tx, new: &NewMailbox) -> Result<(), StoreError> {
     tx.insert_mailbox(&NewMailboxRow {
         username: &new.username,
         name: &new.name,
@@ -62,10 +71,7 @@ pub(super) fn try_create(store: &mut Store, new: &NewMailbox) -> Result<CreateCh
         active: new.active,
     })?;
     tx.insert_tags(&new.username, &new.tags)?;
-    tx.write_user_acl(&new.username, &new.acl)?;
-    tx.refresh_sogo_view(&new.username, new.active)?;
-    tx.commit("committing the new mailbox")?;
-    Ok(CreateCheck::Create)
+    tx.write_user_acl(&new.username, &new.acl)
 }
 
 /// Re-applies the update to the mailbox as locked now.
@@ -81,7 +87,22 @@ pub(super) fn try_apply(
         ApplyCheck::UpToDate => return Ok(ApplyDone::UpToDate),
         ApplyCheck::NotLdapBacked(authsource) => return Ok(ApplyDone::NotLdapBacked(authsource)),
     };
-    let (name, active) = update.name_and_active(&locked);
+    let active = write_update(&mut tx, username, update, quota, &locked)?;
+    tx.refresh_sogo_views(&[(username, active)])?;
+    tx.commit("committing the template update")?;
+    Ok(ApplyDone::Reapplied)
+}
+
+/// The rows a re-applied template writes, on the mailbox as locked, but the SOGo view row;
+/// the `active` it wrote.
+pub(super) fn write_update(
+    tx: &mut Tx,
+    username: &str,
+    update: &Update,
+    quota: i64,
+    locked: &LockedMailbox,
+) -> Result<i64, StoreError> {
+    let (name, active) = update.name_and_active(locked);
     tx.update_mailbox(&MailboxUpdate {
         username,
         quota_bytes: quota,
@@ -91,7 +112,5 @@ pub(super) fn try_apply(
     })?;
     tx.write_user_acl(username, &update.acl)?;
     tx.insert_tags(username, &update.tags)?;
-    tx.refresh_sogo_view(username, active)?;
-    tx.commit("committing the template update")?;
-    Ok(ApplyDone::Reapplied)
+    Ok(active)
 }

@@ -13,6 +13,7 @@
 //! [`StoreError::Data`], never a panic.
 
 mod credentials;
+mod missing;
 mod rows;
 mod tx;
 
@@ -27,10 +28,11 @@ use super::Mailbox;
 use super::template::Template;
 use crate::config::{DatabaseAddress, DatabaseConfig, RedisConfig};
 pub use credentials::{AppPassword, LoginRead};
+pub use missing::Misses;
 pub(crate) use rows::Columns;
 pub use tx::{
-    CreationFacts, DomainRow, LockedMailbox, MailboxUpdate, NewMailboxRow, SOGO_STATIC_PASSWORD,
-    Tx, USER_ACL_COLUMNS,
+    AddressFacts, CreationFacts, DomainRow, DomainUsage, LockedMailbox, MailboxUpdate,
+    NewMailboxRow, SOGO_STATIC_PASSWORD, Tx, USER_ACL_COLUMNS,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +90,13 @@ macro_rules! mailbox_join {
     };
 }
 
-const MAILBOX_SELECT: &str = concat!(mailbox_columns!(), mailbox_join!());
+/// What the sync compares per mailbox; the quota is read only to find rows of a broken type,
+/// and the last column tells whether `attributes` is a JSON object (or empty).
+const MAILBOX_DIGESTS: &str = "SELECT username, name, quota, \
+     JSON_VALUE(attributes, '$.attribute_hash'), kind, authsource, active, \
+     attributes IS NULL OR attributes = '' \
+       OR (JSON_VALID(attributes) AND JSON_TYPE(attributes) = 'OBJECT') \
+     FROM mailbox";
 
 const MAILBOX_BY_USERNAME: &str =
     concat!(mailbox_columns!(), mailbox_join!(), " WHERE m.username = ?");
@@ -229,22 +237,23 @@ impl Store {
         Ok(Some((mailbox, template_from(&mut columns))))
     }
 
-    /// Every mailbox, in one query (the sync compares the whole directory with it). A row
-    /// that cannot be read comes back as an [`UnreadableMailbox`], so that one broken row does
-    /// not stop the others.
-    pub fn all_mailboxes(&mut self) -> Result<Vec<Result<Mailbox, UnreadableMailbox>>, StoreError> {
-        let rows: Vec<Row> = self
+    /// Every mailbox as the sync compares it ([`MailboxDigest`]), streamed row by row into
+    /// `each` (never all rows at once). A row that cannot be read comes as an
+    /// [`UnreadableMailbox`], so that one broken row does not stop the others.
+    pub fn mailbox_digests(
+        &mut self,
+        mut each: impl FnMut(Result<MailboxDigest, UnreadableMailbox>),
+    ) -> Result<(), StoreError> {
+        let rows = self
             .conn
-            .query(MAILBOX_SELECT)
-            .context("loading all mailboxes")?;
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                let mut columns = Columns::new(row, "mailbox");
-                let username = columns.text_lossy(0);
-                mailbox_from(&mut columns).map_err(|error| UnreadableMailbox { username, error })
-            })
-            .collect())
+            .query_iter(MAILBOX_DIGESTS)
+            .context("listing the mailboxes")?;
+        for row in rows {
+            let mut columns = Columns::new(row.context("listing the mailboxes")?, "mailbox");
+            let username = columns.text_lossy(0);
+            each(digest_from(&mut columns).map_err(|error| UnreadableMailbox { username, error }));
+        }
+        Ok(())
     }
 
     /// The mailbox template called `name` (the lowest id when several share the name, compared
@@ -369,6 +378,18 @@ pub struct AuthsourceChange {
     pub to: &'static str,
 }
 
+/// One mailbox as the sync compares it with its LDAP entry.
+#[derive(Debug)]
+pub struct MailboxDigest {
+    pub username: String,
+    pub name: String,
+    pub attribute_hash: Option<String>,
+    pub kind: String,
+    /// `None` for NULL, which mailcow treats as `mailcow`.
+    pub authsource: Option<String>,
+    pub active: i64,
+}
+
 /// A `mailbox` row that could not be read, and why.
 #[derive(Debug)]
 pub struct UnreadableMailbox {
@@ -376,7 +397,7 @@ pub struct UnreadableMailbox {
     pub error: StoreError,
 }
 
-/// A [`Mailbox`] from the columns of [`MAILBOX_SELECT`], in that order.
+/// A [`Mailbox`] from the columns of `mailbox_columns!`, in that order.
 fn mailbox_from(c: &mut Columns) -> Result<Mailbox, StoreError> {
     let username: String = c.next()?;
     let name: Option<String> = c.next()?;
@@ -411,6 +432,35 @@ fn mailbox_from(c: &mut Columns) -> Result<Mailbox, StoreError> {
         active,
         domain_active,
     })
+}
+
+/// A [`MailboxDigest`] from the columns of [`MAILBOX_DIGESTS`].
+fn digest_from(c: &mut Columns) -> Result<MailboxDigest, StoreError> {
+    let username: String = c.next()?;
+    let name: Option<String> = c.next()?;
+    let quota: i64 = c.next()?;
+    let digest = MailboxDigest {
+        attribute_hash: c.next()?,
+        kind: c.next()?,
+        authsource: c.next()?,
+        active: c.next()?,
+        name: name.unwrap_or_default(),
+        username,
+    };
+    let object: bool = c.next()?;
+    if !object {
+        return Err(StoreError::Data(format!(
+            "mailbox.attributes of {} is not a JSON object",
+            digest.username
+        )));
+    }
+    if quota < 0 {
+        return Err(StoreError::Data(format!(
+            "mailbox.quota of {} is negative",
+            digest.username
+        )));
+    }
+    Ok(digest)
 }
 
 /// A [`Template`] from `id, template, attributes` (all NULL: no such template).

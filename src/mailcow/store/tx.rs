@@ -41,14 +41,30 @@ const DOMAIN_FOR_UPDATE: &str = concat!(domain_row!(), " FOR UPDATE");
 
 const ALIAS_DOMAIN_TARGET: &str = "SELECT target_domain FROM alias_domain WHERE alias_domain = ?";
 
+/// Whether an address is taken: by a mailbox, an alias, a spam alias.
+macro_rules! address_taken {
+    () => {
+        "EXISTS(SELECT 1 FROM mailbox WHERE username = ?), \
+         EXISTS(SELECT 1 FROM alias WHERE address = ?), \
+         EXISTS(SELECT 1 FROM spamalias WHERE address = ?)"
+    };
+}
+/// The domain's mailboxes (not resources) and the MiB of quota they hold.
+macro_rules! domain_usage {
+    () => {
+        "(SELECT COUNT(*) FROM mailbox WHERE kind = '' AND domain = ?), \
+         (SELECT CAST(COALESCE(ROUND(SUM(quota) / 1048576), 0) AS SIGNED) \
+            FROM mailbox WHERE kind = '' AND domain = ?)"
+    };
+}
+
 /// One statement after the domain lock: under READ COMMITTED it sees what the previous holder
 /// of the lock committed.
-const CREATION_FACTS: &str = "SELECT EXISTS(SELECT 1 FROM mailbox WHERE username = ?), \
-     (SELECT COUNT(*) FROM mailbox WHERE kind = '' AND domain = ?), \
-     (SELECT CAST(COALESCE(ROUND(SUM(quota) / 1048576), 0) AS SIGNED) \
-        FROM mailbox WHERE kind = '' AND domain = ?), \
-     EXISTS(SELECT 1 FROM alias WHERE address = ?), \
-     EXISTS(SELECT 1 FROM spamalias WHERE address = ?)";
+const CREATION_FACTS: &str = concat!("SELECT ", address_taken!(), ", ", domain_usage!());
+/// A batch reads the domain's usage once ([`DOMAIN_USAGE`]) and keeps a running total under
+/// the lock, then each address's facts.
+const ADDRESS_FACTS: &str = concat!("SELECT ", address_taken!());
+const DOMAIN_USAGE: &str = concat!("SELECT ", domain_usage!());
 
 macro_rules! mailbox_state {
     () => {
@@ -59,8 +75,14 @@ macro_rules! mailbox_state {
 const MAILBOX_STATE: &str = mailbox_state!();
 const MAILBOX_STATE_FOR_UPDATE: &str = concat!(mailbox_state!(), " FOR UPDATE");
 
-const QUOTA_OF_OTHERS: &str = "SELECT CAST(COALESCE(SUM(quota), 0) AS SIGNED) FROM mailbox \
-     WHERE kind = '' AND domain = ? AND username <> ?";
+macro_rules! quota_of_domain {
+    () => {
+        "SELECT CAST(COALESCE(SUM(quota), 0) AS SIGNED) FROM mailbox \
+         WHERE kind = '' AND domain = ?"
+    };
+}
+const QUOTA_OF_DOMAIN: &str = quota_of_domain!();
+const QUOTA_OF_OTHERS: &str = concat!(quota_of_domain!(), " AND username <> ?");
 
 const INSERT_MAILBOX: &str = "INSERT INTO mailbox (username, password, name, quota, \
      local_part, domain, attributes, authsource, active, modified) \
@@ -100,29 +122,35 @@ const UPDATE_MAILBOX_END: &str = ") WHERE username = ?";
 
 const UPDATE_ALIAS_ACTIVE: &str = "UPDATE alias SET active = ? WHERE address = ?";
 
-const DELETE_SOGO_VIEW: &str = "DELETE FROM _sogo_static_view WHERE c_uid = ?";
+pub(super) const DELETE_SOGO_VIEW: &str = "DELETE FROM _sogo_static_view WHERE c_uid = ?";
 
-/// mailcow's `update_sogo_static_view()` for one mailbox, filled from the grouped_* views'
-/// expressions. mailcow joins grouped_mail_aliases (one row per alias.goto list) with
-/// `REGEXP '(^|,)<username>($|,)'` on the unescaped address; FIND_IN_SET is the same test.
-/// Querying the base tables gives the same strings without grouping every alias and mailbox of
-/// the installation into temporary tables on each login.
+/// mailcow's `update_sogo_static_view()` for a list of mailboxes (one or a batch), filled from
+/// the grouped_* views' expressions. mailcow joins grouped_mail_aliases (one row per
+/// alias.goto list) with `REGEXP '(^|,)<username>($|,)'` on the unescaped address; FIND_IN_SET
+/// is the same test. One statement covers all the mailboxes (one scan of `alias` per batch, not
+/// one per mailbox), and it never groups every alias and mailbox of the installation into
+/// temporary tables. Followed by the usernames as `?, …` twice: after
+/// [`REPLACE_SOGO_VIEW`] and after [`REPLACE_SOGO_VIEW_MIDDLE`], each closed by `)`.
 const REPLACE_SOGO_VIEW: &str = "REPLACE INTO _sogo_static_view (c_uid, domain, c_name, \
      c_password, c_cn, mail, aliases, ad_aliases, ext_acl, kind, multiple_bookings) \
      SELECT m.username, m.domain, m.username, ?, m.name, m.username, \
-     (SELECT IFNULL(GROUP_CONCAT(ga.aliases ORDER BY ga.aliases SEPARATOR ' '), '') FROM \
-        (SELECT IFNULL(GROUP_CONCAT(a.address ORDER BY a.address ASC SEPARATOR ' '), '') \
-           AS aliases FROM alias a \
-         WHERE a.address <> a.goto AND a.active = '1' AND a.sogo_visible = '1' \
-           AND a.address NOT LIKE '@%' AND FIND_IN_SET(?, a.goto) \
-         GROUP BY a.goto) ga), \
+     IFNULL(al.aliases, ''), \
      (SELECT IFNULL(GROUP_CONCAT(mb.local_part, '@', ad.alias_domain SEPARATOR ' '), '') \
         FROM mailbox mb LEFT JOIN alias_domain ad ON ad.target_domain = mb.domain \
-        WHERE mb.username = ?), \
+        WHERE mb.username = m.username), \
      (SELECT IFNULL(GROUP_CONCAT(s.send_as SEPARATOR ' '), '') FROM sender_acl s \
-        WHERE s.logged_in_as = ? AND s.send_as NOT LIKE '@%' AND s.external = '1'), \
+        WHERE s.logged_in_as = m.username AND s.send_as NOT LIKE '@%' AND s.external = '1'), \
      m.kind, m.multiple_bookings \
-     FROM mailbox m WHERE m.active = '1' AND m.username = ?";
+     FROM mailbox m LEFT JOIN \
+       (SELECT ga.username, GROUP_CONCAT(ga.aliases ORDER BY ga.aliases SEPARATOR ' ') AS aliases \
+        FROM (SELECT mb.username, \
+                GROUP_CONCAT(a.address ORDER BY a.address ASC SEPARATOR ' ') AS aliases \
+              FROM mailbox mb JOIN alias a ON FIND_IN_SET(mb.username, a.goto) \
+              WHERE a.address <> a.goto AND a.active = '1' AND a.sogo_visible = '1' \
+                AND a.address NOT LIKE '@%' AND mb.username IN (";
+const REPLACE_SOGO_VIEW_MIDDLE: &str = ") GROUP BY mb.username, a.goto) ga \
+        GROUP BY ga.username) al ON al.username = m.username \
+     WHERE m.active = '1' AND m.username IN (";
 
 /// The `domain` row's flags and limits (MiB).
 #[derive(Debug)]
@@ -136,12 +164,23 @@ pub struct DomainRow {
 /// What a new mailbox's checks need, read in one statement after the domain lock.
 #[derive(Debug)]
 pub struct CreationFacts {
+    pub address: AddressFacts,
+    pub usage: DomainUsage,
+}
+
+/// Whether an address is taken.
+#[derive(Debug)]
+pub struct AddressFacts {
     pub exists: bool,
-    /// Mailboxes (not resources) of the domain.
-    pub count: i64,
-    pub used_mib: i64,
     pub is_alias: bool,
     pub is_spam_alias: bool,
+}
+
+/// The domain's mailboxes (not resources) and the quota they hold.
+#[derive(Debug, Clone, Copy)]
+pub struct DomainUsage {
+    pub count: i64,
+    pub used_mib: i64,
 }
 
 /// A mailbox row as a template update decides on it (locked in a [`Store::transaction`]).
@@ -248,18 +287,39 @@ impl<'c> Tx<'c> {
         let row = self
             .first(
                 CREATION_FACTS,
-                (username, domain, domain, username, username),
+                (username, username, username, domain, domain),
                 "checking the domain's limits",
             )?
             .ok_or_else(|| StoreError::Data("the limit checks returned no row".into()))?;
         let mut c = Columns::new(row, "mailbox");
         Ok(CreationFacts {
-            exists: c.next()?,
-            count: c.next()?,
-            used_mib: c.next()?,
-            is_alias: c.next()?,
-            is_spam_alias: c.next()?,
+            address: address_facts(&mut c)?,
+            usage: domain_usage(&mut c)?,
         })
+    }
+
+    /// Whether `username` is taken (for a batch, after [`Tx::domain_usage`]).
+    pub fn address_facts(&mut self, username: &str) -> Result<AddressFacts, StoreError> {
+        let row = self
+            .first(
+                ADDRESS_FACTS,
+                (username, username, username),
+                "checking whether the address is taken",
+            )?
+            .ok_or_else(|| StoreError::Data("the address checks returned no row".into()))?;
+        address_facts(&mut Columns::new(row, "mailbox"))
+    }
+
+    /// The domain's mailbox count and quota in use, read once per batch under the domain lock.
+    pub fn domain_usage(&mut self, domain: &str) -> Result<DomainUsage, StoreError> {
+        let row = self
+            .first(
+                DOMAIN_USAGE,
+                (domain, domain),
+                "checking the domain's limits",
+            )?
+            .ok_or_else(|| StoreError::Data("the limit checks returned no row".into()))?;
+        domain_usage(&mut Columns::new(row, "mailbox"))
     }
 
     /// The mailbox as a template update decides on it (locked), `None` when it is gone.
@@ -290,6 +350,14 @@ impl<'c> Tx<'c> {
             (domain, username),
             "summing the domain's quotas",
         )? {
+            Some(row) => Columns::new(row, "mailbox").next(),
+            None => Ok(0),
+        }
+    }
+
+    /// Bytes of quota all the domain's mailboxes (not resources) hold.
+    pub fn quota_of_domain(&mut self, domain: &str) -> Result<i64, StoreError> {
+        match self.first(QUOTA_OF_DOMAIN, (domain,), "summing the domain's quotas")? {
             Some(row) => Columns::new(row, "mailbox").next(),
             None => Ok(0),
         }
@@ -368,18 +436,40 @@ impl<'c> Tx<'c> {
         )
     }
 
-    /// mailcow's `update_sogo_static_view()` for one mailbox: the row exists exactly while the
-    /// mailbox has `active = 1`.
-    pub fn refresh_sogo_view(&mut self, username: &str, active: i64) -> Result<(), StoreError> {
-        if active != 1 {
-            return self.drop_exec(DELETE_SOGO_VIEW, (username,), "removing the SOGo view row");
+    /// mailcow's `update_sogo_static_view()` for these mailboxes (address, `active`): a
+    /// mailbox's row exists exactly while it has `active = 1`.
+    pub fn refresh_sogo_views(&mut self, mailboxes: &[(&str, i64)]) -> Result<(), StoreError> {
+        let (active, inactive): (Vec<_>, Vec<_>) = mailboxes.iter().partition(|(_, a)| *a == 1);
+        for (username, _) in inactive {
+            self.drop_exec(DELETE_SOGO_VIEW, (username,), "removing the SOGo view row")?;
         }
-        self.drop_exec(
-            REPLACE_SOGO_VIEW,
-            (SOGO_STATIC_PASSWORD, username, username, username, username),
-            "refreshing the SOGo view row",
-        )
+        if active.is_empty() {
+            return Ok(());
+        }
+        let list = vec!["?"; active.len()].join(", ");
+        let sql = format!("{REPLACE_SOGO_VIEW}{list}{REPLACE_SOGO_VIEW_MIDDLE}{list})");
+        let usernames = active.iter().map(|(u, _)| SqlValue::from(*u));
+        let params: Vec<SqlValue> = std::iter::once(SOGO_STATIC_PASSWORD.into())
+            .chain(usernames.clone())
+            .chain(usernames)
+            .collect();
+        self.drop_exec(&sql, params, "refreshing the SOGo view rows")
     }
+}
+
+fn address_facts(c: &mut Columns) -> Result<AddressFacts, StoreError> {
+    Ok(AddressFacts {
+        exists: c.next()?,
+        is_alias: c.next()?,
+        is_spam_alias: c.next()?,
+    })
+}
+
+fn domain_usage(c: &mut Columns) -> Result<DomainUsage, StoreError> {
+    Ok(DomainUsage {
+        count: c.next()?,
+        used_mib: c.next()?,
+    })
 }
 
 #[cfg(test)]

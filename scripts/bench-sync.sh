@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Benchmark: `sync` at N users in one domain (plain LDAP + MariaDB over TCP on loopback,
+# release build). For each N and each innodb_flush_log_at_trx_commit value:
+#   - first import (every mailbox created from its template, with all its side rows);
+#   - a full sync with nothing to change;
+#   - the template of 2/3 of the users changed, then a full sync that re-applies it;
+# prints wall time and peak RSS (/usr/bin/time -v) of each run as a Markdown table.
+#   scripts/bench-sync.sh [N...]   (default 10000 50000 100000; FLUSH="0 1" by default;
+#                                   needs root, installs packages like the tests)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZES=("$@")
+[ ${#SIZES[@]} -gt 0 ] || SIZES=(10000 50000 100000)
+read -r -a FLUSH <<< "${FLUSH:-0 1}"
+# shellcheck source=scripts/lib/bench.sh
+. scripts/lib/bench.sh
+bench_build
+
+ROOT=$(mktemp -d /tmp/mla-bench-sync.XXXXXX)
+stop() { srv_stop "$ROOT/slapd" 2>/dev/null || true; srv_stop "$ROOT/mariadb" 2>/dev/null || true; }
+trap 'stop; rm -rf "$ROOT"' EXIT
+
+# measure LABEL N FLUSH: one forced sync, wall time and peak RSS
+measure() {
+  /usr/bin/time -v -o "$ROOT/time.txt" "$BIN" --config "$ROOT/config.yml" sync --force \
+    --state-dir "$ROOT/state" --json > "$ROOT/summary.json" 2> "$ROOT/sync.err" ||
+    { cat "$ROOT/sync.err" >&2; exit 1; }
+  python3 - "$@" "$ROOT/time.txt" "$ROOT/summary.json" <<'PY'
+import json, re, sys
+label, n, flush, time_txt, summary = sys.argv[1:]
+t = open(time_txt).read()
+wall = re.search(r"Elapsed \(wall clock\) time.*: (.*)", t).group(1)
+secs = sum(float(p) * 60 ** i for i, p in enumerate(reversed(wall.split(":"))))
+rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", t).group(1)) / 1024
+s = json.load(open(summary))
+counts = " ".join(f"{k}={s[k]}" for k in ("created", "reapplied", "unchanged", "failed"))
+print(f"| {int(n):>7,} | {flush} | {label:<26} | {secs:6.1f} s | {rss:5.1f} MB | {counts} |", flush=True)
+PY
+}
+
+echo "|   users | flush | run                        |     wall | peak RSS | counts |"
+echo "|---|---|---|---|---|---|"
+for n in "${SIZES[@]}"; do
+  for flush in "${FLUSH[@]}"; do
+    stop
+    rm -rf "$ROOT"/*
+    # a third of the users map to a second template, Other
+    BENCH_OTHER_EVERY=3 bench_servers "$ROOT" "$n" 5000 5000 /var/vmail > "$ROOT/servers.log"
+    srv_mysql "$ROOT/mariadb" mailcow -e "SET GLOBAL innodb_flush_log_at_trx_commit = $flush;
+      SET GLOBAL innodb_buffer_pool_size = 268435456;
+      INSERT INTO templates (template, type, attributes)
+        VALUES ('Other', 'mailbox', '{\"quota\":\"1024\",\"tags\":[\"other\"]}');"
+    sed -i 's/^  - { attribute: staff, template: StaffUI }$/&\n  - { attribute: other, template: Other }/' \
+      "$ROOT/config.yml"
+    echo "sync: { import_users: true, periodic_full_sync: true }" >> "$ROOT/config.yml"
+    measure "first import" "$n" "$flush"
+    measure "full sync, nothing changed" "$n" "$flush"
+    # StaffUI gets one more tag: re-applied to the 2/3 of the users mapped to it
+    srv_mysql "$ROOT/mariadb" mailcow -e "UPDATE templates
+      SET attributes = JSON_SET(attributes, '$.tags', JSON_ARRAY('staff', 'bench'))
+      WHERE template = 'StaffUI'"
+    measure "template changed for 2/3" "$n" "$flush"
+  done
+done

@@ -1,0 +1,275 @@
+//! Provisioning in batches, for the sync: many creations or template updates of one domain in
+//! one transaction. The domain row is locked once per batch and the domain's usage read once;
+//! each mailbox then gets exactly the checks and rows of a single creation or update, with a
+//! running total of the domain's usage kept under the lock.
+//!
+//! A preview (the sync's `--dry-run`) runs the same checks and running totals on unlocked reads
+//! and writes nothing: it says what the batch would do, mailbox by mailbox.
+//!
+//! A mailbox refused by the checks is left out and the batch goes on. A mailbox whose
+//! statements fail on the server (bad data, a trigger, …) rolls the batch back; it is counted
+//! as failed and the batch is run again without it. Races (deadlock, duplicate key) run the
+//! whole batch again, as for single writes.
+
+use super::checks::{ApplyCheck, CreateCheck, check_domain, check_new, check_update};
+use super::plan::{NewMailbox, Update};
+use super::tx::{TxError, with_retries, write_new, write_update};
+use super::{missing_for_update, new_mailbox, outside_mysql};
+use crate::mailcow::ratelimit::RateLimit;
+use crate::mailcow::store::{LockedMailbox, Store, StoreError, Tx};
+use crate::mailcow::template::Template;
+
+/// Write the batch, or only find out what it would write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Write,
+    Preview,
+}
+
+/// A mailbox to create or update, with its template (`None`: no template of that name).
+pub struct Item<'a> {
+    pub username: &'a str,
+    pub display_name: Option<&'a str>,
+    pub template_name: &'a str,
+    pub template: Option<&'a Template>,
+}
+
+/// What a batch did to one mailbox.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Done {
+    /// Created, or the template re-applied (a preview: would be); with the side effects
+    /// outside MySQL not performed.
+    Written { skipped: Vec<String> },
+    /// Nothing to write: the mailbox exists already (create) or is up to date (update).
+    Nothing,
+    /// Update only: the mailbox, as locked, has this other authsource or is a resource.
+    NotLdapBacked(String),
+    /// Refused by the checks (create), or skipped for this reason (update).
+    Refused(String),
+    /// Its statements failed; the rest of the batch was written without it.
+    Failed(String),
+}
+
+/// One run of a batch: done, or the mailbox (position) whose statements failed.
+enum Attempt {
+    Done(Vec<Done>),
+    ItemFailed(usize, StoreError),
+}
+
+/// Whether a statement's error belongs to the mailbox it was for (the server refused it), or
+/// ends the batch (connection) or repeats it (race).
+fn item_fault(k: usize, e: StoreError) -> Result<Attempt, TxError> {
+    match &e {
+        StoreError::Data(_) => Ok(Attempt::ItemFailed(k, e)),
+        StoreError::Query {
+            source: mysql::Error::MySqlError(_),
+            ..
+        } if !e.is_race() => Ok(Attempt::ItemFailed(k, e)),
+        _ => Err(TxError::Store(e)),
+    }
+}
+
+/// Runs `attempt` over the pending items until it writes them all, leaving out each item
+/// whose statements fail. `results[i]` is filled for every pending item `i`.
+fn run<T>(
+    mut pending: Vec<(usize, T)>,
+    results: &mut [Option<Done>],
+    mut attempt: impl FnMut(&[(usize, T)]) -> Result<Attempt, TxError>,
+) -> Result<(), StoreError> {
+    while !pending.is_empty() {
+        match with_retries(|| attempt(&pending)) {
+            Ok(Attempt::Done(done)) => {
+                for ((i, _), done) in pending.iter().zip(done) {
+                    results[*i] = Some(done);
+                }
+                return Ok(());
+            }
+            Ok(Attempt::ItemFailed(k, e)) => {
+                let (i, _) = pending.remove(k);
+                results[i] = Some(Done::Failed(e.to_string()));
+            }
+            // The domain row's checks: the same answer for every mailbox of the batch.
+            Err(TxError::Refused(why)) => {
+                for (i, _) in pending {
+                    results[i] = Some(Done::Refused(why.clone()));
+                }
+                return Ok(());
+            }
+            Err(TxError::Store(e)) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Ends a batch's transaction: the SOGo view rows of what it wrote, then the commit (a
+/// preview ends with nothing written).
+fn end(
+    mut tx: Tx,
+    mode: Mode,
+    written: &[(&str, i64)],
+    context: &'static str,
+) -> Result<(), TxError> {
+    if mode == Mode::Write {
+        tx.refresh_sogo_views(written)?;
+        tx.commit(context)?;
+    }
+    Ok(())
+}
+
+/// A transaction that locks what it decides on (writes), or unlocked reads (previews).
+fn begin(store: &mut Store, mode: Mode) -> Result<Tx<'_>, StoreError> {
+    match mode {
+        Mode::Write => store.transaction(),
+        Mode::Preview => store.snapshot(),
+    }
+}
+
+/// Creates the mailboxes of `items`, all in `domain`; one [`Done`] per item, in order.
+pub fn create(
+    store: &mut Store,
+    domain: &str,
+    items: &[Item],
+    mode: Mode,
+) -> Result<Vec<Done>, StoreError> {
+    let mut results: Vec<Option<Done>> = items.iter().map(|_| None).collect();
+    let mut pending: Vec<(usize, NewMailbox)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match new_mailbox(
+            item.username,
+            item.display_name,
+            item.template_name,
+            item.template,
+        ) {
+            Ok((new, _)) => pending.push((i, new)),
+            Err(e) => results[i] = Some(Done::Refused(e.to_string())),
+        }
+    }
+    run(pending, &mut results, |pending| {
+        let mut tx = begin(store, mode)?;
+        let domain_row = check_domain(&mut tx, domain)?;
+        let mut usage = tx.domain_usage(domain)?;
+        let mut done = Vec::with_capacity(pending.len());
+        let mut written: Vec<(&str, i64)> = Vec::with_capacity(pending.len());
+        for (k, (_, new)) in pending.iter().enumerate() {
+            let address = match tx.address_facts(&new.username) {
+                Ok(address) => address,
+                Err(e) => return item_fault(k, e),
+            };
+            match check_new(new, &domain_row, &address, usage) {
+                Ok(CreateCheck::Create) => {
+                    if mode == Mode::Write {
+                        if let Err(e) = write_new(&mut tx, new) {
+                            return item_fault(k, e);
+                        }
+                    }
+                    written.push((&new.username, new.active));
+                    usage.count += 1;
+                    usage.used_mib = usage.used_mib.saturating_add(new.quota_mib);
+                    done.push(Done::Written {
+                        skipped: Vec::new(),
+                    });
+                }
+                Ok(CreateCheck::Exists) => done.push(Done::Nothing),
+                Err(TxError::Refused(why)) => done.push(Done::Refused(why)),
+                Err(TxError::Store(e)) => return item_fault(k, e),
+            }
+        }
+        end(tx, mode, &written, "committing a batch of new mailboxes")?;
+        Ok(Attempt::Done(done))
+    })?;
+    Ok(finish(store, items, results, mode, RateLimit::on_creation))
+}
+
+/// Re-applies the mapped templates of `items` (mailboxes of `domain`) where the template or
+/// the display name changed, deciding on each mailbox row as locked; one [`Done`] per item.
+pub fn apply(
+    store: &mut Store,
+    domain: &str,
+    items: &[Item],
+    mode: Mode,
+) -> Result<Vec<Done>, StoreError> {
+    let mut results: Vec<Option<Done>> = items.iter().map(|_| None).collect();
+    let mut pending: Vec<(usize, (Update, &str))> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match item.template {
+            Some(t) => pending.push((i, (Update::build(item.display_name, t), item.username))),
+            None => results[i] = Some(Done::Refused(missing_for_update(item.template_name))),
+        }
+    }
+    run(pending, &mut results, |pending| {
+        let mut tx = begin(store, mode)?;
+        let Some(domain_row) = tx.domain(domain)? else {
+            return Err(TxError::Refused(format!("domain {domain} missing")));
+        };
+        // Bytes of quota the domain's mailboxes hold, read on the first quota increase.
+        let mut total: Option<i64> = None;
+        let mut done = Vec::with_capacity(pending.len());
+        let mut written: Vec<(&str, i64)> = Vec::with_capacity(pending.len());
+        for (k, (_, (update, username))) in pending.iter().enumerate() {
+            let others = |tx: &mut Tx, locked: &LockedMailbox| -> Result<i64, StoreError> {
+                let sum = match total {
+                    Some(sum) => sum,
+                    None => tx.quota_of_domain(domain)?,
+                };
+                total = Some(sum);
+                Ok(sum - counted_quota(locked))
+            };
+            match check_update(&mut tx, &domain_row, username, domain, update, others) {
+                Ok(ApplyCheck::Apply { quota, locked }) => {
+                    if mode == Mode::Write {
+                        match write_update(&mut tx, username, update, quota, &locked) {
+                            Ok(active) => written.push((username, active)),
+                            Err(e) => return item_fault(k, e),
+                        }
+                    }
+                    if let Some(sum) = &mut total {
+                        *sum += quota - counted_quota(&locked);
+                    }
+                    done.push(Done::Written {
+                        skipped: Vec::new(),
+                    });
+                }
+                Ok(ApplyCheck::UpToDate) => done.push(Done::Nothing),
+                Ok(ApplyCheck::NotLdapBacked(authsource)) => {
+                    done.push(Done::NotLdapBacked(authsource))
+                }
+                Err(TxError::Refused(why)) => done.push(Done::Refused(why)),
+                Err(TxError::Store(e)) => return item_fault(k, e),
+            }
+        }
+        end(tx, mode, &written, "committing a batch of template updates")?;
+        Ok(Attempt::Done(done))
+    })?;
+    Ok(finish(store, items, results, mode, RateLimit::on_update))
+}
+
+/// One [`Done`] per item; for a written batch, after its commit, what a single write does
+/// then for each mailbox written: the Redis rate limit (with a `redis:` section), and the list
+/// of what was left out.
+fn finish(
+    store: &Store,
+    items: &[Item],
+    results: Vec<Option<Done>>,
+    mode: Mode,
+    rate_limit: fn(&Template) -> RateLimit,
+) -> Vec<Done> {
+    items
+        .iter()
+        .zip(results)
+        .map(|(item, result)| match (result, item.template) {
+            (Some(Done::Written { .. }), Some(template)) if mode == Mode::Write => Done::Written {
+                skipped: outside_mysql(store, item.username, rate_limit(template)),
+            },
+            (result, _) => result.unwrap_or(Done::Nothing),
+        })
+        .collect()
+}
+
+/// The quota a mailbox adds to its domain's sum (resources are not counted).
+fn counted_quota(locked: &LockedMailbox) -> i64 {
+    if locked.kind.is_empty() {
+        locked.quota
+    } else {
+        0
+    }
+}
