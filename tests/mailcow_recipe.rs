@@ -43,13 +43,19 @@ fn in_repo(source: &str) -> &str {
         .unwrap_or_else(|| panic!("{source} is not in the repository"))
 }
 
+/// What stands between `prefix` and `suffix` on the first (trimmed) line of `text` that
+/// starts with `prefix`.
+fn line_value<'t>(text: &'t str, prefix: &str, suffix: &str) -> &'t str {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(prefix))
+        .and_then(|rest| rest.split_once(suffix))
+        .map(|(value, _)| value)
+        .unwrap_or_else(|| panic!("no line {prefix}…{suffix}"))
+}
+
 /// The Lua string value of `key = "…"` in the wrapper.
 fn wrapper_setting(key: &str) -> &'static str {
-    WRAPPER
-        .lines()
-        .find_map(|l| l.trim().strip_prefix(&format!("{key} = \"")))
-        .and_then(|rest| rest.split('"').next())
-        .unwrap_or_else(|| panic!("no {key} in passwd-verify.lua"))
+    line_value(WRAPPER, &format!("{key} = \""), "\"")
 }
 
 #[test]
@@ -112,11 +118,7 @@ fn dovecot_gets_the_script_over_mailcows_and_the_token() {
         "cp /opt/mailcow-ldap-auth/contrib/mailcow/passwd-verify.lua data/conf/mailcow-ldap-auth/"
     ));
     // the wrapper loads the script from where the override mounts it
-    let loaded = WRAPPER
-        .lines()
-        .find_map(|l| l.strip_prefix("dofile(\""))
-        .and_then(|rest| rest.strip_suffix("\")"))
-        .expect("dofile line");
+    let loaded = line_value(WRAPPER, "dofile(\"", "\")");
     let script = source_of(loaded);
     assert_eq!(
         in_repo(&script),
@@ -150,11 +152,7 @@ fn the_dockerfile_builds_the_release_binary_as_the_package_does() {
         "COPY --from=builder /src/target/release/mailcow-ldap-auth /usr/local/bin/mailcow-ldap-auth"
     ));
     // the builder is the oldest Rust the crate supports
-    let rust_version = CARGO_TOML
-        .lines()
-        .find_map(|l| l.strip_prefix("rust-version = \""))
-        .and_then(|v| v.strip_suffix('"'))
-        .expect("rust-version");
+    let rust_version = line_value(CARGO_TOML, "rust-version = \"", "\"");
     assert!(
         DOCKERFILE.contains(&format!(
             "FROM rust:{rust_version}-slim-bookworm AS builder"
