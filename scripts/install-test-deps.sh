@@ -8,7 +8,7 @@ set -euo pipefail
 
 packages=(slapd ldap-utils openssl mariadb-server-core mariadb-client-core
           dovecot-core dovecot-imapd dovecot-pop3d dovecot-managesieved dovecot-sieve
-          dovecot-auth-lua lua5.4 dovecot-ldap
+          dovecot-auth-lua lua5.4 dovecot-ldap lua-socket lua-sec lua-cjson
           postfix redis-server python3 pkg-config build-essential debootstrap time)
 missing=()
 for p in "${packages[@]}"; do

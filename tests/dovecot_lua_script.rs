@@ -94,18 +94,14 @@ local req = {{
   var_expand = function(_, template) return template end,
 }}
 local result, extra = {function}(req, {password})
-print("result=" .. tostring(result))
-if type(extra) == "table" then
-  for key, value in pairs(extra) do print("field=" .. key .. "=" .. value) end
-else
-  print("message=" .. tostring(extra))
-end
+{print_result}
 for _, name in ipairs(made) do
   local file = io.open(name)
   if file then file:close(); print("leftover=" .. name) end
 end
 "#,
             script = lua_string(SCRIPT.as_bytes()),
+            print_result = common::lua::PRINT_RESULT,
             user = lua_string(self.user),
             function = self.function,
             password = lua_string(self.password),

@@ -13,9 +13,8 @@ use common::serve::Serve;
 use common::{Domain, LdapUser, Mailbox, TestEnv, dead_port, process};
 use e2e::clients::imap_login;
 use e2e::doveadm_user;
-use e2e::dovecot::{URL_TRANSPORT, dovecot, gid_of, uid_of};
+use e2e::dovecot::{URL_TRANSPORT, dovecot, gid_of, share_token_with_dovecot, uid_of};
 use serde_json::json;
-use std::os::unix::fs::PermissionsExt;
 
 const DOMAIN: &str = "url.example.org";
 
@@ -41,11 +40,7 @@ fn imap_logins_through_serve_every_result_and_serve_restarts() {
         "home": format!("{}/{{domain}}/{{local_part}}", mail.display()),
     });
     let mut serve = Serve::start(&cfg);
-    // The auth-worker (user dovecot) reads the token: root:dovecot 0640, as the snippet says.
-    let token = serve.dir.join("token");
-    std::os::unix::fs::chown(&token, Some(0), Some(gid_of("dovecot"))).unwrap();
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o640)).unwrap();
-    std::fs::set_permissions(&serve.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let token = share_token_with_dovecot(&serve);
     URL_TRANSPORT
         .set((format!("http://{}/", serve.addr), token))
         .unwrap();

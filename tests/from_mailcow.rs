@@ -24,57 +24,8 @@ fn env() -> TestEnv {
         "Staff",
         golden["template"]["attributes_text"].as_str().unwrap(),
     );
-    let file = env.cfg.as_object_mut().unwrap();
-    for key in [
-        "attribute_mapping",
-        "default_template",
-        "login_provisioning",
-    ] {
-        file.remove(key);
-    }
-    env.cfg["ldap"] = json!({
-        "from_mailcow": true,
-        "name_field": "displayName",
-        "connect_timeout_ms": 1000,
-        "timeout_ms": 2000
-    });
+    config_from_mailcow(&mut env.cfg);
     env
-}
-
-/// The rows mailcow's `identity_provider('edit')` writes for an LDAP provider (values as PHP
-/// stores them: booleans "1"/"", lower-cased field names), `mappers`/`templates` as given.
-fn save_as_mailcow_ui(env: &TestEnv, mappers: &str, templates: &str, extra: &[(&str, &str)]) {
-    let port = slapd().port.to_string();
-    let mut rows = vec![
-        ("authsource", "ldap"),
-        ("host", "127.0.0.1"),
-        ("port", port.as_str()),
-        ("basedn", env.ldap.dn.as_str()),
-        ("username_field", "mail"),
-        ("filter", "(objectClass=inetOrgPerson)"),
-        ("attribute_field", "employeetype"),
-        ("binddn", SVC_DN),
-        ("bindpass", SVC_PW),
-        ("periodic_sync", "0"),
-        ("import_users", "0"),
-        ("sync_interval", "15"),
-        ("use_ssl", ""),
-        ("use_tls", ""),
-        ("ignore_ssl_error", ""),
-        ("login_provisioning", "1"),
-        ("default_template", "Default"),
-        ("mappers", mappers),
-        ("templates", templates),
-        ("access_token", ""),
-    ];
-    rows.extend_from_slice(extra);
-    for (key, value) in rows {
-        env.db.exec_with(
-            "INSERT INTO identity_provider (`key`, `value`) VALUES (?, ?) \
-             ON DUPLICATE KEY UPDATE `value` = VALUES(`value`)",
-            (key, value),
-        );
-    }
 }
 
 /// The tags of alice's mailbox: the Staff template gives "staff", Default none.

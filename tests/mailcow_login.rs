@@ -8,22 +8,6 @@ use serde_json::json;
 const PW: &str = "Alice-Pw-1";
 const RIP: &str = "192.0.2.10";
 
-/// A hash from tests/fixtures/app_password_hashes.json (made by doveadm or PHP) and its password.
-fn vector(made_with: &str) -> (String, String) {
-    let text = include_str!("fixtures/app_password_hashes.json");
-    let doc: serde_json::Value = serde_json::from_str(text).expect("fixture");
-    let v = doc["vectors"]
-        .as_array()
-        .expect("vectors")
-        .iter()
-        .find(|v| v["made_with"].as_str().unwrap().starts_with(made_with))
-        .unwrap_or_else(|| panic!("no vector made with {made_with}"));
-    (
-        v["hash"].as_str().unwrap().to_owned(),
-        v["password"].as_str().unwrap().to_owned(),
-    )
-}
-
 /// Inserts an app password for alice as mailcow's UI does; returns its id.
 fn add_app_password(env: &TestEnv, hash: &str, imap_access: i32, active: i32) -> String {
     env.db.exec_with(
@@ -52,7 +36,7 @@ fn row(service: &str, app_password: &str) -> Vec<Option<String>> {
 #[test]
 fn app_password_logs_in_without_contacting_ldap() {
     let mut env = alice_env(PW);
-    let (hash, password) = vector("php password_hash(PASSWORD_BCRYPT)");
+    let (hash, password) = app_password_vector("php password_hash(PASSWORD_BCRYPT)");
     let id = add_app_password(&env, &hash, 1, 1);
     let bh = BlackHole::new();
     env.ldap_at(&["127.0.0.1"], bh.port());
@@ -79,7 +63,7 @@ fn app_passwords_of_every_scheme_mailcow_writes_log_in() {
         "doveadm pw -s MD5-CRYPT",
         "php hash(sha256)",
     ] {
-        let (hash, password) = vector(made_with);
+        let (hash, password) = app_password_vector(made_with);
         env.db.exec("DELETE FROM app_passwd");
         add_app_password(&env, &hash, 1, 1);
         env.cp()
@@ -93,7 +77,7 @@ fn app_passwords_of_every_scheme_mailcow_writes_log_in() {
 #[test]
 fn an_app_password_that_does_not_apply_goes_to_ldap() {
     let env = alice_env(PW);
-    let (hash, password) = vector("doveadm pw -s SSHA512");
+    let (hash, password) = app_password_vector("doveadm pw -s SSHA512");
     add_app_password(&env, &hash, 0, 1); // imap_access 0
     add_app_password(&env, &hash, 1, 0); // inactive
     // Neither may log in over IMAP: LDAP decides, and the app password is not alice's password.
@@ -128,7 +112,7 @@ fn an_app_password_that_does_not_apply_goes_to_ldap() {
 #[test]
 fn app_passwords_obey_the_mailbox_and_domain() {
     let env = alice_env(PW);
-    let (hash, password) = vector("doveadm pw -s BLF-CRYPT");
+    let (hash, password) = app_password_vector("doveadm pw -s BLF-CRYPT");
     add_app_password(&env, &hash, 1, 1);
     env.db
         .exec("UPDATE mailbox SET active = 0 WHERE username = 'alice@example.org'");
@@ -183,7 +167,7 @@ fn a_broken_app_password_hash_is_no_match_and_no_fault() {
 #[test]
 fn lua_front_end_writes_sasl_log_with_its_remote_ip() {
     let env = alice_env(PW);
-    let (hash, password) = vector("doveadm pw -s ARGON2I");
+    let (hash, password) = app_password_vector("doveadm pw -s ARGON2I");
     let id = add_app_password(&env, &hash, 1, 1);
     for (service, pw) in [("imap", PW), ("smtp", password.as_str())] {
         Run::subcommand(

@@ -4,6 +4,8 @@
 
 pub mod certs;
 pub mod cmd;
+pub mod lua;
+pub mod mailcow_ui;
 pub mod mariadb;
 pub mod net;
 pub mod process;
@@ -13,6 +15,7 @@ pub mod slapd;
 
 pub use certs::certs;
 pub use cmd::{CHECKPASSWORD_REPLY, ConfigAt, ENV_REPLY, Outcome, Run, Running};
+pub use mailcow_ui::{app_password_vector, config_from_mailcow, save_as_mailcow_ui};
 pub use mariadb::{Domain, Mailbox, PROVISIONED, TestDb, mariadb, provisioned};
 pub use net::{BlackHole, FirstRequestProxy, Forwarder, Switch, dead_port};
 pub use slapd::{LdapUser, SVC_DN, SVC_PW, Slapd, Subtree, slapd};

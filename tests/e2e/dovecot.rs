@@ -38,10 +38,17 @@ pub enum Auth {
     /// The same, in url mode (its commented `MAILCOW_LDAP_AUTH_URL` line instead of the
     /// binary's): the script asks the `serve` named in [`URL_TRANSPORT`].
     LuaUrl,
+    /// mailcow-dockerized's own passdb chain (`tests/fixtures/mailcow/dovecot-passdb.conf`)
+    /// with `contrib/mailcow/passwd-verify.lua` as its script: [`URL_TRANSPORT`]'s serve
+    /// first, then mailcow's endpoint at [`MAILCOW_URL`]; a static userdb stands in for
+    /// mailcow's SQL one.
+    Mailcow,
 }
 
 /// Where `serve` listens and its token file, for [`Auth::LuaUrl`]: set before [`dovecot`].
 pub static URL_TRANSPORT: OnceLock<(String, PathBuf)> = OnceLock::new();
+/// mailcow's PHP endpoint (its stand-in), for [`Auth::Mailcow`]: set before [`dovecot`].
+pub static MAILCOW_URL: OnceLock<String> = OnceLock::new();
 /// The snippet's url-mode line (commented) and the names in it.
 const URL_LINE: &str = "#import_environment = $import_environment MAILCOW_LDAP_AUTH_URL=";
 const INSTALLED_URL: &str = "http://127.0.0.1:9077/";
@@ -51,6 +58,13 @@ pub const SNIPPET: &str = include_str!("../../contrib/dovecot/2.3/10-auth-mailco
 pub const LUA_SNIPPET: &str =
     include_str!("../../contrib/dovecot/2.3/10-auth-mailcow-ldap-lua.conf");
 pub const LUA_SCRIPT: &str = include_str!("../../contrib/dovecot/lua/mailcow-ldap-auth.lua");
+pub const MAILCOW_PASSDB: &str = include_str!("../fixtures/mailcow/dovecot-passdb.conf");
+pub const MAILCOW_WRAPPER: &str = include_str!("../../contrib/mailcow/passwd-verify.lua");
+/// Paths and addresses inside mailcow's dovecot-mailcow container.
+const MAILCOW_SCRIPT: &str = "/etc/dovecot/auth/passwd-verify.lua";
+const MAILCOW_MASTER_PASSWD: &str = "/etc/dovecot/dovecot-master.passwd";
+const MAILCOW_SERVE_URL: &str = "http://mailcow-ldap-auth:9077/";
+const MAILCOW_PHP_URL: &str = "https://nginx:9082";
 pub const INSTALLED_BIN: &str = "/usr/local/bin/mailcow-ldap-auth";
 pub const INSTALLED_CONFIG: &str = "/etc/mailcow-ldap-auth/config.yml";
 pub const INSTALLED_SCRIPT: &str = "/usr/local/share/mailcow-ldap-auth/mailcow-ldap-auth.lua";
@@ -62,6 +76,7 @@ impl Auth {
         match self {
             Auth::Checkpassword => SNIPPET,
             Auth::Lua | Auth::LuaUrl => LUA_SNIPPET,
+            Auth::Mailcow => MAILCOW_PASSDB,
         }
     }
 
@@ -70,6 +85,7 @@ impl Auth {
         match self {
             Auth::Checkpassword => "10-auth-mailcow-ldap.conf",
             Auth::Lua | Auth::LuaUrl => "10-auth-mailcow-ldap-lua.conf",
+            Auth::Mailcow => "10-mailcow-passdb.conf",
         }
     }
 }
@@ -102,6 +118,16 @@ pub struct Dovecot {
 pub fn dovecot() -> &'static Dovecot {
     static D: OnceLock<Dovecot> = OnceLock::new();
     D.get_or_init(|| Dovecot::start(crate::E2E_AUTH))
+}
+
+/// serve's token file made readable for Dovecot's auth processes (root:dovecot 0640, as the
+/// snippets say); returns its path.
+pub fn share_token_with_dovecot(serve: &crate::common::serve::Serve) -> PathBuf {
+    let token = serve.dir.join("token");
+    std::os::unix::fs::chown(&token, Some(0), Some(gid_of("dovecot"))).expect("chown token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    std::fs::set_permissions(&serve.dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    token
 }
 
 /// uid of a user from /etc/passwd.
@@ -139,6 +165,9 @@ fn mkdir(p: &Path, mode: u32) {
 /// The shipped conf.d snippet with the installed paths replaced (see the module docs).
 /// Panics when the snippet no longer has the blocks the tests (and the README) rely on.
 pub fn generated_snippet(auth: Auth, dir: &Path) -> String {
+    if auth == Auth::Mailcow {
+        return mailcow_chain(dir);
+    }
     let snippet = auth.snippet();
     let count = |needle: &str| snippet.matches(needle).count();
     match auth {
@@ -155,6 +184,7 @@ pub fn generated_snippet(auth: Auth, dir: &Path) -> String {
                 );
             }
         }
+        Auth::Mailcow => unreachable!("mailcow_chain"),
         Auth::Lua | Auth::LuaUrl => {
             // binary and config named once; the script by the passdb and the userdb
             assert_eq!(
@@ -190,6 +220,57 @@ pub fn generated_snippet(auth: Auth, dir: &Path) -> String {
             INSTALLED_CONFIG,
             dir.join("etc/%Ld.yml").to_str().expect("utf-8 path"),
         )
+        .replace(
+            INSTALLED_SCRIPT,
+            dir.join("share/mailcow-ldap-auth.lua")
+                .to_str()
+                .expect("utf-8 path"),
+        )
+}
+
+/// mailcow's passdb blocks with their paths in `dir`, mailcow's auth cache settings (the TTL
+/// shortened so that an entry expires between two steps of a test), and a static userdb.
+fn mailcow_chain(dir: &Path) -> String {
+    assert_eq!(MAILCOW_PASSDB.matches(MAILCOW_SCRIPT).count(), 2);
+    assert_eq!(MAILCOW_PASSDB.matches(MAILCOW_MASTER_PASSWD).count(), 1);
+    let path = |name: &str| dir.join(name).to_str().expect("utf-8 path").to_owned();
+    format!(
+        "{}
+auth_cache_verify_password_with_worker = yes
+auth_cache_negative_ttl = 60s
+# mailcow: 300s
+auth_cache_ttl = 1s
+auth_cache_size = 10M
+userdb {{
+  driver = static
+  args = uid=mail gid=mail home={}/%d/%n
+}}
+",
+        MAILCOW_PASSDB
+            .replace(MAILCOW_SCRIPT, &path("share/passwd-verify.lua"))
+            .replace(MAILCOW_MASTER_PASSWD, &path("master.passwd")),
+        path("mail"),
+    )
+}
+
+/// contrib/mailcow/passwd-verify.lua with this test's serve, token, endpoint and script path.
+fn mailcow_wrapper(dir: &Path) -> String {
+    let (url, token) = URL_TRANSPORT
+        .get()
+        .expect("URL_TRANSPORT set before dovecot()");
+    let php = MAILCOW_URL.get().expect("MAILCOW_URL set before dovecot()");
+    for installed in [
+        MAILCOW_SERVE_URL,
+        INSTALLED_TOKEN,
+        MAILCOW_PHP_URL,
+        INSTALLED_SCRIPT,
+    ] {
+        assert_eq!(MAILCOW_WRAPPER.matches(installed).count(), 1, "{installed}");
+    }
+    MAILCOW_WRAPPER
+        .replace(MAILCOW_SERVE_URL, url)
+        .replace(INSTALLED_TOKEN, token.to_str().expect("utf-8 path"))
+        .replace(MAILCOW_PHP_URL, php)
         .replace(
             INSTALLED_SCRIPT,
             dir.join("share/mailcow-ldap-auth.lua")
@@ -275,11 +356,16 @@ impl Dovecot {
         let script = dir.join("share/mailcow-ldap-auth.lua");
         std::fs::write(&script, LUA_SCRIPT).expect("write Lua script");
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        if auth == Auth::Mailcow {
+            std::fs::write(dir.join("share/passwd-verify.lua"), mailcow_wrapper(&dir))
+                .expect("write passwd-verify.lua");
+            std::fs::write(dir.join("master.passwd"), "").expect("write master passwd-file");
+        }
         // after the snippet's passdb: mailboxes it answers NEXT for (authsource mailcow)
         let passwd = dir.join("passwd");
         std::fs::write(&passwd, "").expect("write passwd-file");
         let next_passdb = match auth {
-            Auth::Checkpassword => String::new(),
+            Auth::Checkpassword | Auth::Mailcow => String::new(),
             Auth::Lua | Auth::LuaUrl => format!(
                 "passdb {{\n  driver = passwd-file\n  args = {}\n}}\n",
                 passwd.display()

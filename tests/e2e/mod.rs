@@ -8,6 +8,7 @@
 pub mod clients;
 pub mod dovecot;
 pub mod dovecot24;
+pub mod mailcow_php;
 pub mod postfix;
 
 use crate::common::{Domain, LdapUser, PROVISIONED, TestEnv, provisioned};

@@ -29,6 +29,13 @@
 --     timeout_ms optional: how long to wait for serve (default 15000; serve's own deadline,
 --                deadline_ms, is shorter)
 --   (`dovecot` is needed by both.)
+--   mailcow-dockerized (contrib/mailcow/passwd-verify.lua sets these in the global table
+--   mailcow_ldap_auth_settings, then loads this file in place of mailcow's script):
+--     mailcow_url  mailcow's own endpoint, https://nginx:9082: asked, exactly as mailcow's
+--                  passwd-verify.lua asks it, when serve answers NEXT (mailbox not
+--                  LDAP-backed, or none), so SQL passwords and their app passwords work as before
+--     sogo_rip     optional: SOGo's address (IPV4_NETWORK.248); its logins carry SOGo's
+--                  single sign-on secret, not a password, and go to mailcow_url only
 -- Nothing in this file needs editing.
 
 local settings = {}
@@ -56,6 +63,9 @@ local token
 local open_url_transport, parse_reply
 
 function script_init(args)
+  for key, value in pairs(mailcow_ldap_auth_settings or {}) do
+    settings[key] = value
+  end
   for key, value in pairs(args or {}) do
     if type(value) == "string" and value ~= "" then
       settings[key] = value
@@ -319,13 +329,87 @@ local function answer(prefix, words, word, fields)
   return dovecot.auth[prefix .. word], fields.reason or word
 end
 
+-- mailcow's request to its PHP endpoint and its reading of the answer, as mailcow's own
+-- passwd-verify.lua makes them (2.3: master at 06424670; 2.4: feat/dovecot-2.4 at
+-- 816b5cdb), outages included (they stay PASSWORD_MISMATCH there). Uses the modules of
+-- mailcow's image (cjson, lua-socket, lua-sec).
+local function mailcow_request(req, password)
+  if settings.dovecot == "2.4" then
+    return { username = req.auth_user, password = password, real_rip = req.remote_ip,
+      service = req.protocol }
+  end
+  return { username = req.user, password = password, real_rip = req.real_rip,
+    service = req.service }
+end
+
+local function ask_mailcow(req, password)
+  local json = require "cjson"
+  local ltn12 = require "ltn12"
+  local https = require "ssl.https"
+  https.TIMEOUT = 30
+  local body = mailcow_request(req, password)
+  local req_json = json.encode(body)
+  local res = {}
+  local _, c = https.request {
+    method = "POST",
+    url = settings.mailcow_url,
+    source = ltn12.source.string(req_json),
+    headers = {
+      ["content-type"] = "application/json",
+      ["content-length"] = tostring(#req_json)
+    },
+    sink = ltn12.sink.table(res),
+    insecure = true
+  }
+  if c ~= 200 and c ~= 401 then
+    dovecot.i_info("HTTP request failed with " .. tostring(c) .. " for user " .. req.user)
+    return dovecot.auth.PASSDB_RESULT_PASSWORD_MISMATCH, "Upstream error"
+  end
+  local response_str = table.concat(res)
+  local valid, response_json = pcall(json.decode, response_str)
+  if not valid then
+    dovecot.i_info("Invalid JSON received: " .. response_str)
+    return dovecot.auth.PASSDB_RESULT_PASSWORD_MISMATCH, "Invalid response format"
+  end
+  if response_json.success == true then
+    return dovecot.auth.PASSDB_RESULT_OK, settings.dovecot == "2.4" and { msg = "" } or ""
+  end
+  return dovecot.auth.PASSDB_RESULT_PASSWORD_MISMATCH, "Failed to authenticate"
+end
+
+-- mailcow-dockerized: serve first; what it hands on (NEXT) and SOGo's logins go to mailcow.
+local function verify_in_mailcow(req, password)
+  local domain = req.domain
+  if settings.dovecot == "2.4" then
+    domain = req.auth_user:match("@(.+)")
+  end
+  if domain == nil then
+    return dovecot.auth.PASSDB_RESULT_USER_UNKNOWN, "No such user"
+  end
+  -- SOGo as mailcow's endpoint recognises it: by the address mailcow's request carries
+  if settings.sogo_rip and mailcow_request(req, password).real_rip == settings.sogo_rip then
+    return ask_mailcow(req, password)
+  end
+  local word, fields = ask_once("verify", req, password)
+  if word == "NEXT" then
+    return ask_mailcow(req, password)
+  end
+  return answer("PASSDB_RESULT_", PASSDB_WORDS, word, fields)
+end
+
 function auth_password_verify(req, password)
+  if settings.mailcow_url then
+    return verify_in_mailcow(req, password)
+  end
   return answer("PASSDB_RESULT_", PASSDB_WORDS, ask_once("verify", req, password))
 end
 
 -- A bind-only backend has no password to hand out (doveadm auth lookup, non-plaintext
--- mechanisms).
+-- mechanisms); mailcow's script answers USER_UNKNOWN.
 function auth_passdb_lookup(req)
+  if settings.mailcow_url then
+    return dovecot.auth.PASSDB_RESULT_USER_UNKNOWN, ""
+  end
   return dovecot.auth.PASSDB_RESULT_SCHEME_NOT_AVAILABLE, "mailcow-ldap-auth only verifies passwords"
 end
 
