@@ -1,8 +1,12 @@
-//! Exit codes, Lua results and `serve`'s JSON results: the one place that maps an answer to
-//! what Dovecot is told.
+//! Exit codes, Lua results and `serve`'s JSON results: the one place that maps an answer (and
+//! every command's typed result) to what Dovecot, a timer or a shell is told.
 
+use crate::commands::authsource::AuthsourceResult;
+use crate::commands::check_report::Status;
 use crate::login::Refusal;
 use crate::request::Answer;
+use crate::serve::ServeResult;
+use crate::sync::SyncResult;
 
 /// The checkpassword exit codes as Dovecot 2.3 reads them (the `login` and `dovecot-lua`
 /// commands reuse them).
@@ -30,8 +34,60 @@ impl ExitCode {
         }
     }
 
+    /// The `result=` word of a request's log line.
+    pub fn log_word(self, lookup: bool) -> &'static str {
+        match (self, lookup) {
+            (ExitCode::Ok, false) => "ok",
+            (ExitCode::Ok, true) => "found",
+            (ExitCode::UnknownUser, _) => "unknown",
+            (ExitCode::TempFail, _) => "tempfail",
+            _ => "rejected",
+        }
+    }
+
     pub fn exit(self) -> ! {
         std::process::exit(self as i32)
+    }
+}
+
+/// `sync` run by a timer: only a fault is worth a failed unit; off, not due and busy are not.
+impl From<SyncResult> for ExitCode {
+    fn from(result: SyncResult) -> Self {
+        match result {
+            SyncResult::Completed | SyncResult::Off | SyncResult::NotDue | SyncResult::Busy => {
+                ExitCode::Ok
+            }
+            SyncResult::Fault => ExitCode::TempFail,
+        }
+    }
+}
+
+impl From<AuthsourceResult> for ExitCode {
+    fn from(result: AuthsourceResult) -> Self {
+        match result {
+            AuthsourceResult::AllDone => ExitCode::Ok,
+            AuthsourceResult::SomeRefused => ExitCode::Rejected,
+            AuthsourceResult::Fault => ExitCode::TempFail,
+        }
+    }
+}
+
+/// `test-connection`: warnings pass, a failed check is a fault.
+impl From<Status> for ExitCode {
+    fn from(status: Status) -> Self {
+        match status {
+            Status::Ok | Status::Warn => ExitCode::Ok,
+            Status::Fail => ExitCode::TempFail,
+        }
+    }
+}
+
+impl From<ServeResult> for ExitCode {
+    fn from(result: ServeResult) -> Self {
+        match result {
+            ServeResult::Stopped => ExitCode::Ok,
+            ServeResult::NotStarted => ExitCode::TempFail,
+        }
     }
 }
 

@@ -33,7 +33,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Checkpassword { reply_program } => checkpassword::run(&cli.config, &reply_program),
         Command::DovecotLua { mode } => dovecot_lua::run(&cli.config, &mode),
-        Command::Serve => serve::run(&cli.config),
+        Command::Serve => serve::run(&cli.config).into(),
         Command::Login { user, service } => commands::login::run(&cli.config, &user, &service),
         Command::TestConnection { user, json } => {
             let format = if json {
@@ -41,13 +41,13 @@ pub fn run(cli: Cli) -> ExitCode {
             } else {
                 commands::check_report::Format::Text
             };
-            commands::test_connection::run(&cli.config, user.as_deref(), format)
+            commands::test_connection::run(&cli.config, user.as_deref(), format).into()
         }
         Command::Authsource {
             target,
             addresses,
             dry_run,
-        } => commands::authsource::run(&cli.config, target, &addresses, dry_run),
+        } => commands::authsource::run(&cli.config, target, &addresses, dry_run).into(),
         Command::Sync {
             dry_run,
             force,
@@ -61,7 +61,8 @@ pub fn run(cli: Cli) -> ExitCode {
                 state_dir,
                 json,
             },
-        ),
+        )
+        .into(),
         Command::Completions { shell } => commands::completions::run(shell),
     }
 }

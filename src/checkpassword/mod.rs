@@ -73,7 +73,7 @@ pub fn run(config_path: &Path, reply_program: &[OsString]) -> ExitCode {
                     reply_program[0]
                 ),
             );
-            ExitCode::TempFail
+            ExitCode::of(&Answer::Fault)
         }
         answer => ExitCode::of(answer),
     }

@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 
 use crate::exit::ExitCode;
 use crate::log::Severity;
-use crate::request::{self, Request, Watchdog};
+use crate::request::{self, Answer, Request, Watchdog};
 use crate::userdb::DovecotVersion;
 
 /// A password longer than this is refused as misuse (exit 2) rather than read on forever.
@@ -89,7 +89,7 @@ pub fn run(config_path: &Path, mode: &Mode) -> ExitCode {
                 Severity::Error,
                 &format!("cannot reply to Dovecot's Lua: {e}"),
             );
-            ExitCode::TempFail
+            ExitCode::of(&Answer::Fault)
         }
     }
 }

@@ -473,7 +473,7 @@ impl Session<'_> {
         }
     }
 
-    /// Binds as `dn` with the user's password. `Err(Rejected)` is invalid credentials (49),
+    /// Binds as `dn` with the user's password. `Err(InvalidCredentials)` is invalid credentials (49),
     /// with the server's diagnostic text: Active Directory says there why (`data 52e` wrong
     /// password, `775` locked, `533` disabled, `532` expired, …).
     pub fn check_password(
@@ -481,7 +481,7 @@ impl Session<'_> {
         dn: &str,
         password: &str,
         deadline: &Deadline,
-    ) -> Result<Result<(), Rejected>, DirectoryError> {
+    ) -> Result<Result<(), InvalidCredentials>, DirectoryError> {
         let timeout = self.op_timeout(deadline, "user bind")?;
         let result = self
             .conn
@@ -490,7 +490,7 @@ impl Session<'_> {
             .map_err(|e| self.op_error(deadline, "user bind", describe(&e)))?;
         match result.rc {
             rc::SUCCESS => Ok(Ok(())),
-            rc::INVALID_CREDENTIALS => Ok(Err(Rejected(result.text))),
+            rc::INVALID_CREDENTIALS => Ok(Err(InvalidCredentials(result.text))),
             code => Err(self.op_error(deadline, "user bind", format!("rc={code} {}", result.text))),
         }
     }
@@ -498,7 +498,7 @@ impl Session<'_> {
 
 /// The server refused the user's password; its diagnostic text (often empty).
 #[derive(Debug)]
-pub struct Rejected(pub String);
+pub struct InvalidCredentials(pub String);
 
 /// The mapping values and display name of an entry, as the login and the sync read them.
 fn user_entry(cfg: &LdapConfig, entry: SearchEntry) -> UserEntry {
