@@ -11,7 +11,7 @@ use crate::sync::SyncResult;
 /// The checkpassword exit codes as Dovecot 2.3 reads them (the `login` and `dovecot-lua`
 /// commands reuse them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitCode {
+pub(crate) enum ExitCode {
     /// Authenticated (normally reached through the reply program).
     Ok = 0,
     /// Wrong password, unknown user or refused login.
@@ -25,7 +25,7 @@ pub enum ExitCode {
 }
 
 impl ExitCode {
-    pub fn of(answer: &Answer) -> ExitCode {
+    pub(crate) fn of(answer: &Answer) -> ExitCode {
         match answer {
             Answer::Found { .. } => ExitCode::Ok,
             Answer::Refused(_) => ExitCode::Rejected,
@@ -35,7 +35,7 @@ impl ExitCode {
     }
 
     /// The `result=` word of a request's log line.
-    pub fn log_word(self, lookup: bool) -> &'static str {
+    pub(crate) fn log_word(self, lookup: bool) -> &'static str {
         match (self, lookup) {
             (ExitCode::Ok, false) => "ok",
             (ExitCode::Ok, true) => "found",
@@ -45,7 +45,7 @@ impl ExitCode {
         }
     }
 
-    pub fn exit(self) -> ! {
+    pub(crate) fn exit(self) -> ! {
         std::process::exit(self as i32)
     }
 }
@@ -100,7 +100,7 @@ impl From<ExitCode> for std::process::ExitCode {
 /// The result a Lua passdb/userdb returns, as the word `dovecot-lua` replies with; the script
 /// turns `WORD` into `dovecot.auth.PASSDB_RESULT_WORD` (or `USERDB_RESULT_WORD`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LuaResult {
+pub(crate) enum LuaResult {
     Ok,
     PasswordMismatch,
     UserUnknown,
@@ -111,7 +111,7 @@ pub enum LuaResult {
 }
 
 impl LuaResult {
-    pub fn of(answer: &Answer) -> LuaResult {
+    pub(crate) fn of(answer: &Answer) -> LuaResult {
         match answer {
             Answer::Found { .. } => LuaResult::Ok,
             Answer::Unknown => LuaResult::UserUnknown,
@@ -139,7 +139,7 @@ impl LuaResult {
         }
     }
 
-    pub fn word(self) -> &'static str {
+    pub(crate) fn word(self) -> &'static str {
         match self {
             LuaResult::Ok => "OK",
             LuaResult::PasswordMismatch => "PASSWORD_MISMATCH",
@@ -151,7 +151,7 @@ impl LuaResult {
     }
 
     /// The `result` of `serve`'s JSON answer (the script maps it back to the Lua result).
-    pub fn json_word(self) -> &'static str {
+    pub(crate) fn json_word(self) -> &'static str {
         match self {
             LuaResult::Ok => "ok",
             LuaResult::PasswordMismatch => "mismatch",

@@ -53,8 +53,6 @@ pub struct Served {
     pub answer: Answer,
     /// Why, as logged (for a front end that can pass it on).
     pub reason: String,
-    /// `None` when the configuration could not be read (then the answer is a fault).
-    pub config: Option<Config>,
     pub logger: Arc<Logger>,
     /// Keeps the deadline enforced while the front end delivers the answer.
     _watchdog: Watchdog,
@@ -73,7 +71,6 @@ pub fn serve(config_path: &Path, request: &Request, watchdog: Watchdog) -> Serve
             return Served {
                 answer: Answer::Fault,
                 reason,
-                config: None,
                 logger,
                 _watchdog: watchdog,
             };
@@ -102,7 +99,6 @@ pub fn serve(config_path: &Path, request: &Request, watchdog: Watchdog) -> Serve
     Served {
         answer,
         reason,
-        config: Some(config),
         logger,
         _watchdog: watchdog,
     }

@@ -31,7 +31,7 @@ pub enum Target {
 }
 
 impl Target {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Target::Ldap => "ldap",
             Target::Mailcow => "mailcow",
@@ -41,7 +41,7 @@ impl Target {
 
 /// How `authsource` ended; `exit.rs` maps it to the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthsourceResult {
+pub(crate) enum AuthsourceResult {
     /// Every address switched, would switch (dry run) or already had the target.
     AllDone,
     /// At least one address was refused; the others were switched.
@@ -76,7 +76,7 @@ enum Decision {
     },
 }
 
-pub fn run(
+pub(crate) fn run(
     config_path: &Path,
     target: Target,
     addresses: &[String],

@@ -16,7 +16,7 @@ mod deactivate;
 mod index;
 mod progress;
 mod report;
-pub mod state;
+pub(crate) mod state;
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -44,9 +44,9 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/mailcow-ldap-auth";
 
 /// Mailboxes per transaction: the domain row stays locked for one batch (logins of the domain
 /// that create or update a mailbox wait that long), and a batch costs one commit.
-pub const BATCH_SIZE: usize = 200;
+pub(crate) const BATCH_SIZE: usize = 200;
 
-pub struct Options {
+pub(crate) struct Options {
     /// Report what would be written; write nothing (no lock, no state, no database writes).
     pub dry_run: bool,
     /// Run even when `sync.interval_minutes` have not passed since the last completed run.
@@ -58,7 +58,7 @@ pub struct Options {
 
 /// A fault that ends the run: exit 111, the time of the run not recorded.
 #[derive(Debug, thiserror::Error)]
-pub enum SyncError {
+pub(crate) enum SyncError {
     #[error(transparent)]
     Directory(#[from] DirectoryError),
     #[error(transparent)]
@@ -120,7 +120,7 @@ enum Ending {
 
 /// How `sync` ended; `exit.rs` maps it to the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncResult {
+pub(crate) enum SyncResult {
     Completed,
     /// `sync.import_users` and `sync.periodic_full_sync` are both false.
     Off,
@@ -144,7 +144,7 @@ impl SyncResult {
     }
 }
 
-pub fn run(config_path: &Path, options: &Options) -> SyncResult {
+pub(crate) fn run(config_path: &Path, options: &Options) -> SyncResult {
     let started = Instant::now();
     let (ending, logger) = match Config::load(config_path) {
         Ok(config) => {
