@@ -1,6 +1,6 @@
 //! The provisioning decision, written once: given the mailbox as stored (or none), the LDAP
 //! entry's mapping values and the configuration, what should happen — create the mailbox from
-//! a template, re-apply its mapped template, nothing, or a refusal with its reason.
+//! a template, re-apply its mapped template, nothing, or blocked (a `Blocker` says why).
 //!
 //! The login flow executes the plan, the sync executes plans in batches, and `test-connection`
 //! and dry runs print them. The writes themselves (and their checks on locked rows) live in
@@ -197,7 +197,7 @@ mod tests {
     }
 
     #[test]
-    fn other_authsources_and_resources_are_refused() {
+    fn other_authsources_and_resources_are_blocked() {
         let m = staff();
         let p = policy(&m, true, true);
         let other = |authsource, resource| MailboxState::Existing {
