@@ -17,7 +17,9 @@ use crate::file_trust;
 
 mod mailcow_idp;
 mod redis;
-pub use mailcow_idp::{IDP_KEYS, IdpRows, SettingOrigin};
+#[cfg(test)]
+pub(crate) use mailcow_idp::IDP_KEYS;
+pub(crate) use mailcow_idp::{IdpRows, SettingOrigin};
 pub use redis::{RedisAddress, RedisConfig};
 
 /// Where the configuration lives unless `--config` or `MAILCOW_LDAP_AUTH_CONFIG` says otherwise.
@@ -151,7 +153,7 @@ fn yes() -> bool {
     true
 }
 /// `deadline_ms` when the file does not set it.
-pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(10_000);
+pub(crate) const DEFAULT_DEADLINE: Duration = Duration::from_millis(10_000);
 
 fn default_deadline_ms() -> u64 {
     DEFAULT_DEADLINE.as_millis() as u64
@@ -224,7 +226,7 @@ pub struct LdapConfig {
 impl LdapConfig {
     /// Settings that expose the passwords on the network: `test-connection` warns about them
     /// on every run (logins do not, to keep the mail log for logins).
-    pub fn exposure_warnings(&self) -> Vec<String> {
+    pub(crate) fn exposure_warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
         if self.ignore_ssl_errors {
             warnings.push(
@@ -390,7 +392,7 @@ pub struct ServeConfig {
     pub client_timeout_ms: u64,
 }
 
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9077";
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:9077";
 
 fn default_listen() -> String {
     DEFAULT_LISTEN.into()
@@ -438,11 +440,11 @@ impl ServeConfig {
 }
 
 /// The placeholders `dovecot.userdb_fields` values may use.
-pub const USERDB_PLACEHOLDERS: [&str; 3] = ["username", "local_part", "domain"];
+pub(crate) const USERDB_PLACEHOLDERS: [&str; 3] = ["username", "local_part", "domain"];
 
 impl Config {
     /// Reads and validates the file at `path`.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
         let text =
             zeroize::Zeroizing::new(read_trusted(path).map_err(|e| ConfigError::new(path, e))?);
         Config::from_yaml(&text, path)
@@ -554,7 +556,7 @@ fn secret(
 
 /// A secret kept in `file` (named `key` in errors), read with the trust checks of the
 /// configuration; its last newline is dropped.
-pub fn secret_file(
+pub(crate) fn secret_file(
     file: &Path,
     key: &str,
     warnings: &mut Vec<String>,
@@ -779,7 +781,7 @@ impl DovecotConfig {
     /// The userdb fields with their placeholders filled in for one mailbox. One pass, so a value holding a placeholder's text is not
     /// expanded again. Fields are paths (home, mail): a value with a '/', or one that is '.',
     /// '..' or empty, could put one mailbox's directory inside another's and is refused.
-    pub fn expand_userdb_fields(
+    pub(crate) fn expand_userdb_fields(
         &self,
         username: &str,
         local_part: &str,

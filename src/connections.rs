@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::deadline::Deadline;
-use crate::ldap::{self, DirectoryError, Rejected, Session, UserSearch};
+use crate::ldap::{self, DirectoryError, InvalidCredentials, Session, UserSearch};
 use crate::login::LoginError;
 use crate::mailcow::Store;
 
@@ -27,7 +27,7 @@ pub trait Connections {
         dn: &str,
         password: &str,
         deadline: &Deadline,
-    ) -> Result<Result<(), Rejected>, LoginError>;
+    ) -> Result<Result<(), InvalidCredentials>, LoginError>;
 
     /// The flow needs no more LDAP for this request: close or hand back those connections.
     fn directory_done(&mut self);
@@ -90,7 +90,7 @@ impl Connections for Fresh<'_> {
         dn: &str,
         password: &str,
         deadline: &Deadline,
-    ) -> Result<Result<(), Rejected>, LoginError> {
+    ) -> Result<Result<(), InvalidCredentials>, LoginError> {
         Ok(self
             .session(deadline)?
             .check_password(dn, password, deadline)?)

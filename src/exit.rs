@@ -1,13 +1,17 @@
-//! Exit codes, Lua results and `serve`'s JSON results: the one place that maps an answer to
-//! what Dovecot is told.
+//! Exit codes, Lua results and `serve`'s JSON results: the one place that maps an answer (and
+//! every command's typed result) to what Dovecot, a timer or a shell is told.
 
+use crate::commands::authsource::AuthsourceResult;
+use crate::commands::check_report::Status;
 use crate::login::Refusal;
 use crate::request::Answer;
+use crate::serve::ServeResult;
+use crate::sync::SyncResult;
 
 /// The checkpassword exit codes as Dovecot 2.3 reads them (the `login` and `dovecot-lua`
 /// commands reuse them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitCode {
+pub(crate) enum ExitCode {
     /// Authenticated (normally reached through the reply program).
     Ok = 0,
     /// Wrong password, unknown user or refused login.
@@ -21,7 +25,7 @@ pub enum ExitCode {
 }
 
 impl ExitCode {
-    pub fn of(answer: &Answer) -> ExitCode {
+    pub(crate) fn of(answer: &Answer) -> ExitCode {
         match answer {
             Answer::Found { .. } => ExitCode::Ok,
             Answer::Refused(_) => ExitCode::Rejected,
@@ -30,8 +34,60 @@ impl ExitCode {
         }
     }
 
-    pub fn exit(self) -> ! {
+    /// The `result=` word of a request's log line.
+    pub(crate) fn log_word(self, lookup: bool) -> &'static str {
+        match (self, lookup) {
+            (ExitCode::Ok, false) => "ok",
+            (ExitCode::Ok, true) => "found",
+            (ExitCode::UnknownUser, _) => "unknown",
+            (ExitCode::TempFail, _) => "tempfail",
+            _ => "rejected",
+        }
+    }
+
+    pub(crate) fn exit(self) -> ! {
         std::process::exit(self as i32)
+    }
+}
+
+/// `sync` run by a timer: only a fault is worth a failed unit; off, not due and busy are not.
+impl From<SyncResult> for ExitCode {
+    fn from(result: SyncResult) -> Self {
+        match result {
+            SyncResult::Completed | SyncResult::Off | SyncResult::NotDue | SyncResult::Busy => {
+                ExitCode::Ok
+            }
+            SyncResult::Fault => ExitCode::TempFail,
+        }
+    }
+}
+
+impl From<AuthsourceResult> for ExitCode {
+    fn from(result: AuthsourceResult) -> Self {
+        match result {
+            AuthsourceResult::AllDone => ExitCode::Ok,
+            AuthsourceResult::SomeRefused => ExitCode::Rejected,
+            AuthsourceResult::Fault => ExitCode::TempFail,
+        }
+    }
+}
+
+/// `test-connection`: warnings pass, a failed check is a fault.
+impl From<Status> for ExitCode {
+    fn from(status: Status) -> Self {
+        match status {
+            Status::Ok | Status::Warn => ExitCode::Ok,
+            Status::Fail => ExitCode::TempFail,
+        }
+    }
+}
+
+impl From<ServeResult> for ExitCode {
+    fn from(result: ServeResult) -> Self {
+        match result {
+            ServeResult::Stopped => ExitCode::Ok,
+            ServeResult::NotStarted => ExitCode::TempFail,
+        }
     }
 }
 
@@ -44,7 +100,7 @@ impl From<ExitCode> for std::process::ExitCode {
 /// The result a Lua passdb/userdb returns, as the word `dovecot-lua` replies with; the script
 /// turns `WORD` into `dovecot.auth.PASSDB_RESULT_WORD` (or `USERDB_RESULT_WORD`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LuaResult {
+pub(crate) enum LuaResult {
     Ok,
     PasswordMismatch,
     UserUnknown,
@@ -55,7 +111,7 @@ pub enum LuaResult {
 }
 
 impl LuaResult {
-    pub fn of(answer: &Answer) -> LuaResult {
+    pub(crate) fn of(answer: &Answer) -> LuaResult {
         match answer {
             Answer::Found { .. } => LuaResult::Ok,
             Answer::Unknown => LuaResult::UserUnknown,
@@ -83,7 +139,7 @@ impl LuaResult {
         }
     }
 
-    pub fn word(self) -> &'static str {
+    pub(crate) fn word(self) -> &'static str {
         match self {
             LuaResult::Ok => "OK",
             LuaResult::PasswordMismatch => "PASSWORD_MISMATCH",
@@ -95,7 +151,7 @@ impl LuaResult {
     }
 
     /// The `result` of `serve`'s JSON answer (the script maps it back to the Lua result).
-    pub fn json_word(self) -> &'static str {
+    pub(crate) fn json_word(self) -> &'static str {
         match self {
             LuaResult::Ok => "ok",
             LuaResult::PasswordMismatch => "mismatch",

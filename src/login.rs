@@ -5,7 +5,7 @@
 use crate::config::{Config, ConfigError};
 use crate::connections::{Connections, Fresh};
 use crate::deadline::Deadline;
-use crate::ldap::{DirectoryError, Rejected, UserSearch};
+use crate::ldap::{DirectoryError, InvalidCredentials, UserSearch};
 use crate::mailcow::address::{self, AddressError};
 use crate::mailcow::provision::{self, Applied, ProvisionError};
 use crate::mailcow::{AppPassword, LoginRead, Mailbox, StoreError, password_hash};
@@ -22,8 +22,9 @@ pub struct LoginRequest<'a> {
     pub remote_ip: Option<&'a str>,
 }
 
+/// What the login flow decided: accepted, or refused for a reason (faults are `LoginError`).
 #[derive(Debug)]
-pub enum Outcome {
+pub enum Verdict {
     Accepted {
         mailbox: Box<Mailbox>,
         /// What happened on the way, for the log line ("ok", "mailbox created from …").
@@ -31,7 +32,7 @@ pub enum Outcome {
         /// The id of the app password that logged in (`None`: the LDAP password).
         app_password: Option<i64>,
     },
-    Rejected(Refusal),
+    Refused(Refusal),
 }
 
 /// Why a login is refused (exit 1). Each message is the reason logged.
@@ -92,9 +93,9 @@ pub enum LoginError {
 }
 
 /// A policy refusal of provisioning rejects the login; a database fault is temporary.
-fn provisioning_failed(e: ProvisionError) -> Result<Outcome, LoginError> {
+fn provisioning_failed(e: ProvisionError) -> Result<Verdict, LoginError> {
     match e {
-        ProvisionError::Refused(why) => Ok(Outcome::Rejected(Refusal::Provisioning(why))),
+        ProvisionError::Refused(why) => Ok(Verdict::Refused(Refusal::Provisioning(why))),
         ProvisionError::Store(e) => Err(LoginError::Store(e)),
     }
 }
@@ -137,7 +138,7 @@ pub fn authenticate(
     config: &Config,
     request: &LoginRequest,
     deadline: &Deadline,
-) -> Result<Outcome, LoginError> {
+) -> Result<Verdict, LoginError> {
     authenticate_with(&mut Fresh::new(config), config, request, deadline)
 }
 
@@ -146,17 +147,17 @@ pub fn authenticate_with(
     config: &Config,
     request: &LoginRequest,
     deadline: &Deadline,
-) -> Result<Outcome, LoginError> {
-    let rejected = |refusal| Ok(Outcome::Rejected(refusal));
+) -> Result<Verdict, LoginError> {
+    let refused = |refusal| Ok(Verdict::Refused(refusal));
     // An empty simple bind is an unauthenticated bind, which Active Directory accepts.
     if request.password.is_empty() {
-        return rejected(Refusal::EmptyPassword);
+        return refused(Refusal::EmptyPassword);
     }
     if request.password.contains('\0') {
-        return rejected(Refusal::NulInPassword);
+        return refused(Refusal::NulInPassword);
     }
     let Ok(username) = normalize_login(request.username) else {
-        return rejected(Refusal::MalformedLogin);
+        return refused(Refusal::MalformedLogin);
     };
     let outcome = decide(connections, config, request, &username, deadline)?;
     Ok(record_sasl_log(
@@ -175,8 +176,8 @@ fn decide(
     request: &LoginRequest,
     username: &str,
     deadline: &Deadline,
-) -> Result<Outcome, LoginError> {
-    let rejected = |refusal| Ok(Outcome::Rejected(refusal));
+) -> Result<Verdict, LoginError> {
+    let refused = |refusal| Ok(Verdict::Refused(refusal));
     let LoginRead {
         mailbox: existing,
         app_passwords,
@@ -186,12 +187,12 @@ fn decide(
         .login_read(username, config.reads_mailcow_settings())?;
     if let Some(mailbox) = &existing {
         if let Err(refusal) = check_access(mailbox, request.service).and(ldap_backed(mailbox)) {
-            return rejected(refusal);
+            return refused(refusal);
         }
         // mailcow's order: app passwords first, so a client set up with one never causes an
         // LDAP bind (nor an Active Directory lockout once the LDAP password changed).
         if let Some(app_password) = matching_app_password(&app_passwords, request) {
-            return Ok(Outcome::Accepted {
+            return Ok(Verdict::Accepted {
                 mailbox: Box::new(mailbox.clone()),
                 note: format!("app password {app_password}"),
                 app_password: Some(app_password),
@@ -214,13 +215,13 @@ fn decide(
     };
     let entry = match directory.find_login(request.username, username, deadline)? {
         UserSearch::Found(entry) => entry,
-        UserSearch::NotFound => return rejected(Refusal::NoLdapEntry),
-        UserSearch::Ambiguous(count) => return rejected(Refusal::Ambiguous(count)),
+        UserSearch::NotFound => return refused(Refusal::NoLdapEntry),
+        UserSearch::Ambiguous(count) => return refused(Refusal::Ambiguous(count)),
     };
-    if let Err(Rejected(detail)) =
+    if let Err(InvalidCredentials(detail)) =
         directory.check_password(&entry.dn, request.password, deadline)?
     {
-        return rejected(Refusal::WrongPassword(server_says(detail)));
+        return refused(Refusal::WrongPassword(server_says(detail)));
     }
     directory.directory_done();
     let store = connections.store(deadline)?;
@@ -230,12 +231,12 @@ fn decide(
         Policy::login(config).plan(MailboxState::of(existing.as_ref()), &entry.mapping_values);
     // `note` says what provisioning did, for the log line; `None` when it did nothing.
     let (mailbox, note) = match plan {
-        Plan::Refused(planner::Refusal::CreationOff) => return rejected(Refusal::ProvisioningOff),
-        Plan::Refused(planner::Refusal::NoMapping) => {
-            return rejected(Refusal::NoMapping(describe_values(&entry.mapping_values)));
+        Plan::Blocked(planner::Blocker::CreationOff) => return refused(Refusal::ProvisioningOff),
+        Plan::Blocked(planner::Blocker::NoMapping) => {
+            return refused(Refusal::NoMapping(describe_values(&entry.mapping_values)));
         }
-        Plan::Refused(planner::Refusal::NotLdapBacked(authsource)) => {
-            return rejected(Refusal::NotLdapBacked(authsource));
+        Plan::Blocked(planner::Blocker::NotLdapBacked(authsource)) => {
+            return refused(Refusal::NotLdapBacked(authsource));
         }
         Plan::Keep | Plan::Reapply(_) => {
             // Read again after the LDAP round trips (with the mapped template, in the same
@@ -251,11 +252,11 @@ fn decide(
                 _ => (store.mailbox(username)?, None),
             };
             let Some(mailbox) = mailbox else {
-                return rejected(Refusal::MailboxVanished);
+                return refused(Refusal::MailboxVanished);
             };
             if let Err(refusal) = check_access(&mailbox, request.service).and(ldap_backed(&mailbox))
             {
-                return rejected(refusal);
+                return refused(refusal);
             }
             match template {
                 None => (mailbox, None),
@@ -275,7 +276,7 @@ fn decide(
                         Ok(Applied::Skipped { reason, mailbox }) => (*mailbox, Some(reason)),
                         // Switched while this login waited for the row lock.
                         Ok(Applied::NotLdapBacked { authsource }) => {
-                            return rejected(Refusal::NotLdapBacked(authsource));
+                            return refused(Refusal::NotLdapBacked(authsource));
                         }
                         Err(e) => return provisioning_failed(e),
                     }
@@ -291,7 +292,7 @@ fn decide(
                 // Another login created it meanwhile: answer as for an existing mailbox.
                 Ok(done) => {
                     if let Err(refusal) = ldap_backed(&done.mailbox) {
-                        return rejected(refusal);
+                        return refused(refusal);
                     }
                     let note = "mailbox created by a concurrent login".to_owned();
                     (done.mailbox, Some(note))
@@ -302,13 +303,13 @@ fn decide(
     };
     // Provisioning may have written an inactive mailbox or a disabled protocol.
     match (check_access(&mailbox, request.service), note) {
-        (Ok(()), note) => Ok(Outcome::Accepted {
+        (Ok(()), note) => Ok(Verdict::Accepted {
             mailbox: Box::new(mailbox),
             note: note.unwrap_or_else(|| "ok".to_owned()),
             app_password: None,
         }),
-        (Err(refusal), None) => rejected(refusal),
-        (Err(refusal), Some(note)) => rejected(Refusal::Provisioning(format!("{refusal}; {note}"))),
+        (Err(refusal), None) => refused(refusal),
+        (Err(refusal), Some(note)) => refused(Refusal::Provisioning(format!("{refusal}; {note}"))),
     }
 }
 
@@ -328,13 +329,13 @@ fn record_sasl_log(
     connections: &mut dyn Connections,
     config: &Config,
     request: &LoginRequest,
-    mut outcome: Outcome,
+    mut outcome: Verdict,
     deadline: &Deadline,
-) -> Outcome {
+) -> Verdict {
     let (Some(remote_ip), true) = (request.remote_ip, config.log.sasl_log) else {
         return outcome;
     };
-    if let Outcome::Accepted {
+    if let Verdict::Accepted {
         mailbox,
         note,
         app_password,

@@ -1,5 +1,5 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    mailcow_ldap_auth::run(mailcow_ldap_auth::cli::Cli::parse()).into()
+    mailcow_ldap_auth::run(mailcow_ldap_auth::cli::Cli::parse())
 }

@@ -1,6 +1,6 @@
 //! The provisioning decision, written once: given the mailbox as stored (or none), the LDAP
 //! entry's mapping values and the configuration, what should happen — create the mailbox from
-//! a template, re-apply its mapped template, nothing, or a refusal with its reason.
+//! a template, re-apply its mapped template, nothing, or blocked (a `Blocker` says why).
 //!
 //! The login flow executes the plan, the sync executes plans in batches, and `test-connection`
 //! and dry runs print them. The writes themselves (and their checks on locked rows) live in
@@ -45,13 +45,13 @@ impl<'c> Policy<'c> {
     pub fn plan(&self, mailbox: MailboxState, mapping_values: &[String]) -> Plan<'c> {
         let mapped = mapped_template(self.mapping, mapping_values);
         match mailbox {
-            MailboxState::Missing if !self.creates => Plan::Refused(Refusal::CreationOff),
+            MailboxState::Missing if !self.creates => Plan::Blocked(Blocker::CreationOff),
             MailboxState::Missing => match mapped.or(self.default_template) {
                 Some(template) => Plan::Create(template),
-                None => Plan::Refused(Refusal::NoMapping),
+                None => Plan::Blocked(Blocker::NoMapping),
             },
             MailboxState::Existing { .. } => match ldap_backed(mailbox) {
-                Err(authsource) => Plan::Refused(Refusal::NotLdapBacked(authsource)),
+                Err(authsource) => Plan::Blocked(Blocker::NotLdapBacked(authsource)),
                 Ok(()) => match mapped {
                     Some(template) if self.updates => Plan::Reapply(template),
                     _ => Plan::Keep,
@@ -95,12 +95,12 @@ pub enum Plan<'c> {
     /// Leave the mailbox as it is: no mapped template (the default template is for creation
     /// only), or the caller does not update.
     Keep,
-    Refused(Refusal),
+    Blocked(Blocker),
 }
 
 /// Why nothing may be provisioned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub enum Blocker {
     /// No mailbox, and this caller does not create any (`login_provisioning` or
     /// `sync.import_users` off).
     #[error("no mailbox, and creation is off")]
@@ -172,7 +172,7 @@ mod tests {
             default_template: None,
             ..p
         };
-        assert_eq!(p.plan(MISSING, &[]), Plan::Refused(Refusal::NoMapping));
+        assert_eq!(p.plan(MISSING, &[]), Plan::Blocked(Blocker::NoMapping));
     }
 
     #[test]
@@ -181,7 +181,7 @@ mod tests {
         let p = policy(&m, false, false);
         assert_eq!(
             p.plan(MISSING, &values("staff")),
-            Plan::Refused(Refusal::CreationOff)
+            Plan::Blocked(Blocker::CreationOff)
         );
         assert_eq!(p.plan(LDAP, &values("staff")), Plan::Keep);
         let p = policy(&m, true, true);
@@ -197,7 +197,7 @@ mod tests {
     }
 
     #[test]
-    fn other_authsources_and_resources_are_refused() {
+    fn other_authsources_and_resources_are_blocked() {
         let m = staff();
         let p = policy(&m, true, true);
         let other = |authsource, resource| MailboxState::Existing {
@@ -211,7 +211,7 @@ mod tests {
         ] {
             assert_eq!(
                 p.plan(state, &values("staff")),
-                Plan::Refused(Refusal::NotLdapBacked(authsource.into()))
+                Plan::Blocked(Blocker::NotLdapBacked(authsource.into()))
             );
         }
     }

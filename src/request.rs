@@ -12,7 +12,7 @@ use crate::connections::{Connections, Fresh};
 use crate::deadline::Deadline;
 use crate::exit::ExitCode;
 use crate::log::{Logger, Severity, printable, printable_word};
-use crate::login::{self, LoginRequest, Outcome, Refusal};
+use crate::login::{self, LoginRequest, Refusal, Verdict};
 use crate::mailcow::Mailbox;
 
 pub struct Request<'a> {
@@ -53,8 +53,6 @@ pub struct Served {
     pub answer: Answer,
     /// Why, as logged (for a front end that can pass it on).
     pub reason: String,
-    /// `None` when the configuration could not be read (then the answer is a fault).
-    pub config: Option<Config>,
     pub logger: Arc<Logger>,
     /// Keeps the deadline enforced while the front end delivers the answer.
     _watchdog: Watchdog,
@@ -63,7 +61,7 @@ pub struct Served {
 /// Runs one request; `watchdog` was started when the front end began reading it.
 pub fn serve(config_path: &Path, request: &Request, watchdog: Watchdog) -> Served {
     let started = watchdog.started;
-    let report = Arc::new(Report::new(request, started));
+    let report = Arc::new(RequestLog::new(request, started));
     let config = match Config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
@@ -73,7 +71,6 @@ pub fn serve(config_path: &Path, request: &Request, watchdog: Watchdog) -> Serve
             return Served {
                 answer: Answer::Fault,
                 reason,
-                config: None,
                 logger,
                 _watchdog: watchdog,
             };
@@ -102,7 +99,6 @@ pub fn serve(config_path: &Path, request: &Request, watchdog: Watchdog) -> Serve
     Served {
         answer,
         reason,
-        config: Some(config),
         logger,
         _watchdog: watchdog,
     }
@@ -114,7 +110,7 @@ pub(crate) fn answer_logged(
     connections: &mut dyn Connections,
     logger: &Logger,
     request: &Request,
-    report: &Report,
+    report: &RequestLog,
     deadline: &Deadline,
 ) -> (Answer, String) {
     let (answer, reason) = answer(config, connections, request, deadline);
@@ -126,19 +122,19 @@ pub(crate) fn answer_logged(
 pub(crate) fn log_answer(
     logger: &Logger,
     request: &Request,
-    report: &Report,
+    report: &RequestLog,
     answer: &Answer,
     reason: &str,
 ) {
     let code = ExitCode::of(answer);
-    let severity = if code == ExitCode::TempFail {
+    let severity = if matches!(answer, Answer::Fault) {
         Severity::Error
     } else {
         Severity::Info
     };
     logger.log(
         severity,
-        &report.line(result_word(code, request.lookup), reason),
+        &report.line(code.log_word(request.lookup), reason),
     );
 }
 
@@ -176,8 +172,8 @@ fn answer(
         remote_ip: (request.remote_ip != UNKNOWN_IP).then_some(request.remote_ip.as_str()),
     };
     match login::authenticate_with(connections, config, &login, deadline) {
-        Ok(Outcome::Accepted { mailbox, note, .. }) => found(config, mailbox, note, false),
-        Ok(Outcome::Rejected(refusal)) => {
+        Ok(Verdict::Accepted { mailbox, note, .. }) => found(config, mailbox, note, false),
+        Ok(Verdict::Refused(refusal)) => {
             let reason = refusal.to_string();
             (Answer::Refused(refusal), reason)
         }
@@ -208,7 +204,7 @@ pub(crate) fn found(
 }
 
 /// The one log line every request ends with.
-pub(crate) struct Report {
+pub(crate) struct RequestLog {
     user: String,
     service: String,
     remote_ip: String,
@@ -216,9 +212,9 @@ pub(crate) struct Report {
     started: Instant,
 }
 
-impl Report {
-    pub(crate) fn new(request: &Request, started: Instant) -> Report {
-        Report {
+impl RequestLog {
+    pub(crate) fn new(request: &Request, started: Instant) -> RequestLog {
+        RequestLog {
             user: String::from_utf8_lossy(request.user).into_owned(),
             service: request.service.clone(),
             remote_ip: request.remote_ip.clone(),
@@ -244,16 +240,6 @@ impl Report {
     }
 }
 
-fn result_word(code: ExitCode, lookup: bool) -> &'static str {
-    match (code, lookup) {
-        (ExitCode::Ok, false) => "ok",
-        (ExitCode::Ok, true) => "found",
-        (ExitCode::UnknownUser, _) => "unknown",
-        (ExitCode::TempFail, _) => "tempfail",
-        _ => "rejected",
-    }
-}
-
 /// Dovecot waits forever for a checkpassword child and gives a Lua auth-worker request 60 s:
 /// past the deadline the watchdog answers "try later" itself (exit 111). A front end starts
 /// it first thing, so that reading the request is bounded too.
@@ -267,7 +253,7 @@ struct Armed {
     deadline: Deadline,
     budget_ms: u128,
     logger: Arc<Logger>,
-    report: Arc<Report>,
+    report: Arc<RequestLog>,
 }
 
 impl Watchdog {
@@ -323,11 +309,11 @@ fn exit_logged(logger: &Logger, line: &str) -> ! {
         hard_exit();
     });
     logger.log(Severity::Error, line);
-    ExitCode::TempFail.exit();
+    ExitCode::of(&Answer::Fault).exit();
 }
 
 /// Exit 111 at once, without exit handlers or buffer flushes that could block too.
 fn hard_exit() -> ! {
     // SAFETY: _exit only ends the process.
-    unsafe { libc::_exit(ExitCode::TempFail as i32) }
+    unsafe { libc::_exit(ExitCode::of(&Answer::Fault) as i32) }
 }

@@ -61,7 +61,7 @@ impl Credentials {
 
 /// Takes fd 3 over, or [`InputError::NoFd3`] when it is not open. Call it before anything
 /// that could open a file: a new file would get number 3 if it were free.
-pub fn take_fd3() -> Result<File, InputError> {
+pub(crate) fn take_fd3() -> Result<File, InputError> {
     // SAFETY: F_GETFD only asks whether the descriptor exists.
     if unsafe { libc::fcntl(3, libc::F_GETFD) } == -1 {
         return Err(InputError::NoFd3);
@@ -73,7 +73,7 @@ pub fn take_fd3() -> Result<File, InputError> {
 
 /// Reads the whole request from fd 3 (as taken by [`take_fd3`]) and closes it. Blocks until
 /// the writer closes its end: the caller bounds that with its deadline.
-pub fn read_request(mut fd3: File) -> Result<Credentials, InputError> {
+pub(crate) fn read_request(mut fd3: File) -> Result<Credentials, InputError> {
     let mut buffer = Zeroizing::new(Vec::with_capacity(MAX_REQUEST + 1));
     let result = (&mut fd3)
         .take(MAX_REQUEST as u64 + 1)

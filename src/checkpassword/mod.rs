@@ -2,7 +2,7 @@
 //! the reply program out; the request itself is [`crate::request`]'s.
 
 pub mod input;
-pub mod reply;
+pub(crate) mod reply;
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -33,7 +33,7 @@ impl RequestEnv {
 }
 
 /// Runs one checkpassword request; returns only when not exec'ing the reply program.
-pub fn run(config_path: &Path, reply_program: &[OsString]) -> ExitCode {
+pub(crate) fn run(config_path: &Path, reply_program: &[OsString]) -> ExitCode {
     let misuse = |e: input::InputError| {
         eprintln!("{}: {e}", crate::log::IDENT);
         ExitCode::Misuse
@@ -73,7 +73,7 @@ pub fn run(config_path: &Path, reply_program: &[OsString]) -> ExitCode {
                     reply_program[0]
                 ),
             );
-            ExitCode::TempFail
+            ExitCode::of(&Answer::Fault)
         }
         answer => ExitCode::of(answer),
     }

@@ -13,7 +13,6 @@ use std::path::Path;
 
 use crate::config::Config;
 use crate::deadline::Deadline;
-use crate::exit::ExitCode;
 use crate::ldap::{self, DirectoryError, Session, UserSearch};
 use crate::log::{Logger, Severity, printable, printable_word};
 use crate::login::Refusal;
@@ -32,7 +31,7 @@ pub enum Target {
 }
 
 impl Target {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Target::Ldap => "ldap",
             Target::Mailcow => "mailcow",
@@ -40,7 +39,18 @@ impl Target {
     }
 }
 
-/// A fault: exit 111, nothing written.
+/// How `authsource` ended; `exit.rs` maps it to the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AuthsourceResult {
+    /// Every address switched, would switch (dry run) or already had the target.
+    AllDone,
+    /// At least one address was refused; the others were switched.
+    SomeRefused,
+    /// Configuration, LDAP or database: nothing was written.
+    Fault,
+}
+
+/// A fault: nothing written.
 #[derive(Debug, thiserror::Error)]
 enum Fault {
     #[error(transparent)]
@@ -66,9 +76,14 @@ enum Decision {
     },
 }
 
-pub fn run(config_path: &Path, target: Target, addresses: &[String], dry_run: bool) -> ExitCode {
+pub(crate) fn run(
+    config_path: &Path,
+    target: Target,
+    addresses: &[String],
+    dry_run: bool,
+) -> AuthsourceResult {
     let Some(config) = super::load_config(config_path) else {
-        return ExitCode::TempFail;
+        return AuthsourceResult::Fault;
     };
     let result = Store::connect(&config.database, config.database.timeout)
         .map_err(Fault::from)
@@ -90,18 +105,18 @@ pub fn run(config_path: &Path, target: Target, addresses: &[String], dry_run: bo
         Ok(done) => done,
         Err(e) => {
             eprintln!("error: {e}; no mailbox was changed");
-            return ExitCode::TempFail;
+            return AuthsourceResult::Fault;
         }
     };
 
     let logger = (!dry_run).then(|| Logger::new(&config.log));
     let mut switched = switched.into_iter();
-    let mut code = ExitCode::Ok;
+    let mut result = AuthsourceResult::AllDone;
     for (addr, decision) in decisions {
         match decision {
             Decision::Refused(why) => {
                 println!("refused {addr}: {why}");
-                code = ExitCode::Rejected;
+                result = AuthsourceResult::SomeRefused;
             }
             Decision::Unchanged => println!("unchanged {addr}: already {}", target.as_str()),
             Decision::Switch {
@@ -127,7 +142,7 @@ pub fn run(config_path: &Path, target: Target, addresses: &[String], dry_run: bo
                     }
                 } else {
                     println!("refused {addr}: its authsource changed meanwhile; run again");
-                    code = ExitCode::Rejected;
+                    result = AuthsourceResult::SomeRefused;
                     continue;
                 }
                 if no_password {
@@ -140,7 +155,7 @@ pub fn run(config_path: &Path, target: Target, addresses: &[String], dry_run: bo
             }
         }
     }
-    code
+    result
 }
 
 /// The first pass: reads only. Each address (normalised like a login name; repeats are dropped)

@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::exit::ExitCode;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -138,8 +136,8 @@ impl Report {
             .unwrap_or(Status::Ok)
     }
 
-    /// Prints the JSON object (with `--json`) and answers 0, or 111 when a check failed.
-    pub fn finish(self) -> ExitCode {
+    /// Prints the JSON object (with `--json`) and answers the worst status (`exit.rs` maps it).
+    pub fn finish(self) -> Status {
         let result = self.result();
         if self.format == Format::Json {
             let object = serde_json::json!({
@@ -151,11 +149,7 @@ impl Report {
             });
             println!("{object:#}");
         }
-        if result == Status::Fail {
-            ExitCode::TempFail
-        } else {
-            ExitCode::Ok
-        }
+        result
     }
 }
 
@@ -167,6 +161,7 @@ fn millis(duration: Duration) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exit::ExitCode;
 
     #[test]
     fn the_worst_status_decides_result_and_exit_code() {
@@ -177,11 +172,11 @@ mod tests {
         assert_eq!(report.result(), Status::Warn);
         report.check("template", false, "missing");
         assert_eq!(report.result(), Status::Fail);
-        assert_eq!(report.finish(), ExitCode::TempFail);
+        assert_eq!(ExitCode::from(report.finish()), ExitCode::TempFail);
 
         let mut report = Report::new(Format::Json);
         report.warn("configuration", "w");
-        assert_eq!(report.finish(), ExitCode::Ok);
+        assert_eq!(ExitCode::from(report.finish()), ExitCode::Ok);
     }
 
     #[test]

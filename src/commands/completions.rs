@@ -40,7 +40,7 @@ pub fn write(shell: Shell, out: &mut dyn Write) {
     clap_complete::generate(generator, &mut command, name, out);
 }
 
-pub fn run(shell: Shell) -> ExitCode {
+pub(crate) fn run(shell: Shell) -> ExitCode {
     write(shell, &mut std::io::stdout().lock());
     ExitCode::Ok
 }

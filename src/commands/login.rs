@@ -7,12 +7,12 @@ use zeroize::Zeroizing;
 
 use crate::deadline::Deadline;
 use crate::exit::ExitCode;
-use crate::login::{self, LoginRequest, Outcome};
+use crate::login::{self, LoginRequest, Verdict};
 use crate::request::{self, Answer};
 
 pub fn run(config_path: &Path, user: &str, service: &str) -> ExitCode {
     let Some(config) = super::load_config(config_path) else {
-        return ExitCode::TempFail;
+        return ExitCode::of(&Answer::Fault);
     };
     let password = match read_password(user) {
         Ok(p) => p,
@@ -30,7 +30,7 @@ pub fn run(config_path: &Path, user: &str, service: &str) -> ExitCode {
         remote_ip: None,
     };
     let (answer, line) = match login::authenticate(&config, &request, &deadline) {
-        Ok(Outcome::Accepted { mailbox, note, .. }) => {
+        Ok(Verdict::Accepted { mailbox, note, .. }) => {
             let (answer, reason) = request::found(&config, mailbox, note, false);
             let line = match &answer {
                 Answer::Found { mailbox, .. } => format!("ok: {} ({reason})", mailbox.username),
@@ -38,7 +38,7 @@ pub fn run(config_path: &Path, user: &str, service: &str) -> ExitCode {
             };
             (answer, line)
         }
-        Ok(Outcome::Rejected(refusal)) => {
+        Ok(Verdict::Refused(refusal)) => {
             let line = format!("rejected: {refusal}");
             (Answer::Refused(refusal), line)
         }

@@ -1,10 +1,10 @@
 //! The shell-facing subcommands.
 
 pub mod authsource;
-pub mod check_report;
+pub(crate) mod check_report;
 pub mod completions;
-pub mod login;
-pub mod test_connection;
+pub(crate) mod login;
+pub(crate) mod test_connection;
 
 use std::path::Path;
 

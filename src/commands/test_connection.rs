@@ -6,10 +6,9 @@
 use std::borrow::Cow;
 use std::path::Path;
 
-use super::check_report::{Format, MailboxFindings, NextLogin, Report, UserFindings};
+use super::check_report::{Format, MailboxFindings, NextLogin, Report, Status, UserFindings};
 use crate::config::{Config, SettingOrigin};
 use crate::deadline::Deadline;
-use crate::exit::ExitCode;
 use crate::ldap::{self, Session, UserSearch};
 use crate::login::{Refusal, normalize_login};
 use crate::mailcow::provision::{self, Preview, ProvisionError};
@@ -17,7 +16,8 @@ use crate::mailcow::{Store, effective_config};
 use crate::mapping::mapped_template;
 use crate::planner::{self, MailboxState, Plan, Policy};
 
-pub fn run(config_path: &Path, user: Option<&str>, format: Format) -> ExitCode {
+/// The worst check's status.
+pub fn run(config_path: &Path, user: Option<&str>, format: Format) -> Status {
     let mut report = Report::new(format);
     let file_config = match Config::load(config_path) {
         Ok(config) => config,
@@ -252,7 +252,7 @@ fn check_user(
         });
         let template = match plan {
             Plan::Reapply(template) => template,
-            Plan::Refused(planner::Refusal::NotLdapBacked(authsource)) => {
+            Plan::Blocked(planner::Blocker::NotLdapBacked(authsource)) => {
                 return not_ldap_backed(found, report, &authsource);
             }
             _ => {
@@ -287,7 +287,7 @@ fn check_user(
     }
     let template = match plan {
         Plan::Create(template) => template,
-        Plan::Refused(planner::Refusal::NoMapping) => {
+        Plan::Blocked(planner::Blocker::NoMapping) => {
             let values = format!("{:?}", entry.mapping_values);
             return refuse(found, report, Refusal::NoMapping(values).to_string());
         }

@@ -15,10 +15,12 @@ use super::{
 };
 
 /// The `identity_provider` rows read: key → value as stored (`bindpass` is a secret).
-pub type IdpRows = BTreeMap<String, Zeroizing<String>>;
+pub(crate) type IdpRows = BTreeMap<String, Zeroizing<String>>;
 
-/// The keys read from `identity_provider` (never OIDC leftovers such as `client_secret`).
-pub const IDP_KEYS: [&str; 16] = [
+/// The keys read from `identity_provider` (never OIDC leftovers such as `client_secret`); a
+/// unit test holds the store's statement to them.
+#[cfg(test)]
+pub(crate) const IDP_KEYS: [&str; 16] = [
     "authsource",
     "host",
     "port",
@@ -80,7 +82,7 @@ pub struct LocalLdap {
 
 /// Where a setting in use came from (`test-connection` prints it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SettingOrigin {
+pub(crate) enum SettingOrigin {
     File,
     /// The `identity_provider` key(s).
     Mailcow(&'static str),
@@ -152,7 +154,7 @@ impl LocalLdap {
 
 impl Config {
     /// Whether the LDAP settings must be read from mailcow's table before use.
-    pub fn reads_mailcow_settings(&self) -> bool {
+    pub(crate) fn reads_mailcow_settings(&self) -> bool {
         self.from_mailcow.is_some()
     }
 
@@ -160,7 +162,7 @@ impl Config {
     /// `identity_provider` rows (itself, unchanged, without `ldap.from_mailcow`). No LDAP
     /// provider in the table, or settings this program would refuse in the file, are a
     /// configuration error.
-    pub fn with_mailcow_settings(&self, rows: &IdpRows) -> Result<Config, ConfigError> {
+    pub(crate) fn with_mailcow_settings(&self, rows: &IdpRows) -> Result<Config, ConfigError> {
         let mut config = self.clone();
         let Some(local) = &self.from_mailcow else {
             return Ok(config);
@@ -223,7 +225,7 @@ impl Config {
     }
 
     /// Each LDAP and mapping setting in use, and where it came from.
-    pub fn setting_origins(&self) -> Vec<(&'static str, SettingOrigin)> {
+    pub(crate) fn setting_origins(&self) -> Vec<(&'static str, SettingOrigin)> {
         let owned = MAILCOW_OWNED
             .iter()
             .filter(|(key, _)| *key != "ldap.bind_password_file")

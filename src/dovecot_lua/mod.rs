@@ -2,7 +2,7 @@
 //! Dovecot 2.3 and 2.4): the login name and request fields as arguments, the password on
 //! standard input, the answer as a [`reply`] written to a file the script created.
 
-pub mod reply;
+pub(crate) mod reply;
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -13,11 +13,11 @@ use zeroize::Zeroizing;
 
 use crate::exit::ExitCode;
 use crate::log::Severity;
-use crate::request::{self, Request, Watchdog};
+use crate::request::{self, Answer, Request, Watchdog};
 use crate::userdb::DovecotVersion;
 
 /// A password longer than this is refused as misuse (exit 2) rather than read on forever.
-pub const MAX_PASSWORD: usize = 4096;
+pub(crate) const MAX_PASSWORD: usize = 4096;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Mode {
@@ -47,7 +47,7 @@ pub struct Args {
     pub reply_file: Option<PathBuf>,
 }
 
-pub fn run(config_path: &Path, mode: &Mode) -> ExitCode {
+pub(crate) fn run(config_path: &Path, mode: &Mode) -> ExitCode {
     let watchdog = Watchdog::start("dovecot-lua", "the password on standard input");
     let (args, lookup) = match mode {
         Mode::Verify(args) => (args, false),
@@ -89,7 +89,7 @@ pub fn run(config_path: &Path, mode: &Mode) -> ExitCode {
                 Severity::Error,
                 &format!("cannot reply to Dovecot's Lua: {e}"),
             );
-            ExitCode::TempFail
+            ExitCode::of(&Answer::Fault)
         }
     }
 }

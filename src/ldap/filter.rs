@@ -40,7 +40,7 @@ pub fn user_filter(admin_filter: Option<&str>, username_field: &str, logins: &[&
 /// `(&<filter>(<field>=*))`, or just the presence test without an admin filter: every entry
 /// that carries a username, as the sync lists them. The admin filter is the one validated by
 /// [`validate_admin_filter`]; the field is a validated attribute name, so nothing is escaped.
-pub fn all_users_filter(admin_filter: Option<&str>, username_field: &str) -> String {
+pub(crate) fn all_users_filter(admin_filter: Option<&str>, username_field: &str) -> String {
     let presence = format!("({username_field}=*)");
     match admin_filter {
         Some(f) => format!("(&{f}{presence})"),

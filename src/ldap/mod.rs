@@ -26,7 +26,7 @@ mod rc {
 
 /// Every LDAP failure that is not an answer about the user: always a temporary failure.
 #[derive(Debug, thiserror::Error)]
-pub enum DirectoryError {
+pub(crate) enum DirectoryError {
     #[error("all LDAP hosts unreachable: {0}")]
     Unreachable(String),
     #[error("LDAP service bind as {bind_dn} on {host} refused: {detail}")]
@@ -52,14 +52,14 @@ pub enum DirectoryError {
 
 /// What the directory says about a login name.
 #[derive(Debug)]
-pub enum UserSearch {
+pub(crate) enum UserSearch {
     Found(UserEntry),
     NotFound,
     Ambiguous(String),
 }
 
 #[derive(Debug, Clone)]
-pub struct UserEntry {
+pub(crate) struct UserEntry {
     pub dn: String,
     /// All values of `ldap.attribute_field`, in server order.
     pub mapping_values: Vec<String>,
@@ -69,7 +69,7 @@ pub struct UserEntry {
 
 /// One entry of the sync's listing ([`Session::all_users`]).
 #[derive(Debug, Clone)]
-pub struct ListedUser {
+pub(crate) struct ListedUser {
     /// All values of `ldap.username_field`, in server order (the sync uses the first).
     pub usernames: Vec<String>,
     pub entry: UserEntry,
@@ -77,10 +77,10 @@ pub struct ListedUser {
 
 /// Entries per page of the sync's paged search (Active Directory's MaxPageSize is 1000,
 /// OpenLDAP's default size limit 500).
-pub const PAGE_SIZE: i32 = 500;
+pub(crate) const PAGE_SIZE: i32 = 500;
 
 /// An open connection bound as the service account.
-pub struct Session<'a> {
+pub(crate) struct Session<'a> {
     config: &'a LdapConfig,
     conn: LdapConn,
     host: String,
@@ -93,7 +93,7 @@ pub struct Session<'a> {
 ///
 /// The next host is tried only when this one fails at the transport level (refused, timeout,
 /// TLS handshake, busy/unavailable); an answer such as invalid credentials stops the loop.
-pub fn connect<'a>(
+pub(crate) fn connect<'a>(
     config: &'a LdapConfig,
     deadline: &Deadline,
 ) -> Result<Session<'a>, DirectoryError> {
@@ -123,7 +123,7 @@ fn connect_from<'a>(
 }
 
 /// Connects to this one host only (for `test-connection`).
-pub fn connect_to<'a>(
+pub(crate) fn connect_to<'a>(
     config: &'a LdapConfig,
     host: &str,
     deadline: &Deadline,
@@ -246,10 +246,6 @@ fn describe(e: &LdapError) -> String {
 }
 
 impl Session<'_> {
-    pub fn host(&self) -> &str {
-        &self.host
-    }
-
     fn op_timeout(
         &self,
         deadline: &Deadline,
@@ -292,7 +288,7 @@ impl Session<'_> {
     /// The entry of a login: `typed` is the name as the user typed it, `address` its mailcow
     /// form (lower case, IDN domain in ASCII). The directory may hold either spelling, so it is
     /// asked for both when they differ.
-    pub fn find_login(
+    pub(crate) fn find_login(
         &mut self,
         typed: &str,
         address: &str,
@@ -386,7 +382,10 @@ impl Session<'_> {
     ///
     /// Each entry goes to `each` as it arrives (nothing is kept here); the number of entries
     /// when the listing is complete.
-    pub fn list_users(&mut self, mut each: impl FnMut(ListedUser)) -> Result<u64, DirectoryError> {
+    pub(crate) fn list_users(
+        &mut self,
+        mut each: impl FnMut(ListedUser),
+    ) -> Result<u64, DirectoryError> {
         let cfg = self.config;
         let filter = filter::all_users_filter(cfg.filter.as_deref(), &cfg.username_field);
         let mut attrs: Vec<String> = Vec::new();
@@ -455,7 +454,7 @@ impl Session<'_> {
     }
 
     /// Reads the base DN entry itself, proving it exists and the service account may see it.
-    pub fn base_dn_exists(&mut self, deadline: &Deadline) -> Result<(), DirectoryError> {
+    pub(crate) fn base_dn_exists(&mut self, deadline: &Deadline) -> Result<(), DirectoryError> {
         let timeout = self.op_timeout(deadline, "base DN check")?;
         let base = &self.config.base_dn;
         let result = self
@@ -473,15 +472,15 @@ impl Session<'_> {
         }
     }
 
-    /// Binds as `dn` with the user's password. `Err(Rejected)` is invalid credentials (49),
+    /// Binds as `dn` with the user's password. `Err(InvalidCredentials)` is invalid credentials (49),
     /// with the server's diagnostic text: Active Directory says there why (`data 52e` wrong
     /// password, `775` locked, `533` disabled, `532` expired, …).
-    pub fn check_password(
+    pub(crate) fn check_password(
         &mut self,
         dn: &str,
         password: &str,
         deadline: &Deadline,
-    ) -> Result<Result<(), Rejected>, DirectoryError> {
+    ) -> Result<Result<(), InvalidCredentials>, DirectoryError> {
         let timeout = self.op_timeout(deadline, "user bind")?;
         let result = self
             .conn
@@ -490,7 +489,7 @@ impl Session<'_> {
             .map_err(|e| self.op_error(deadline, "user bind", describe(&e)))?;
         match result.rc {
             rc::SUCCESS => Ok(Ok(())),
-            rc::INVALID_CREDENTIALS => Ok(Err(Rejected(result.text))),
+            rc::INVALID_CREDENTIALS => Ok(Err(InvalidCredentials(result.text))),
             code => Err(self.op_error(deadline, "user bind", format!("rc={code} {}", result.text))),
         }
     }
@@ -498,7 +497,7 @@ impl Session<'_> {
 
 /// The server refused the user's password; its diagnostic text (often empty).
 #[derive(Debug)]
-pub struct Rejected(pub String);
+pub(crate) struct InvalidCredentials(pub String);
 
 /// The mapping values and display name of an entry, as the login and the sync read them.
 fn user_entry(cfg: &LdapConfig, entry: SearchEntry) -> UserEntry {

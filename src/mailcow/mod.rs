@@ -1,12 +1,12 @@
 //! mailcow's MySQL/MariaDB schema: mailbox lookups, templates and provisioning.
 
 pub mod address;
-pub mod password_hash;
-pub mod provision;
-pub mod ratelimit;
+pub(crate) mod password_hash;
+pub(crate) mod provision;
+pub(crate) mod ratelimit;
 pub mod template;
 
-pub mod store;
+pub(crate) mod store;
 
 use std::borrow::Cow;
 
@@ -14,14 +14,14 @@ use serde_json::{Map, Value};
 
 use crate::config::{Config, ConfigError};
 
-pub use store::{
+pub(crate) use store::{
     AppPassword, AuthsourceChange, LoginRead, MailboxDigest, SqlPassword, Store, StoreError,
     UnreadableMailbox,
 };
 
 /// Why the configuration could not be completed from mailcow's `identity_provider` table.
 #[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
+pub(crate) enum SettingsError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -30,7 +30,7 @@ pub enum SettingsError {
 
 /// The configuration a command runs with: with `ldap.from_mailcow`, completed from mailcow's
 /// table as it is now; otherwise the file's.
-pub fn effective_config<'c>(
+pub(crate) fn effective_config<'c>(
     config: &'c Config,
     store: &mut Store,
 ) -> Result<Cow<'c, Config>, SettingsError> {
@@ -42,11 +42,11 @@ pub fn effective_config<'c>(
 }
 
 /// Resource mailboxes (`mailbox.kind`) never log in.
-pub const RESOURCE_KINDS: [&str; 3] = ["location", "thing", "group"];
+pub(crate) const RESOURCE_KINDS: [&str; 3] = ["location", "thing", "group"];
 
 /// One row of `mailbox` with its domain's `active` flag.
 #[derive(Debug, Clone)]
-pub struct Mailbox {
+pub(crate) struct Mailbox {
     pub username: String,
     pub name: String,
     /// Bytes; 0 = unlimited.
@@ -63,12 +63,12 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
-    pub fn is_resource(&self) -> bool {
+    pub(crate) fn is_resource(&self) -> bool {
         RESOURCE_KINDS.contains(&self.kind.as_str())
     }
 
     /// A string-valued key of `attributes` (mailcow writes every value as a string).
-    pub fn attribute(&self, key: &str) -> Option<String> {
+    pub(crate) fn attribute(&self, key: &str) -> Option<String> {
         match self.attributes.get(key)? {
             Value::String(s) => Some(s.clone()),
             Value::Number(n) => Some(n.to_string()),
@@ -78,7 +78,7 @@ impl Mailbox {
     }
 
     /// mailcow's protocol rule: refused when `<service>_access` exists and is not "1".
-    pub fn service_allowed(&self, service: &str) -> bool {
+    pub(crate) fn service_allowed(&self, service: &str) -> bool {
         let key = access_key(service);
         self.attributes.get(&key).is_none() || self.attribute(&key).as_deref() == Some("1")
     }
@@ -86,7 +86,7 @@ impl Mailbox {
 
 /// The `<service>_access` key (mailbox attributes) or column (`app_passwd`) a Dovecot service
 /// answers to. Dovecot's submission service sends mail, so it answers to `smtp_access`.
-pub fn access_key(service: &str) -> String {
+pub(crate) fn access_key(service: &str) -> String {
     match service.to_ascii_lowercase().as_str() {
         "submission" => "smtp_access".to_owned(),
         other => format!("{other}_access"),

@@ -6,12 +6,11 @@ use serde_json::{Map, Value};
 use sha1::{Digest, Sha1};
 
 /// One mebibyte: templates and mailboxes hold bytes, domain limits MiB.
-pub const MIB: i64 = 1_048_576;
+pub(crate) const MIB: i64 = 1_048_576;
 
 /// A mailbox template (`templates` row with `type = 'mailbox'`).
 #[derive(Debug, Clone)]
-pub struct Template {
-    pub id: i64,
+pub(crate) struct Template {
     /// `templates.template`, as stored.
     pub name: String,
     /// The `attributes` column exactly as stored: `attribute_hash` is computed from this text.
@@ -25,7 +24,6 @@ impl Template {
     /// A template called "T" with this attributes text, for unit tests.
     pub(crate) fn from_text(text: &str) -> Template {
         Template {
-            id: 1,
             name: "T".into(),
             raw: text.into(),
             attributes: serde_json::from_str(text).unwrap(),
@@ -40,12 +38,12 @@ impl Template {
     }
 
     /// PHP `intval()` of a key, `None` when the key is absent.
-    pub fn int(&self, key: &str) -> Option<i64> {
+    pub(crate) fn int(&self, key: &str) -> Option<i64> {
         self.attributes.get(key).map(php_intval)
     }
 
     /// PHP `strval()` of a key, `None` when the key is absent or not a scalar.
-    pub fn string(&self, key: &str) -> Option<String> {
+    pub(crate) fn string(&self, key: &str) -> Option<String> {
         match self.attributes.get(key)? {
             Value::String(s) => Some(s.clone()),
             Value::Number(n) => Some(n.to_string()),
@@ -56,17 +54,17 @@ impl Template {
     }
 
     /// PHP `$value != 0` for a key (mailcow's test for `acl_*` keys); absent is false.
-    pub fn nonzero(&self, key: &str) -> bool {
+    pub(crate) fn nonzero(&self, key: &str) -> bool {
         self.attributes.get(key).is_some_and(php_nonzero)
     }
 
     /// The template quota in MiB: bytes divided by 1048576, rounded down (absent: 0 = no limit).
-    pub fn quota_mib(&self) -> i64 {
+    pub(crate) fn quota_mib(&self) -> i64 {
         self.int("quota").unwrap_or(0).div_euclid(MIB)
     }
 
     /// `tags` as strings (PHP `(array)` of a single string gives one tag).
-    pub fn tags(&self) -> Vec<String> {
+    pub(crate) fn tags(&self) -> Vec<String> {
         let scalar = |v: &Value| match v {
             Value::String(s) => Some(s.clone()),
             Value::Number(n) => Some(n.to_string()),
@@ -98,7 +96,7 @@ fn php_numeric(s: &str) -> Option<f64> {
 }
 
 /// PHP 8 `intval()`.
-pub fn php_intval(v: &Value) -> i64 {
+pub(crate) fn php_intval(v: &Value) -> i64 {
     match v {
         Value::Number(n) => n
             .as_i64()
@@ -127,7 +125,7 @@ pub fn php_intval(v: &Value) -> i64 {
 }
 
 /// PHP 8 `$value != 0`.
-pub fn php_nonzero(v: &Value) -> bool {
+pub(crate) fn php_nonzero(v: &Value) -> bool {
     match v {
         Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
         Value::Bool(b) => *b,
@@ -149,7 +147,7 @@ pub fn attribute_hash(raw_attributes: &str) -> String {
 /// PHP `json_encode()` of a string with default flags: `"` `\` and `/` escaped, the usual
 /// short escapes, other control characters and every non-ASCII character as `\uXXXX`
 /// (UTF-16, so surrogate pairs above the BMP).
-pub fn php_json_encode_string(s: &str) -> String {
+pub(crate) fn php_json_encode_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 16);
     out.push('"');
     for c in s.chars() {

@@ -5,7 +5,7 @@
 use crate::config::Config;
 use crate::connections::{Connections, connect_store};
 use crate::deadline::Deadline;
-use crate::ldap::{self, DirectoryError, Rejected, Session, UserSearch};
+use crate::ldap::{self, DirectoryError, InvalidCredentials, Session, UserSearch};
 use crate::login::LoginError;
 use crate::mailcow::Store;
 
@@ -144,7 +144,7 @@ impl Connections for Pooled<'_> {
         dn: &str,
         password: &str,
         deadline: &Deadline,
-    ) -> Result<Result<(), Rejected>, LoginError> {
+    ) -> Result<Result<(), InvalidCredentials>, LoginError> {
         let pools = self.pools;
         on_directory(&pools.bind, &mut self.bind, pools.config, deadline, |s| {
             s.check_password(dn, password, deadline)

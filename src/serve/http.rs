@@ -21,7 +21,7 @@ use super::wire::{Malformed, Request as HttpRequest, Response};
 use crate::deadline::Deadline;
 use crate::exit::LuaResult;
 use crate::log::{Severity, printable};
-use crate::request::{self, Answer, Report, Request};
+use crate::request::{self, Answer, Request, RequestLog};
 use crate::userdb::{self, DovecotVersion};
 
 /// Bodies larger than this are refused (413): a login name and a password fit many times.
@@ -63,7 +63,7 @@ fn unknown() -> String {
 }
 
 /// A request turned away before the login flow: status and the reason logged (never the body).
-struct Refused(u16, String);
+struct TurnedAway(u16, String);
 
 /// Answers one HTTP request.
 pub fn handle(http: HttpRequest, generation: &Generation, server: &super::Shared) -> Response {
@@ -81,7 +81,7 @@ pub fn handle(http: HttpRequest, generation: &Generation, server: &super::Shared
     let method = http.method.as_str();
     let result = match (method, path) {
         ("GET", "/health") => Ok((json!({"status": "ok"}).to_string(), JSON)),
-        (_, "/auth" | "/lookup" | "/metrics") if !authorized(&http, generation) => Err(Refused(
+        (_, "/auth" | "/lookup" | "/metrics") if !authorized(&http, generation) => Err(TurnedAway(
             401,
             "missing or wrong token (Authorization: Bearer …)".into(),
         )),
@@ -97,11 +97,11 @@ pub fn handle(http: HttpRequest, generation: &Generation, server: &super::Shared
             server.metrics.render(&generation.pools, server.in_flight()),
             "text/plain; version=0.0.4",
         )),
-        (_, "/auth" | "/lookup" | "/metrics" | "/health") => Err(Refused(
+        (_, "/auth" | "/lookup" | "/metrics" | "/health") => Err(TurnedAway(
             405,
             format!("method {} not allowed", printable(method)),
         )),
-        _ => Err(Refused(404, "no such path".into())),
+        _ => Err(TurnedAway(404, "no such path".into())),
     };
     match result {
         Ok((body, content_type)) => Response {
@@ -109,7 +109,7 @@ pub fn handle(http: HttpRequest, generation: &Generation, server: &super::Shared
             content_type,
             body,
         },
-        Err(Refused(status, reason)) => {
+        Err(TurnedAway(status, reason)) => {
             refused(
                 generation, server, status, method, path, &http.peer, &reason,
             );
@@ -160,9 +160,9 @@ fn authorized(http: &HttpRequest, generation: &Generation) -> bool {
 }
 
 /// The error names where the JSON broke, never what it held (it may be the password).
-fn parse_auth(body: &[u8]) -> Result<(AuthBody, DovecotVersion), Refused> {
+fn parse_auth(body: &[u8]) -> Result<(AuthBody, DovecotVersion), TurnedAway> {
     let auth: AuthBody = serde_json::from_slice(body).map_err(|e| {
-        Refused(
+        TurnedAway(
             400,
             format!(
                 "bad JSON body ({:?} error at line {} column {}; fields: username, password, \
@@ -177,15 +177,15 @@ fn parse_auth(body: &[u8]) -> Result<(AuthBody, DovecotVersion), Refused> {
     Ok((auth, version))
 }
 
-fn parse_version(word: Option<&str>) -> Result<DovecotVersion, Refused> {
+fn parse_version(word: Option<&str>) -> Result<DovecotVersion, TurnedAway> {
     match word {
         None | Some("2.3") => Ok(DovecotVersion::V2_3),
         Some("2.4") => Ok(DovecotVersion::V2_4),
-        Some(_) => Err(Refused(400, "dovecot: 2.3 or 2.4".into())),
+        Some(_) => Err(TurnedAway(400, "dovecot: 2.3 or 2.4".into())),
     }
 }
 
-fn parse_lookup(query: &str) -> Result<(String, DovecotVersion), Refused> {
+fn parse_lookup(query: &str) -> Result<(String, DovecotVersion), TurnedAway> {
     let mut user = None;
     let mut version = None;
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
@@ -193,14 +193,14 @@ fn parse_lookup(query: &str) -> Result<(String, DovecotVersion), Refused> {
             "user" => user = Some(value.into_owned()),
             "dovecot" => version = Some(value.into_owned()),
             _ => {
-                return Err(Refused(
+                return Err(TurnedAway(
                     400,
                     format!("unknown parameter {}", printable(&key)),
                 ));
             }
         }
     }
-    let user = user.ok_or_else(|| Refused(400, "missing parameter user".into()))?;
+    let user = user.ok_or_else(|| TurnedAway(400, "missing parameter user".into()))?;
     Ok((user, parse_version(version.as_deref())?))
 }
 
@@ -248,7 +248,7 @@ fn run(
 ) -> (String, &'static str) {
     let config = generation.config;
     let deadline = Deadline::starting_at(started, config.deadline);
-    let report = Report::new(request, started);
+    let report = RequestLog::new(request, started);
     let (answer, reason) = match generation.pools.workers.lease(&deadline) {
         Ok(_place) => {
             let mut connections = Pooled::new(&generation.pools);

@@ -22,7 +22,6 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use crate::config::{Config, ServeConfig};
-use crate::exit::ExitCode;
 use crate::log::{Logger, Severity};
 use connections::Pools;
 use metrics::Metrics;
@@ -95,12 +94,21 @@ impl Generation {
     }
 }
 
-pub fn run(config_path: &Path) -> ExitCode {
+/// How `serve` ended; `exit.rs` maps it to the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServeResult {
+    /// SIGTERM or SIGINT, after the requests in flight ended.
+    Stopped,
+    /// The configuration or the listening socket failed.
+    NotStarted,
+}
+
+pub fn run(config_path: &Path) -> ServeResult {
     let generation = match Generation::load(config_path) {
         Ok(g) => g,
         Err(e) => {
             Logger::fallback().log(Severity::Error, &format!("serve: not started: {e}"));
-            return ExitCode::TempFail;
+            return ServeResult::NotStarted;
         }
     };
     let settings = generation.config.serve.clone();
@@ -109,7 +117,7 @@ pub fn run(config_path: &Path) -> ExitCode {
         Err(e) => {
             let line = format!("serve: cannot listen on {}: {e}", settings.listen);
             generation.logger.log(Severity::Error, &line);
-            return ExitCode::TempFail;
+            return ServeResult::NotStarted;
         }
     };
     // Blocked here, before any thread starts, so that every thread inherits the mask and only
@@ -158,7 +166,7 @@ pub fn run(config_path: &Path) -> ExitCode {
         .current()
         .logger
         .log(Severity::Info, "serve: stopped");
-    ExitCode::Ok
+    ServeResult::Stopped
 }
 
 /// Accepts connections until the listener is shut, each served on a thread of its own.

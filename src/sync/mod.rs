@@ -16,7 +16,7 @@ mod deactivate;
 mod index;
 mod progress;
 mod report;
-pub mod state;
+pub(crate) mod state;
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -25,7 +25,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{Config, StderrLevel};
 use crate::deadline::Deadline;
-use crate::exit::ExitCode;
 use crate::ldap::{self, DirectoryError, ListedUser, UserEntry};
 use crate::log::{Logger, Severity, printable, printable_word};
 use crate::login::{describe_values, with_skipped};
@@ -34,7 +33,7 @@ use crate::mailcow::provision::batch::{self, Done, Item, Mode};
 use crate::mailcow::provision::up_to_date;
 use crate::mailcow::template::Template;
 use crate::mailcow::{SettingsError, Store, StoreError, effective_config};
-use crate::planner::{MailboxState, Plan, Policy, Refusal};
+use crate::planner::{Blocker, MailboxState, Plan, Policy};
 use index::{Index, Listed, Row};
 use progress::Progress;
 use report::{Counts, JsonSummary, Kind, Outcome};
@@ -45,9 +44,9 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/mailcow-ldap-auth";
 
 /// Mailboxes per transaction: the domain row stays locked for one batch (logins of the domain
 /// that create or update a mailbox wait that long), and a batch costs one commit.
-pub const BATCH_SIZE: usize = 200;
+pub(crate) const BATCH_SIZE: usize = 200;
 
-pub struct Options {
+pub(crate) struct Options {
     /// Report what would be written; write nothing (no lock, no state, no database writes).
     pub dry_run: bool,
     /// Run even when `sync.interval_minutes` have not passed since the last completed run.
@@ -59,7 +58,7 @@ pub struct Options {
 
 /// A fault that ends the run: exit 111, the time of the run not recorded.
 #[derive(Debug, thiserror::Error)]
-pub enum SyncError {
+pub(crate) enum SyncError {
     #[error(transparent)]
     Directory(#[from] DirectoryError),
     #[error(transparent)]
@@ -115,11 +114,37 @@ impl Output<'_> {
 enum Ending {
     Done(Counts),
     Fault(String),
-    /// Not run: `off`, `not_due` or `busy`, with the line for a terminal.
-    NotRun(&'static str, String),
+    /// Not run (off, not due or busy), with the line for a terminal.
+    NotRun(SyncResult, String),
 }
 
-pub fn run(config_path: &Path, options: &Options) -> ExitCode {
+/// How `sync` ended; `exit.rs` maps it to the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SyncResult {
+    Completed,
+    /// `sync.import_users` and `sync.periodic_full_sync` are both false.
+    Off,
+    /// The last run started less than `sync.interval_minutes` ago.
+    NotDue,
+    /// Another run holds the lock.
+    Busy,
+    Fault,
+}
+
+impl SyncResult {
+    /// The `result` of the `--json` summary.
+    fn word(self) -> &'static str {
+        match self {
+            SyncResult::Completed => "ok",
+            SyncResult::Off => "off",
+            SyncResult::NotDue => "not_due",
+            SyncResult::Busy => "busy",
+            SyncResult::Fault => "tempfail",
+        }
+    }
+}
+
+pub(crate) fn run(config_path: &Path, options: &Options) -> SyncResult {
     let started = Instant::now();
     let (ending, logger) = match Config::load(config_path) {
         Ok(config) => {
@@ -136,7 +161,7 @@ pub fn run(config_path: &Path, options: &Options) -> ExitCode {
     };
     let ms = started.elapsed().as_millis();
     let stdout_tty = std::io::stdout().is_terminal();
-    let (result, counts, reason, code) = match &ending {
+    let (result, counts, reason) = match &ending {
         Ending::Done(counts) => {
             let summary = counts.summary(started);
             match &logger {
@@ -150,7 +175,7 @@ pub fn run(config_path: &Path, options: &Options) -> ExitCode {
                 }
                 None => {}
             }
-            ("ok", Some(*counts), None, ExitCode::Ok)
+            (SyncResult::Completed, Some(*counts), None)
         }
         Ending::Fault(why) => {
             let line = format!("result=tempfail reason=\"{}\" ms={ms}", printable(why));
@@ -159,18 +184,18 @@ pub fn run(config_path: &Path, options: &Options) -> ExitCode {
                 Some((logger, _)) => logger.log(Severity::Error, &format!("sync {line}")),
                 None => Logger::fallback().log(Severity::Error, &format!("sync {line}")),
             }
-            ("tempfail", None, Some(why.clone()), ExitCode::TempFail)
+            (SyncResult::Fault, None, Some(why.clone()))
         }
         Ending::NotRun(result, line) => {
             if stdout_tty && !options.json && !line.is_empty() {
                 println!("{line}");
             }
-            (*result, None, None, ExitCode::Ok)
+            (*result, None, None)
         }
     };
     if options.json {
         let summary = JsonSummary {
-            result,
+            result: result.word(),
             dry_run: options.dry_run,
             counts,
             reason,
@@ -178,7 +203,7 @@ pub fn run(config_path: &Path, options: &Options) -> ExitCode {
         };
         println!("{}", serde_json::to_string(&summary).unwrap_or_default());
     }
-    code
+    result
 }
 
 fn run_loaded(config: &Config, options: &Options, logger: &Logger) -> Ending {
@@ -188,7 +213,7 @@ fn run_loaded(config: &Config, options: &Options, logger: &Logger) -> Ending {
         if !options.json {
             println!("{line}");
         }
-        return Ending::NotRun("off", String::new());
+        return Ending::NotRun(SyncResult::Off, String::new());
     }
     let progress = Progress::new();
     if options.dry_run {
@@ -220,7 +245,7 @@ fn run_loaded(config: &Config, options: &Options, logger: &Logger) -> Ending {
                     state.lock_path().display()
                 ),
             );
-            return Ending::NotRun("busy", String::new());
+            return Ending::NotRun(SyncResult::Busy, String::new());
         }
         Err(e) => return Ending::Fault(e.to_string()),
     };
@@ -235,7 +260,7 @@ fn run_loaded(config: &Config, options: &Options, logger: &Logger) -> Ending {
                      (--force runs it now)",
                     config.sync.interval_minutes
                 );
-                return Ending::NotRun("not_due", line);
+                return Ending::NotRun(SyncResult::NotDue, line);
             }
             Ok(state::LastRun::Unreadable(why)) => {
                 logger.log(Severity::Warning, &format!("sync: {why}"))
@@ -366,7 +391,7 @@ fn plan_entry<'c>(
                 template,
                 name: name.map(Into::into),
             },
-            Plan::Refused(Refusal::NoMapping) => Listed::Settled(Outcome::warn(
+            Plan::Blocked(Blocker::NoMapping) => Listed::Settled(Outcome::warn(
                 Kind::Skipped,
                 format!(
                     "no attribute mapping for {address} ({}) and no default_template",

@@ -35,8 +35,8 @@ use super::store::{Store, StoreError, TemplateRead};
 use super::template::Template;
 use super::{Mailbox, address};
 use checks::{ApplyCheck, CreateCheck};
+pub use plan::up_to_date;
 use plan::{NewMailbox, Update};
-pub use plan::{TAG_LIMIT, clean_name, up_to_date};
 use tx::{ApplyDone, TxError, try_apply, try_create, with_retries};
 
 #[derive(Debug, thiserror::Error)]

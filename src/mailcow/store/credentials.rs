@@ -18,7 +18,8 @@ const APP_PASSWORDS: &str = "SELECT id, password, imap_access, smtp_access, dav_
      eas_access, pop3_access, sieve_access FROM app_passwd \
      WHERE active = '1' AND mailbox = ? ORDER BY id";
 
-/// The settings mailcow's UI stores for its identity provider (the keys of [`crate::config::IDP_KEYS`]).
+/// The settings mailcow's UI stores for its identity provider (the keys that `IDP_KEYS` in
+/// config/mailcow_idp.rs lists).
 const IDENTITY_PROVIDER: &str = "SELECT `key`, `value` FROM identity_provider WHERE `key` IN \
      ('authsource', 'host', 'port', 'basedn', 'username_field', 'filter', 'attribute_field', \
      'binddn', 'bindpass', 'use_ssl', 'use_tls', 'ignore_ssl_error', 'login_provisioning', \

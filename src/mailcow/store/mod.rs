@@ -28,11 +28,10 @@ use super::Mailbox;
 use super::template::Template;
 use crate::config::{DatabaseAddress, DatabaseConfig, RedisConfig};
 pub use credentials::{AppPassword, LoginRead};
-pub use missing::Misses;
 pub(crate) use rows::Columns;
 pub use tx::{
-    AddressFacts, CreationFacts, DomainRow, DomainUsage, LockedMailbox, MailboxUpdate,
-    NewMailboxRow, SOGO_STATIC_PASSWORD, Tx, USER_ACL_COLUMNS,
+    AddressFacts, DomainRow, DomainUsage, LockedMailbox, MailboxUpdate, NewMailboxRow, Tx,
+    USER_ACL_COLUMNS,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -68,10 +67,7 @@ impl<T> Context<T> for Result<T, mysql::Error> {
 }
 
 /// Lock waits (another login holding the domain row, an admin's long transaction) end as a
-/// temporary failure after this long instead of hanging the login.
-pub const LOCK_WAIT_SECONDS: u32 = 3;
-
-/// Bounded lock waits ([`LOCK_WAIT_SECONDS`]), and READ COMMITTED so that the reads after the
+/// temporary failure after 3 s instead of hanging the login; READ COMMITTED so that the reads after the
 /// domain lock see what the previous holder committed and no gap locks are taken.
 const PREPARE_WRITER: &str = "SET SESSION innodb_lock_wait_timeout = 3; \
      SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED";
@@ -468,7 +464,7 @@ fn template_from(c: &mut Columns) -> Result<Option<Template>, StoreError> {
     let id: Option<i64> = c.next()?;
     let name: Option<String> = c.next()?;
     let raw: Option<String> = c.next()?;
-    let (Some(id), Some(name)) = (id, name) else {
+    let (Some(_), Some(name)) = (id, name) else {
         return Ok(None);
     };
     let raw = raw.ok_or_else(|| {
@@ -483,7 +479,6 @@ fn template_from(c: &mut Columns) -> Result<Option<Template>, StoreError> {
         }
     };
     Ok(Some(Template {
-        id,
         name,
         raw,
         attributes,
