@@ -7,7 +7,8 @@ use crate::connections::{Connections, Fresh};
 use crate::deadline::Deadline;
 use crate::ldap::{DirectoryError, Rejected, UserSearch};
 use crate::mailcow::address::{self, AddressError};
-use crate::mailcow::provision::{self, Applied, ProvisionError};
+use crate::mailcow::provision::{self, Applied, Preview, ProvisionError, Provisioned};
+use crate::mailcow::store::{Store, TemplateRead};
 use crate::mailcow::{AppPassword, LoginRead, Mailbox, StoreError, password_hash};
 use crate::planner::{self, MailboxState, Plan, Policy};
 
@@ -132,6 +133,47 @@ pub fn check_access(mailbox: &Mailbox, service: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Whether a login provisions, or only says what it finds and would write (`login --dry-run`).
+enum Mode {
+    Write,
+    /// The steps so far, in order; nothing is written (no mailbox, no `sasl_log`, no Redis).
+    DryRun(Vec<String>),
+}
+
+impl Mode {
+    fn dry(&self) -> bool {
+        matches!(self, Mode::DryRun(_))
+    }
+
+    /// Records a step of a dry run (computed only then).
+    fn step(&mut self, text: impl FnOnce() -> String) {
+        if let Mode::DryRun(steps) = self {
+            steps.push(text());
+        }
+    }
+}
+
+/// The whole login on connections of its own, writing nothing: the outcome it would have
+/// and the steps it took (what it found, what provisioning would write, the limits checked).
+pub fn dry_run(
+    config: &Config,
+    request: &LoginRequest,
+    deadline: &Deadline,
+) -> (Result<Outcome, LoginError>, Vec<String>) {
+    let mut mode = Mode::DryRun(Vec::new());
+    let outcome = login(
+        &mut Fresh::new(config),
+        config,
+        request,
+        deadline,
+        &mut mode,
+    );
+    let Mode::DryRun(steps) = mode else {
+        unreachable!("the mode stays a dry run")
+    };
+    (outcome, steps)
+}
+
 /// [`authenticate_with`] on connections of its own.
 pub fn authenticate(
     config: &Config,
@@ -147,6 +189,24 @@ pub fn authenticate_with(
     request: &LoginRequest,
     deadline: &Deadline,
 ) -> Result<Outcome, LoginError> {
+    let outcome = login(connections, config, request, deadline, &mut Mode::Write)?;
+    Ok(record_sasl_log(
+        connections,
+        config,
+        request,
+        outcome,
+        deadline,
+    ))
+}
+
+/// The login's checks and decision, for both modes.
+fn login(
+    connections: &mut dyn Connections,
+    config: &Config,
+    request: &LoginRequest,
+    deadline: &Deadline,
+    mode: &mut Mode,
+) -> Result<Outcome, LoginError> {
     let rejected = |refusal| Ok(Outcome::Rejected(refusal));
     // An empty simple bind is an unauthenticated bind, which Active Directory accepts.
     if request.password.is_empty() {
@@ -158,14 +218,8 @@ pub fn authenticate_with(
     let Ok(username) = normalize_login(request.username) else {
         return rejected(Refusal::MalformedLogin);
     };
-    let outcome = decide(connections, config, request, &username, deadline)?;
-    Ok(record_sasl_log(
-        connections,
-        config,
-        request,
-        outcome,
-        deadline,
-    ))
+    mode.step(|| format!("login name {username}, service {}", request.service));
+    decide(connections, config, request, &username, deadline, mode)
 }
 
 /// The login's decision on a normalised address.
@@ -175,6 +229,7 @@ fn decide(
     request: &LoginRequest,
     username: &str,
     deadline: &Deadline,
+    mode: &mut Mode,
 ) -> Result<Outcome, LoginError> {
     let rejected = |refusal| Ok(Outcome::Rejected(refusal));
     let LoginRead {
@@ -184,10 +239,22 @@ fn decide(
     } = connections
         .store(deadline)?
         .login_read(username, config.reads_mailcow_settings())?;
+    mode.step(|| match &existing {
+        Some(m) => format!(
+            "mailbox {}: active {}, authsource {}, quota {} MiB, {} app password(s)",
+            m.username,
+            m.active,
+            m.authsource.as_deref().unwrap_or("mailcow"),
+            m.quota >> 20,
+            app_passwords.len()
+        ),
+        None => format!("no mailbox {username}"),
+    });
     if let Some(mailbox) = &existing {
         if let Err(refusal) = check_access(mailbox, request.service).and(ldap_backed(mailbox)) {
             return rejected(refusal);
         }
+        mode.step(|| "mailbox checks passed (active, domain, service, LDAP-backed)".into());
         // mailcow's order: app passwords first, so a client set up with one never causes an
         // LDAP bind (nor an Active Directory lockout once the LDAP password changed).
         if let Some(app_password) = matching_app_password(&app_passwords, request) {
@@ -197,6 +264,7 @@ fn decide(
                 app_password: Some(app_password),
             });
         }
+        mode.step(|| "no app password matches: the LDAP password decides".into());
     }
 
     // ldap.from_mailcow: this login's LDAP settings and mapping, as mailcow's UI stores them
@@ -206,6 +274,7 @@ fn decide(
     let mut own_directory;
     let (config, directory): (&Config, &mut dyn Connections) = match &identity_provider {
         Some(rows) => {
+            mode.step(|| "LDAP settings from mailcow's identity_provider".into());
             from_mailcow = config.with_mailcow_settings(rows)?;
             own_directory = Fresh::new(&from_mailcow);
             (&from_mailcow, &mut own_directory)
@@ -222,12 +291,20 @@ fn decide(
     {
         return rejected(Refusal::WrongPassword(server_says(detail)));
     }
+    mode.step(|| {
+        format!(
+            "LDAP entry {}: the password binds; mapping values {}",
+            entry.dn,
+            describe_values(&entry.mapping_values)
+        )
+    });
     directory.directory_done();
     let store = connections.store(deadline)?;
 
     let name = entry.display_name.as_deref();
     let plan =
         Policy::login(config).plan(MailboxState::of(existing.as_ref()), &entry.mapping_values);
+    mode.step(|| format!("plan: {plan:?}"));
     // `note` says what provisioning did, for the log line; `None` when it did nothing.
     let (mailbox, note) = match plan {
         Plan::Refused(planner::Refusal::CreationOff) => return rejected(Refusal::ProvisioningOff),
@@ -260,7 +337,7 @@ fn decide(
             match template {
                 None => (mailbox, None),
                 Some((template, loaded)) => {
-                    match provision::apply_template(store, &mailbox, name, template, loaded) {
+                    match apply_template(store, &mailbox, name, template, loaded, mode) {
                         Ok(Applied::Unchanged) => (mailbox, None),
                         Ok(Applied::Reapplied { mailbox, skipped }) => (
                             *mailbox,
@@ -283,7 +360,7 @@ fn decide(
             }
         }
         Plan::Create(template) => {
-            match provision::create(store, username, name, template) {
+            match create(store, username, name, template, mode) {
                 Ok(done) if done.created => {
                     let note = format!("mailbox created from template {template}");
                     (done.mailbox, Some(with_skipped(note, &done.skipped)))
@@ -310,6 +387,68 @@ fn decide(
         (Err(refusal), None) => rejected(refusal),
         (Err(refusal), Some(note)) => rejected(Refusal::Provisioning(format!("{refusal}; {note}"))),
     }
+}
+
+/// [`provision::create`], or in a dry run its preview (the rows go to the steps).
+fn create(
+    store: &mut Store,
+    username: &str,
+    name: Option<&str>,
+    template: &str,
+    mode: &mut Mode,
+) -> Result<Provisioned, ProvisionError> {
+    if !mode.dry() {
+        return provision::create(store, username, name, template);
+    }
+    let loaded = provision::template_for_creation(store, template)?;
+    match provision::preview_create(store, username, name, template, loaded.as_ref())? {
+        Preview::Write { rows, mailbox } => {
+            for row in rows {
+                mode.step(|| row);
+            }
+            Ok(Provisioned {
+                mailbox: *mailbox,
+                created: true,
+                skipped: Vec::new(),
+            })
+        }
+        _ => Err(ProvisionError::Refused(
+            "another login created the mailbox meanwhile".into(),
+        )),
+    }
+}
+
+/// [`provision::apply_template`], or in a dry run its preview (the rows go to the steps).
+fn apply_template(
+    store: &mut Store,
+    mailbox: &Mailbox,
+    name: Option<&str>,
+    template: &str,
+    loaded: TemplateRead,
+    mode: &mut Mode,
+) -> Result<Applied, ProvisionError> {
+    if !mode.dry() {
+        return provision::apply_template(store, mailbox, name, template, loaded);
+    }
+    Ok(
+        match provision::preview_template(store, mailbox, name, template, loaded)? {
+            Preview::Write { rows, mailbox } => {
+                for row in rows {
+                    mode.step(|| row);
+                }
+                Applied::Reapplied {
+                    mailbox,
+                    skipped: Vec::new(),
+                }
+            }
+            Preview::Nothing => Applied::Unchanged,
+            Preview::Skipped(reason) => Applied::Skipped {
+                reason,
+                mailbox: Box::new(mailbox.clone()),
+            },
+            Preview::NotLdapBacked(authsource) => Applied::NotLdapBacked { authsource },
+        },
+    )
 }
 
 /// The id of the first app password (lowest id, as mailcow) that may be used for this service

@@ -268,7 +268,7 @@ fn check_user(
             Err(e) => return report.check("user_next_login", false, e.to_string()),
         };
         match provision::preview_apply(store, &mailbox, name, template, loaded.as_ref()) {
-            Ok(Preview::Write) => {
+            Ok(Preview::Write { .. }) => {
                 found.next_login = Some(NextLogin::Reapply {
                     template: template.into(),
                 });

@@ -32,7 +32,7 @@ mod tx;
 
 use super::ratelimit::RateLimit;
 use super::store::{Store, StoreError, TemplateRead};
-use super::template::Template;
+use super::template::{MIB, Template};
 use super::{Mailbox, address};
 use checks::{ApplyCheck, CreateCheck};
 use plan::{NewMailbox, Update};
@@ -103,13 +103,21 @@ pub fn create(
     display_name: Option<&str>,
     template: &str,
 ) -> Result<Provisioned, ProvisionError> {
-    let loaded = match store.template(template) {
-        Ok(loaded) => loaded,
-        // The admin's data, not a transient fault: this first login is refused.
-        Err(StoreError::Data(why)) => return Err(ProvisionError::Refused(unreadable(&why))),
-        Err(e) => return Err(e.into()),
-    };
+    let loaded = template_for_creation(store, template)?;
     create_from(store, username, display_name, template, loaded.as_ref())
+}
+
+/// The template called `name` for a creation (`None`: missing); an unreadable one refuses it.
+pub fn template_for_creation(
+    store: &mut Store,
+    name: &str,
+) -> Result<Option<Template>, ProvisionError> {
+    match store.template(name) {
+        Ok(loaded) => Ok(loaded),
+        // The admin's data, not a transient fault: this first login is refused.
+        Err(StoreError::Data(why)) => Err(ProvisionError::Refused(unreadable(&why))),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// [`create`] with the template already loaded (`None`: no template called `name` exists), for
@@ -215,12 +223,17 @@ pub fn apply_loaded(
 }
 
 /// What [`create_from`] or [`apply_loaded`] would do, found out without writing anything (the
-/// sync's `--dry-run`): the same template, domain and limit checks, without locks. Each call
-/// sees the database as it is, not what earlier previews would have written.
-#[derive(Debug, PartialEq, Eq)]
+/// login's and test-connection's previews): the same template, domain and limit checks,
+/// without locks. Each call sees the database as it is.
+#[derive(Debug)]
 pub enum Preview {
     /// The mailbox would be created, or the template re-applied.
-    Write,
+    Write {
+        /// The template, what would be written (one line per row) and the limits checked.
+        rows: Vec<String>,
+        /// The mailbox as it would be left, for the login's access checks.
+        mailbox: Box<Mailbox>,
+    },
     /// Nothing to write: the mailbox exists already (create), or is up to date (apply).
     Nothing,
     /// An update would be skipped, for this reason.
@@ -238,10 +251,37 @@ pub fn preview_create(
     name: &str,
     template: Option<&Template>,
 ) -> Result<Preview, ProvisionError> {
-    let (new, _) = new_mailbox(username, display_name, name, template)?;
+    let (new, template) = new_mailbox(username, display_name, name, template)?;
     match checks::check_create(&mut store.snapshot()?, &new)? {
-        CreateCheck::Create => Ok(Preview::Write),
-        CreateCheck::Exists => Ok(Preview::Nothing),
+        (CreateCheck::Create, limits) => {
+            let rate_limit = RateLimit::on_creation(template).describe(&new.username);
+            let mut rows = vec![format!("template {name}: {}", template.raw)];
+            rows.extend(new.rows(&rate_limit).iter().map(would_write));
+            rows.push(format!("checked {}", limits.describe(&new)));
+            Ok(Preview::Write {
+                rows,
+                mailbox: Box::new(new.as_created()),
+            })
+        }
+        (CreateCheck::Exists, _) => Ok(Preview::Nothing),
+    }
+}
+
+/// [`apply_template`] without writing.
+pub fn preview_template(
+    store: &mut Store,
+    mailbox: &Mailbox,
+    display_name: Option<&str>,
+    name: &str,
+    template: TemplateRead,
+) -> Result<Preview, ProvisionError> {
+    match template {
+        Ok(loaded) => preview_apply(store, mailbox, display_name, name, loaded.as_ref()),
+        Err(StoreError::Data(why)) => Ok(Preview::Skipped(format!(
+            "{}, mailbox left unchanged",
+            unreadable(&why)
+        ))),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -265,7 +305,32 @@ pub fn preview_apply(
     }
     let mut snapshot = store.snapshot()?;
     match checks::check_apply(&mut snapshot, &mailbox.username, &mailbox.domain, &update) {
-        Ok(ApplyCheck::Apply { .. }) => Ok(Preview::Write),
+        Ok(ApplyCheck::Apply { quota, locked }) => {
+            let rate_limit = RateLimit::on_update(template).describe(&mailbox.username);
+            let mut rows = vec![format!("template {name}: {}", template.raw)];
+            rows.extend(
+                update
+                    .rows(&locked, quota, &rate_limit)
+                    .iter()
+                    .map(would_write),
+            );
+            rows.push(if quota > locked.quota {
+                format!(
+                    "checked the quota limits of domain {}: {} MiB fits",
+                    mailbox.domain,
+                    quota / MIB
+                )
+            } else {
+                format!(
+                    "limits of domain {} not checked: the quota does not grow",
+                    mailbox.domain
+                )
+            });
+            Ok(Preview::Write {
+                rows,
+                mailbox: Box::new(update.would_leave(mailbox)),
+            })
+        }
         Ok(ApplyCheck::UpToDate) => Ok(Preview::Nothing),
         Ok(ApplyCheck::NotLdapBacked(authsource)) => Ok(Preview::NotLdapBacked(authsource)),
         Err(TxError::Refused(why)) => Ok(Preview::Skipped(why)),
@@ -308,6 +373,10 @@ fn outside_mysql(store: &Store, username: &str, rate_limit: RateLimit) -> Vec<St
     }
     skipped.push("memcached flush".into());
     skipped
+}
+
+fn would_write(row: &String) -> String {
+    format!("would write {row}")
 }
 
 fn missing_for_update(name: &str) -> String {
