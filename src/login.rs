@@ -304,7 +304,7 @@ fn decide(
     let name = entry.display_name.as_deref();
     let plan =
         Policy::login(config).plan(MailboxState::of(existing.as_ref()), &entry.mapping_values);
-    mode.step(|| format!("plan: {plan:?}"));
+    mode.step(|| format!("plan: {plan}"));
     // `note` says what provisioning did, for the log line; `None` when it did nothing.
     let (mailbox, note) = match plan {
         Plan::Refused(planner::Refusal::CreationOff) => return rejected(Refusal::ProvisioningOff),
@@ -377,6 +377,10 @@ fn decide(
             }
         }
     };
+    mode.step(|| {
+        let done = note.as_deref().unwrap_or("nothing to write");
+        format!("provisioning: {done}")
+    });
     // Provisioning may have written an inactive mailbox or a disabled protocol.
     match (check_access(&mailbox, request.service), note) {
         (Ok(()), note) => Ok(Outcome::Accepted {
@@ -442,10 +446,7 @@ fn apply_template(
                 }
             }
             Preview::Nothing => Applied::Unchanged,
-            Preview::Skipped(reason) => Applied::Skipped {
-                reason,
-                mailbox: Box::new(mailbox.clone()),
-            },
+            Preview::Skipped { reason, mailbox } => Applied::Skipped { reason, mailbox },
             Preview::NotLdapBacked(authsource) => Applied::NotLdapBacked { authsource },
         },
     )

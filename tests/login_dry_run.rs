@@ -67,6 +67,7 @@ fn dry_run_of_a_new_user_lists_the_rows_a_real_login_then_writes() {
         "dry-run: login name alice@example.org, service imap",
         "dry-run: no mailbox alice@example.org",
         "the password binds; mapping values 'staff'",
+        "dry-run: plan: create the mailbox from template Staff",
         "dry-run: template Staff: {\"quota\":1073741824,",
         "would write mailbox: username alice@example.org, name 'Alice Example', local_part \
          alice, domain example.org, quota 1024 MiB, active 1, authsource ldap",
@@ -147,6 +148,8 @@ fn dry_run_of_an_existing_user_with_a_changed_template_prints_the_reapply() {
     );
     assert_stdout_has(&out, "dry-run: mailbox checks passed");
     assert_stdout_has(&out, "no app password matches");
+    assert_stdout_has(&out, "dry-run: plan: re-apply template Staff if it changed");
+    assert_stdout_has(&out, "dry-run: provisioning: nothing to write");
     assert!(!out.stdout.contains("would write"), "up to date: {out}");
 
     let changed = golden()["template"]["attributes_text"]
@@ -191,4 +194,32 @@ fn dry_run_in_a_domain_at_its_mailbox_limit_prints_the_refusal() {
          example.org reached (0 of 0)",
     );
     assert_eq!(snapshot(&env), before);
+}
+
+#[test]
+fn dry_run_answers_a_skipped_update_as_the_real_login_does() {
+    let env = env();
+    login(&env, PW, false).assert_code(0);
+    // beyond the domain's 10 GiB per mailbox: skipped, but its `active: 0` still refuses
+    let changed = golden()["template"]["attributes_text"]
+        .as_str()
+        .unwrap()
+        .replace("\"quota\":1073741824", "\"quota\":21474836480")
+        .replace("\"active\":1", "\"active\":0");
+    set_template_text(&env.db, "Staff", &changed);
+    let before = snapshot(&env);
+    let dry = login(&env, PW, true);
+    dry.assert_code(1);
+    assert_eq!(snapshot(&env), before);
+    let real = login(&env, PW, false);
+    real.assert_code(1);
+    let answer = real.stdout.trim();
+    assert!(
+        answer.starts_with("rejected: mailbox inactive; quota:"),
+        "{real}"
+    );
+    assert_eq!(
+        dry.stdout.lines().last().unwrap(),
+        format!("dry-run: nothing written; the login would answer {answer}")
+    );
 }

@@ -279,7 +279,7 @@ fn check_user(
                 report.info(&reason);
                 found.next_login = Some(NextLogin::Nothing { reason });
             }
-            Ok(Preview::Skipped(why)) => refuse(found, report, why.to_string()),
+            Ok(Preview::Skipped { reason, .. }) => refuse(found, report, reason),
             Ok(Preview::NotLdapBacked(authsource)) => not_ldap_backed(found, report, &authsource),
             Err(e) => report.check("user_next_login", false, e.to_string()),
         }

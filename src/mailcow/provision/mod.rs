@@ -236,8 +236,11 @@ pub enum Preview {
     },
     /// Nothing to write: the mailbox exists already (create), or is up to date (apply).
     Nothing,
-    /// An update would be skipped, for this reason.
-    Skipped(String),
+    /// An update would be skipped, for this reason; the mailbox as [`Applied::Skipped`] has it.
+    Skipped {
+        reason: String,
+        mailbox: Box<Mailbox>,
+    },
     /// An update would not touch the mailbox: it has this other authsource (or is a resource).
     NotLdapBacked(String),
 }
@@ -277,10 +280,10 @@ pub fn preview_template(
 ) -> Result<Preview, ProvisionError> {
     match template {
         Ok(loaded) => preview_apply(store, mailbox, display_name, name, loaded.as_ref()),
-        Err(StoreError::Data(why)) => Ok(Preview::Skipped(format!(
-            "{}, mailbox left unchanged",
-            unreadable(&why)
-        ))),
+        Err(StoreError::Data(why)) => Ok(Preview::Skipped {
+            reason: format!("{}, mailbox left unchanged", unreadable(&why)),
+            mailbox: Box::new(mailbox.clone()),
+        }),
         Err(e) => Err(e.into()),
     }
 }
@@ -294,7 +297,10 @@ pub fn preview_apply(
     template: Option<&Template>,
 ) -> Result<Preview, ProvisionError> {
     let Some(template) = template else {
-        return Ok(Preview::Skipped(missing_for_update(name)));
+        return Ok(Preview::Skipped {
+            reason: missing_for_update(name),
+            mailbox: Box::new(mailbox.clone()),
+        });
     };
     let update = Update::build(display_name, template);
     if update.matches(
@@ -333,7 +339,10 @@ pub fn preview_apply(
         }
         Ok(ApplyCheck::UpToDate) => Ok(Preview::Nothing),
         Ok(ApplyCheck::NotLdapBacked(authsource)) => Ok(Preview::NotLdapBacked(authsource)),
-        Err(TxError::Refused(why)) => Ok(Preview::Skipped(why)),
+        Err(TxError::Refused(reason)) => Ok(Preview::Skipped {
+            reason,
+            mailbox: Box::new(update.would_leave(mailbox)),
+        }),
         Err(TxError::Store(e)) => Err(e.into()),
     }
 }
