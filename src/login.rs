@@ -151,6 +151,13 @@ impl Mode {
             steps.push(text());
         }
     }
+
+    /// Records lines a preview produced (what would be written).
+    fn steps(&mut self, lines: Vec<String>) {
+        if let Mode::DryRun(steps) = self {
+            steps.extend(lines);
+        }
+    }
 }
 
 /// The whole login on connections of its own, writing nothing: the outcome it would have
@@ -407,9 +414,7 @@ fn create(
     let loaded = provision::template_for_creation(store, template)?;
     match provision::preview_create(store, username, name, template, loaded.as_ref())? {
         Preview::Write { rows, mailbox } => {
-            for row in rows {
-                mode.step(|| row);
-            }
+            mode.steps(rows);
             Ok(Provisioned {
                 mailbox: *mailbox,
                 created: true,
@@ -437,9 +442,7 @@ fn apply_template(
     Ok(
         match provision::preview_template(store, mailbox, name, template, loaded)? {
             Preview::Write { rows, mailbox } => {
-                for row in rows {
-                    mode.step(|| row);
-                }
+                mode.steps(rows);
                 Applied::Reapplied {
                     mailbox,
                     skipped: Vec::new(),
