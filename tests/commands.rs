@@ -446,7 +446,8 @@ fn dry_run_of_a_new_user_lists_the_rows_a_real_login_then_writes() {
         "would write alias: alice@example.org -> alice@example.org, domain example.org, active 1",
         "would write tags_mailbox: staff",
         "would write user_acl: on spam_alias, tls_policy",
-        "would write Redis: RL_VALUE alice@example.org = 10 / 1h",
+        "would not write Redis (no redis: section, or an invalid rl_frame): RL_VALUE \
+         alice@example.org = 10 / 1h",
         "checked limits of domain example.org: 0 of 100 mailboxes used; 10240 MiB per \
          mailbox allowed, the template gives 1024 MiB; 0 of 102400 MiB of the domain's quota used",
     ] {
@@ -539,7 +540,8 @@ fn dry_run_of_an_existing_user_with_a_changed_template_prints_the_reapply() {
         "pop3_access=1",
         "would write alias: active 1",
         "would write tags_mailbox: staff (added; none removed)",
-        "would write Redis: RL_VALUE alice@example.org = 20 / 1h",
+        "would not write Redis (no redis: section, or an invalid rl_frame): RL_VALUE \
+         alice@example.org = 20 / 1h",
         "checked the quota limits of domain example.org: 2048 MiB fits",
     ] {
         assert_stdout_has(&out, line);

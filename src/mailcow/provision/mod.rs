@@ -34,6 +34,7 @@ use super::ratelimit::RateLimit;
 use super::store::{Store, StoreError, TemplateRead};
 use super::template::{MIB, Template};
 use super::{Mailbox, address};
+use crate::config::RedisConfig;
 use checks::{ApplyCheck, CreateCheck};
 use plan::{NewMailbox, Update};
 pub use plan::{TAG_LIMIT, clean_name, up_to_date};
@@ -255,11 +256,13 @@ pub fn preview_create(
     template: Option<&Template>,
 ) -> Result<Preview, ProvisionError> {
     let (new, template) = new_mailbox(username, display_name, name, template)?;
-    match checks::check_create(&mut store.snapshot()?, &new)? {
+    let checked = checks::check_create(&mut store.snapshot()?, &new)?;
+    match checked {
         (CreateCheck::Create, limits) => {
-            let rate_limit = RateLimit::on_creation(template).describe(&new.username);
             let mut rows = vec![format!("template {name}: {}", template.raw)];
-            rows.extend(new.rows(&rate_limit).iter().map(would_write));
+            rows.extend(new.rows().iter().map(would_write));
+            let rate_limit = RateLimit::on_creation(template);
+            rows.push(rate_limit_row(store, &new.username, rate_limit));
             rows.push(format!("checked {}", limits.describe(&new)));
             Ok(Preview::Write {
                 rows,
@@ -309,17 +312,18 @@ pub fn preview_apply(
     ) {
         return Ok(Preview::Nothing);
     }
-    let mut snapshot = store.snapshot()?;
-    match checks::check_apply(&mut snapshot, &mailbox.username, &mailbox.domain, &update) {
+    let checked = checks::check_apply(
+        &mut store.snapshot()?,
+        &mailbox.username,
+        &mailbox.domain,
+        &update,
+    );
+    match checked {
         Ok(ApplyCheck::Apply { quota, locked }) => {
-            let rate_limit = RateLimit::on_update(template).describe(&mailbox.username);
             let mut rows = vec![format!("template {name}: {}", template.raw)];
-            rows.extend(
-                update
-                    .rows(&locked, quota, &rate_limit)
-                    .iter()
-                    .map(would_write),
-            );
+            rows.extend(update.rows(&locked, quota).iter().map(would_write));
+            let rate_limit = RateLimit::on_update(template);
+            rows.push(rate_limit_row(store, &mailbox.username, rate_limit));
             rows.push(if quota > locked.quota {
                 format!(
                     "checked the quota limits of domain {}: {} MiB fits",
@@ -369,8 +373,8 @@ fn new_mailbox<'t>(
 /// returned for the log line.
 fn outside_mysql(store: &Store, username: &str, rate_limit: RateLimit) -> Vec<String> {
     let mut skipped = Vec::new();
-    match store.redis() {
-        Some(redis) if rate_limit != RateLimit::InvalidFrame => {
+    match redis_for(store, &rate_limit) {
+        Some(redis) => {
             if let Err(e) = rate_limit.write(redis, username) {
                 skipped.push(format!("rate limit ({e})"));
             }
@@ -382,6 +386,24 @@ fn outside_mysql(store: &Store, username: &str, rate_limit: RateLimit) -> Vec<St
     }
     skipped.push("memcached flush".into());
     skipped
+}
+
+/// Redis, when the store has it and the rate limit is one to write.
+fn redis_for<'s>(store: &'s Store, rate_limit: &RateLimit) -> Option<&'s RedisConfig> {
+    store
+        .redis()
+        .filter(|_| *rate_limit != RateLimit::InvalidFrame)
+}
+
+/// A preview's line for the rate limit: what [`outside_mysql`] would write or skip.
+fn rate_limit_row(store: &Store, username: &str, rate_limit: RateLimit) -> String {
+    let what = rate_limit.describe(username);
+    match redis_for(store, &rate_limit) {
+        Some(_) => format!("would write Redis: {what}"),
+        None => {
+            format!("would not write Redis (no redis: section, or an invalid rl_frame): {what}")
+        }
+    }
 }
 
 fn would_write(row: &String) -> String {

@@ -130,7 +130,7 @@ impl NewMailbox {
 
 impl NewMailbox {
     /// The rows a creation writes, one line each, for a dry run.
-    pub(super) fn rows(&self, rate_limit: &str) -> Vec<String> {
+    pub(super) fn rows(&self) -> Vec<String> {
         vec![
             format!(
                 "mailbox: username {}, name '{}', local_part {}, domain {}, quota {} MiB, \
@@ -154,7 +154,6 @@ impl NewMailbox {
             tags_row(&self.tags),
             acl_row(&self.acl),
             "_sogo_static_view: this mailbox's row".into(),
-            format!("Redis: {rate_limit}"),
         ]
     }
 
@@ -270,7 +269,7 @@ impl Update {
     }
 
     /// The rows this update writes on the mailbox as read, one line each, for a dry run.
-    pub(super) fn rows(&self, locked: &LockedMailbox, quota: i64, rate_limit: &str) -> Vec<String> {
+    pub(super) fn rows(&self, locked: &LockedMailbox, quota: i64) -> Vec<String> {
         let (name, active) = self.name_and_active(locked);
         let attributes: Vec<String> = self
             .attributes
@@ -289,7 +288,6 @@ impl Update {
             acl_row(&self.acl),
             format!("{} (added; none removed)", tags_row(&self.tags)),
             "_sogo_static_view: this mailbox's row".into(),
-            format!("Redis: {rate_limit}"),
         ]
     }
 
