@@ -595,3 +595,25 @@ fn dry_run_answers_a_skipped_update_as_the_real_login_does() {
         format!("dry-run: nothing written; the login would answer {answer}")
     );
 }
+
+#[test]
+fn dry_run_names_the_rate_limit_it_would_write_to_redis_and_leaves_redis_alone() {
+    let redis = common::redis::Redis::start();
+    let mut env = env();
+    env.cfg["redis"] = redis.config();
+    let out = login(&env, PW, true);
+    out.assert_code(0).assert_never_printed(&redis.password);
+    assert_stdout_has(
+        &out,
+        "dry-run: would write Redis: RL_VALUE alice@example.org = 10 / 1h",
+    );
+    assert!(
+        redis.rate_limits().is_empty(),
+        "a dry run must not write Redis"
+    );
+    login(&env, PW, false).assert_code(0);
+    assert_eq!(
+        redis.rate_limits(),
+        vec![(ALICE.to_owned(), "10 / 1h".to_owned())]
+    );
+}
