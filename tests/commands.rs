@@ -462,6 +462,20 @@ fn dry_run_of_a_new_user_lists_the_rows_a_real_login_then_writes() {
     );
     assert_eq!(snapshot(&env), before, "a dry run must not write");
 
+    // the mailbox as it would be created is checked as the real login checks it
+    let out = Run::subcommand(
+        &env.cfg,
+        &["login", ALICE, "--dry-run", "--service", "pop3"],
+    )
+    .stdin(format!("{PW}\n").as_bytes())
+    .run();
+    out.assert_code(1);
+    assert_stdout_has(
+        &out,
+        "the login would answer rejected: service pop3 disabled for this mailbox",
+    );
+    assert_eq!(snapshot(&env), before);
+
     // what it listed is what the real login writes
     login(&env, PW, false).assert_code(0);
     assert_ne!(snapshot(&env), before, "the snapshot sees a login's writes");
