@@ -152,6 +152,13 @@ impl Mode {
         }
     }
 
+    fn into_steps(self) -> Vec<String> {
+        match self {
+            Mode::Write => Vec::new(),
+            Mode::DryRun(steps) => steps,
+        }
+    }
+
     /// Records lines a preview produced (what would be written).
     fn steps(&mut self, lines: Vec<String>) {
         if let Mode::DryRun(steps) = self {
@@ -175,10 +182,7 @@ pub fn dry_run(
         deadline,
         &mut mode,
     );
-    let Mode::DryRun(steps) = mode else {
-        unreachable!("the mode stays a dry run")
-    };
-    (outcome, steps)
+    (outcome, mode.into_steps())
 }
 
 /// [`authenticate_with`] on connections of its own.
