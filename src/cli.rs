@@ -82,6 +82,11 @@ pub enum Command {
         /// The Dovecot service to check access for (imap, pop3, sieve, smtp, …).
         #[arg(long, default_value = "imap")]
         service: String,
+        /// Run the whole login (mailbox checks, app passwords, LDAP search and bind) and print
+        /// each step and what provisioning would write (template, rows, limits), writing
+        /// nothing: no mailbox, no side rows, no sasl_log, no Redis. Exit codes as without.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Check the configuration, every LDAP host, the base DN, the database and the templates.
     TestConnection {

@@ -36,7 +36,11 @@ pub fn run(cli: Cli) -> std::process::ExitCode {
         Command::Checkpassword { reply_program } => checkpassword::run(&cli.config, &reply_program),
         Command::DovecotLua { mode } => dovecot_lua::run(&cli.config, &mode),
         Command::Serve => serve::run(&cli.config).into(),
-        Command::Login { user, service } => commands::login::run(&cli.config, &user, &service),
+        Command::Login {
+            user,
+            service,
+            dry_run,
+        } => commands::login::run(&cli.config, &user, &service, dry_run),
         Command::TestConnection { user, json } => {
             let format = if json {
                 commands::check_report::Format::Json

@@ -7,7 +7,8 @@ use crate::connections::{Connections, Fresh};
 use crate::deadline::Deadline;
 use crate::ldap::{DirectoryError, InvalidCredentials, UserSearch};
 use crate::mailcow::address::{self, AddressError};
-use crate::mailcow::provision::{self, Applied, ProvisionError};
+use crate::mailcow::provision::{self, Applied, Preview, ProvisionError, Provisioned};
+use crate::mailcow::store::{Store, TemplateRead};
 use crate::mailcow::{AppPassword, LoginRead, Mailbox, StoreError, password_hash};
 use crate::planner::{self, MailboxState, Plan, Policy};
 
@@ -133,6 +134,58 @@ pub fn check_access(mailbox: &Mailbox, service: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Whether a login provisions, or only says what it finds and would write (`login --dry-run`).
+enum Mode {
+    Write,
+    /// The steps so far, in order; nothing is written (no mailbox, no `sasl_log`, no Redis).
+    DryRun(Vec<String>),
+}
+
+impl Mode {
+    fn dry(&self) -> bool {
+        matches!(self, Mode::DryRun(_))
+    }
+
+    /// Records a step of a dry run (computed only then).
+    fn step(&mut self, text: impl FnOnce() -> String) {
+        if let Mode::DryRun(steps) = self {
+            steps.push(text());
+        }
+    }
+
+    fn into_steps(self) -> Vec<String> {
+        match self {
+            Mode::Write => Vec::new(),
+            Mode::DryRun(steps) => steps,
+        }
+    }
+
+    /// Records lines a preview produced (what would be written).
+    fn steps(&mut self, lines: Vec<String>) {
+        if let Mode::DryRun(steps) = self {
+            steps.extend(lines);
+        }
+    }
+}
+
+/// The whole login on connections of its own, writing nothing: the outcome it would have
+/// and the steps it took (what it found, what provisioning would write, the limits checked).
+pub fn dry_run(
+    config: &Config,
+    request: &LoginRequest,
+    deadline: &Deadline,
+) -> (Result<Verdict, LoginError>, Vec<String>) {
+    let mut mode = Mode::DryRun(Vec::new());
+    let outcome = login(
+        &mut Fresh::new(config),
+        config,
+        request,
+        deadline,
+        &mut mode,
+    );
+    (outcome, mode.into_steps())
+}
+
 /// [`authenticate_with`] on connections of its own.
 pub fn authenticate(
     config: &Config,
@@ -148,6 +201,24 @@ pub fn authenticate_with(
     request: &LoginRequest,
     deadline: &Deadline,
 ) -> Result<Verdict, LoginError> {
+    let outcome = login(connections, config, request, deadline, &mut Mode::Write)?;
+    Ok(record_sasl_log(
+        connections,
+        config,
+        request,
+        outcome,
+        deadline,
+    ))
+}
+
+/// The login's checks and decision, for both modes.
+fn login(
+    connections: &mut dyn Connections,
+    config: &Config,
+    request: &LoginRequest,
+    deadline: &Deadline,
+    mode: &mut Mode,
+) -> Result<Verdict, LoginError> {
     let refused = |refusal| Ok(Verdict::Refused(refusal));
     // An empty simple bind is an unauthenticated bind, which Active Directory accepts.
     if request.password.is_empty() {
@@ -159,14 +230,8 @@ pub fn authenticate_with(
     let Ok(username) = normalize_login(request.username) else {
         return refused(Refusal::MalformedLogin);
     };
-    let outcome = decide(connections, config, request, &username, deadline)?;
-    Ok(record_sasl_log(
-        connections,
-        config,
-        request,
-        outcome,
-        deadline,
-    ))
+    mode.step(|| format!("login name {username}, service {}", request.service));
+    decide(connections, config, request, &username, deadline, mode)
 }
 
 /// The login's decision on a normalised address.
@@ -176,6 +241,7 @@ fn decide(
     request: &LoginRequest,
     username: &str,
     deadline: &Deadline,
+    mode: &mut Mode,
 ) -> Result<Verdict, LoginError> {
     let refused = |refusal| Ok(Verdict::Refused(refusal));
     let LoginRead {
@@ -185,10 +251,22 @@ fn decide(
     } = connections
         .store(deadline)?
         .login_read(username, config.reads_mailcow_settings())?;
+    mode.step(|| match &existing {
+        Some(m) => format!(
+            "mailbox {}: active {}, authsource {}, quota {} MiB, {} app password(s)",
+            m.username,
+            m.active,
+            m.authsource.as_deref().unwrap_or("mailcow"),
+            m.quota >> 20,
+            app_passwords.len()
+        ),
+        None => format!("no mailbox {username}"),
+    });
     if let Some(mailbox) = &existing {
         if let Err(refusal) = check_access(mailbox, request.service).and(ldap_backed(mailbox)) {
             return refused(refusal);
         }
+        mode.step(|| "mailbox checks passed (active, domain, service, LDAP-backed)".into());
         // mailcow's order: app passwords first, so a client set up with one never causes an
         // LDAP bind (nor an Active Directory lockout once the LDAP password changed).
         if let Some(app_password) = matching_app_password(&app_passwords, request) {
@@ -198,6 +276,7 @@ fn decide(
                 app_password: Some(app_password),
             });
         }
+        mode.step(|| "no app password matches: the LDAP password decides".into());
     }
 
     // ldap.from_mailcow: this login's LDAP settings and mapping, as mailcow's UI stores them
@@ -207,6 +286,7 @@ fn decide(
     let mut own_directory;
     let (config, directory): (&Config, &mut dyn Connections) = match &identity_provider {
         Some(rows) => {
+            mode.step(|| "LDAP settings from mailcow's identity_provider".into());
             from_mailcow = config.with_mailcow_settings(rows)?;
             own_directory = Fresh::new(&from_mailcow);
             (&from_mailcow, &mut own_directory)
@@ -223,12 +303,20 @@ fn decide(
     {
         return refused(Refusal::WrongPassword(server_says(detail)));
     }
+    mode.step(|| {
+        format!(
+            "LDAP entry {}: the password binds; mapping values {}",
+            entry.dn,
+            describe_values(&entry.mapping_values)
+        )
+    });
     directory.directory_done();
     let store = connections.store(deadline)?;
 
     let name = entry.display_name.as_deref();
     let plan =
         Policy::login(config).plan(MailboxState::of(existing.as_ref()), &entry.mapping_values);
+    mode.step(|| format!("plan: {plan}"));
     // `note` says what provisioning did, for the log line; `None` when it did nothing.
     let (mailbox, note) = match plan {
         Plan::Blocked(planner::Blocker::CreationOff) => return refused(Refusal::ProvisioningOff),
@@ -261,7 +349,7 @@ fn decide(
             match template {
                 None => (mailbox, None),
                 Some((template, loaded)) => {
-                    match provision::apply_template(store, &mailbox, name, template, loaded) {
+                    match apply_template(store, &mailbox, name, template, loaded, mode) {
                         Ok(Applied::Unchanged) => (mailbox, None),
                         Ok(Applied::Reapplied { mailbox, skipped }) => (
                             *mailbox,
@@ -284,7 +372,7 @@ fn decide(
             }
         }
         Plan::Create(template) => {
-            match provision::create(store, username, name, template) {
+            match create(store, username, name, template, mode) {
                 Ok(done) if done.created => {
                     let note = format!("mailbox created from template {template}");
                     (done.mailbox, Some(with_skipped(note, &done.skipped)))
@@ -301,6 +389,10 @@ fn decide(
             }
         }
     };
+    mode.step(|| {
+        let done = note.as_deref().unwrap_or("nothing to write");
+        format!("provisioning: {done}")
+    });
     // Provisioning may have written an inactive mailbox or a disabled protocol.
     match (check_access(&mailbox, request.service), note) {
         (Ok(()), note) => Ok(Verdict::Accepted {
@@ -311,6 +403,61 @@ fn decide(
         (Err(refusal), None) => refused(refusal),
         (Err(refusal), Some(note)) => refused(Refusal::Provisioning(format!("{refusal}; {note}"))),
     }
+}
+
+/// [`provision::create`], or in a dry run its preview (the rows go to the steps).
+fn create(
+    store: &mut Store,
+    username: &str,
+    name: Option<&str>,
+    template: &str,
+    mode: &mut Mode,
+) -> Result<Provisioned, ProvisionError> {
+    if !mode.dry() {
+        return provision::create(store, username, name, template);
+    }
+    let loaded = provision::template_for_creation(store, template)?;
+    match provision::preview_create(store, username, name, template, loaded.as_ref())? {
+        Preview::Write { rows, mailbox } => {
+            mode.steps(rows);
+            Ok(Provisioned {
+                mailbox: *mailbox,
+                created: true,
+                skipped: Vec::new(),
+            })
+        }
+        _ => Err(ProvisionError::Refused(
+            "another login created the mailbox meanwhile".into(),
+        )),
+    }
+}
+
+/// [`provision::apply_template`], or in a dry run its preview (the rows go to the steps).
+fn apply_template(
+    store: &mut Store,
+    mailbox: &Mailbox,
+    name: Option<&str>,
+    template: &str,
+    loaded: TemplateRead,
+    mode: &mut Mode,
+) -> Result<Applied, ProvisionError> {
+    if !mode.dry() {
+        return provision::apply_template(store, mailbox, name, template, loaded);
+    }
+    Ok(
+        match provision::preview_template(store, mailbox, name, template, loaded)? {
+            Preview::Write { rows, mailbox } => {
+                mode.steps(rows);
+                Applied::Reapplied {
+                    mailbox,
+                    skipped: Vec::new(),
+                }
+            }
+            Preview::Nothing => Applied::Unchanged,
+            Preview::Skipped { reason, mailbox } => Applied::Skipped { reason, mailbox },
+            Preview::NotLdapBacked(authsource) => Applied::NotLdapBacked { authsource },
+        },
+    )
 }
 
 /// The id of the first app password (lowest id, as mailcow) that may be used for this service

@@ -98,6 +98,17 @@ pub enum Plan<'c> {
     Blocked(Blocker),
 }
 
+impl std::fmt::Display for Plan<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Plan::Create(template) => write!(f, "create the mailbox from template {template}"),
+            Plan::Reapply(template) => write!(f, "re-apply template {template} if it changed"),
+            Plan::Keep => f.write_str("keep the mailbox as it is"),
+            Plan::Blocked(blocker) => write!(f, "blocked: {blocker}"),
+        }
+    }
+}
+
 /// Why nothing may be provisioned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Blocker {

@@ -69,6 +69,7 @@ complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand serv
 complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand serve" -s V -l version -d 'Print version'
 complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand login" -l service -d 'The Dovecot service to check access for (imap, pop3, sieve, smtp, …)' -r
 complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand login" -l config -d 'Configuration file (YAML)' -r -F
+complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand login" -l dry-run -d 'Run the whole login (mailbox checks, app passwords, LDAP search and bind) and print each step and what provisioning would write (template, rows, limits), writing nothing: no mailbox, no side rows, no sasl_log, no Redis. Exit codes as without'
 complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand login" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand login" -s V -l version -d 'Print version'
 complete -c mailcow-ldap-auth -n "__fish_mailcow_ldap_auth_using_subcommand test-connection" -l user -d 'Also look this login up: its LDAP entry, the template it maps to, and whether a first login could create its mailbox (no bind as the user, nothing written)' -r

@@ -10,7 +10,7 @@ use crate::exit::ExitCode;
 use crate::login::{self, LoginRequest, Verdict};
 use crate::request::{self, Answer};
 
-pub fn run(config_path: &Path, user: &str, service: &str) -> ExitCode {
+pub fn run(config_path: &Path, user: &str, service: &str, dry_run: bool) -> ExitCode {
     let Some(config) = super::load_config(config_path) else {
         return ExitCode::of(&Answer::Fault);
     };
@@ -29,7 +29,16 @@ pub fn run(config_path: &Path, user: &str, service: &str) -> ExitCode {
         // Not a client's login: no sasl_log row.
         remote_ip: None,
     };
-    let (answer, line) = match login::authenticate(&config, &request, &deadline) {
+    let outcome = if dry_run {
+        let (outcome, steps) = login::dry_run(&config, &request, &deadline);
+        for step in steps {
+            println!("dry-run: {step}");
+        }
+        outcome
+    } else {
+        login::authenticate(&config, &request, &deadline)
+    };
+    let (answer, line) = match outcome {
         Ok(Verdict::Accepted { mailbox, note, .. }) => {
             let (answer, reason) = request::found(&config, mailbox, note, false);
             let line = match &answer {
@@ -44,7 +53,11 @@ pub fn run(config_path: &Path, user: &str, service: &str) -> ExitCode {
         }
         Err(e) => (Answer::Fault, format!("tempfail: {e}")),
     };
-    println!("{line}");
+    if dry_run {
+        println!("dry-run: nothing written; the login would answer {line}");
+    } else {
+        println!("{line}");
+    }
     ExitCode::of(&answer)
 }
 

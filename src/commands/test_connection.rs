@@ -268,7 +268,7 @@ fn check_user(
             Err(e) => return report.check("user_next_login", false, e.to_string()),
         };
         match provision::preview_apply(store, &mailbox, name, template, loaded.as_ref()) {
-            Ok(Preview::Write) => {
+            Ok(Preview::Write { .. }) => {
                 found.next_login = Some(NextLogin::Reapply {
                     template: template.into(),
                 });
@@ -279,7 +279,7 @@ fn check_user(
                 report.info(&reason);
                 found.next_login = Some(NextLogin::Nothing { reason });
             }
-            Ok(Preview::Skipped(why)) => refuse(found, report, why.to_string()),
+            Ok(Preview::Skipped { reason, .. }) => refuse(found, report, reason),
             Ok(Preview::NotLdapBacked(authsource)) => not_ldap_backed(found, report, &authsource),
             Err(e) => report.check("user_next_login", false, e.to_string()),
         }

@@ -25,12 +25,44 @@ pub(super) enum ApplyCheck {
     NotLdapBacked(String),
 }
 
-/// mailcow's checks for a new mailbox, in mailcow's order and units (domain limits in MiB).
-/// `Refused` when it may not be created.
-pub(super) fn check_create(tx: &mut Tx, new: &NewMailbox) -> Result<CreateCheck, TxError> {
+/// The domain's limits and usage a new mailbox was checked against.
+pub(super) struct Limits {
+    domain: DomainRow,
+    usage: DomainUsage,
+}
+
+impl Limits {
+    /// What was checked, for a dry run.
+    pub(super) fn describe(&self, new: &NewMailbox) -> String {
+        let (domain, usage) = (&self.domain, &self.usage);
+        format!(
+            "limits of domain {}: {} of {} mailboxes used; {} MiB per mailbox allowed, the \
+             template gives {} MiB; {} of {} MiB of the domain's quota used",
+            new.domain,
+            usage.count,
+            domain.mailboxes,
+            domain.maxquota_mib,
+            new.quota_mib,
+            usage.used_mib,
+            domain.quota_mib
+        )
+    }
+}
+
+/// mailcow's checks for a new mailbox, in mailcow's order and units (domain limits in MiB),
+/// and the limits they checked. `Refused` when it may not be created.
+pub(super) fn check_create(
+    tx: &mut Tx,
+    new: &NewMailbox,
+) -> Result<(CreateCheck, Limits), TxError> {
     let domain = check_domain(tx, &new.domain)?;
     let facts = tx.creation_facts(&new.username, &new.domain)?;
-    check_new(new, &domain, &facts.address, facts.usage)
+    let check = check_new(new, &domain, &facts.address, facts.usage)?;
+    let limits = Limits {
+        domain,
+        usage: facts.usage,
+    };
+    Ok((check, limits))
 }
 
 /// The domain row of new mailboxes (locked in a transaction): it must exist and be active.

@@ -32,8 +32,9 @@ mod tx;
 
 use super::ratelimit::RateLimit;
 use super::store::{Store, StoreError, TemplateRead};
-use super::template::Template;
+use super::template::{MIB, Template};
 use super::{Mailbox, address};
+use crate::config::RedisConfig;
 use checks::{ApplyCheck, CreateCheck};
 pub use plan::up_to_date;
 use plan::{NewMailbox, Update};
@@ -103,13 +104,21 @@ pub fn create(
     display_name: Option<&str>,
     template: &str,
 ) -> Result<Provisioned, ProvisionError> {
-    let loaded = match store.template(template) {
-        Ok(loaded) => loaded,
-        // The admin's data, not a transient fault: this first login is refused.
-        Err(StoreError::Data(why)) => return Err(ProvisionError::Refused(unreadable(&why))),
-        Err(e) => return Err(e.into()),
-    };
+    let loaded = template_for_creation(store, template)?;
     create_from(store, username, display_name, template, loaded.as_ref())
+}
+
+/// The template called `name` for a creation (`None`: missing); an unreadable one refuses it.
+pub fn template_for_creation(
+    store: &mut Store,
+    name: &str,
+) -> Result<Option<Template>, ProvisionError> {
+    match store.template(name) {
+        Ok(loaded) => Ok(loaded),
+        // The admin's data, not a transient fault: this first login is refused.
+        Err(StoreError::Data(why)) => Err(ProvisionError::Refused(unreadable(&why))),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// [`create`] with the template already loaded (`None`: no template called `name` exists), for
@@ -215,16 +224,24 @@ pub fn apply_loaded(
 }
 
 /// What [`create_from`] or [`apply_loaded`] would do, found out without writing anything (the
-/// sync's `--dry-run`): the same template, domain and limit checks, without locks. Each call
-/// sees the database as it is, not what earlier previews would have written.
-#[derive(Debug, PartialEq, Eq)]
+/// login's and test-connection's previews): the same template, domain and limit checks,
+/// without locks. Each call sees the database as it is.
+#[derive(Debug)]
 pub enum Preview {
     /// The mailbox would be created, or the template re-applied.
-    Write,
+    Write {
+        /// The template, what would be written (one line per row) and the limits checked.
+        rows: Vec<String>,
+        /// The mailbox as it would be left, for the login's access checks.
+        mailbox: Box<Mailbox>,
+    },
     /// Nothing to write: the mailbox exists already (create), or is up to date (apply).
     Nothing,
-    /// An update would be skipped, for this reason.
-    Skipped(String),
+    /// An update would be skipped, for this reason; the mailbox as [`Applied::Skipped`] has it.
+    Skipped {
+        reason: String,
+        mailbox: Box<Mailbox>,
+    },
     /// An update would not touch the mailbox: it has this other authsource (or is a resource).
     NotLdapBacked(String),
 }
@@ -238,10 +255,39 @@ pub fn preview_create(
     name: &str,
     template: Option<&Template>,
 ) -> Result<Preview, ProvisionError> {
-    let (new, _) = new_mailbox(username, display_name, name, template)?;
-    match checks::check_create(&mut store.snapshot()?, &new)? {
-        CreateCheck::Create => Ok(Preview::Write),
-        CreateCheck::Exists => Ok(Preview::Nothing),
+    let (new, template) = new_mailbox(username, display_name, name, template)?;
+    let checked = checks::check_create(&mut store.snapshot()?, &new)?;
+    match checked {
+        (CreateCheck::Create, limits) => {
+            let mut rows = vec![format!("template {name}: {}", template.raw)];
+            rows.extend(new.rows().iter().map(would_write));
+            let rate_limit = RateLimit::on_creation(template);
+            rows.push(rate_limit_row(store, &new.username, rate_limit));
+            rows.push(format!("checked {}", limits.describe(&new)));
+            Ok(Preview::Write {
+                rows,
+                mailbox: Box::new(new.as_created()),
+            })
+        }
+        (CreateCheck::Exists, _) => Ok(Preview::Nothing),
+    }
+}
+
+/// [`apply_template`] without writing.
+pub fn preview_template(
+    store: &mut Store,
+    mailbox: &Mailbox,
+    display_name: Option<&str>,
+    name: &str,
+    template: TemplateRead,
+) -> Result<Preview, ProvisionError> {
+    match template {
+        Ok(loaded) => preview_apply(store, mailbox, display_name, name, loaded.as_ref()),
+        Err(StoreError::Data(why)) => Ok(Preview::Skipped {
+            reason: format!("{}, mailbox left unchanged", unreadable(&why)),
+            mailbox: Box::new(mailbox.clone()),
+        }),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -254,7 +300,10 @@ pub fn preview_apply(
     template: Option<&Template>,
 ) -> Result<Preview, ProvisionError> {
     let Some(template) = template else {
-        return Ok(Preview::Skipped(missing_for_update(name)));
+        return Ok(Preview::Skipped {
+            reason: missing_for_update(name),
+            mailbox: Box::new(mailbox.clone()),
+        });
     };
     let update = Update::build(display_name, template);
     if update.matches(
@@ -263,12 +312,41 @@ pub fn preview_apply(
     ) {
         return Ok(Preview::Nothing);
     }
-    let mut snapshot = store.snapshot()?;
-    match checks::check_apply(&mut snapshot, &mailbox.username, &mailbox.domain, &update) {
-        Ok(ApplyCheck::Apply { .. }) => Ok(Preview::Write),
+    let checked = checks::check_apply(
+        &mut store.snapshot()?,
+        &mailbox.username,
+        &mailbox.domain,
+        &update,
+    );
+    match checked {
+        Ok(ApplyCheck::Apply { quota, locked }) => {
+            let mut rows = vec![format!("template {name}: {}", template.raw)];
+            rows.extend(update.rows(&locked, quota).iter().map(would_write));
+            let rate_limit = RateLimit::on_update(template);
+            rows.push(rate_limit_row(store, &mailbox.username, rate_limit));
+            rows.push(if quota > locked.quota {
+                format!(
+                    "checked the quota limits of domain {}: {} MiB fits",
+                    mailbox.domain,
+                    quota / MIB
+                )
+            } else {
+                format!(
+                    "limits of domain {} not checked: the quota does not grow",
+                    mailbox.domain
+                )
+            });
+            Ok(Preview::Write {
+                rows,
+                mailbox: Box::new(update.would_leave(mailbox)),
+            })
+        }
         Ok(ApplyCheck::UpToDate) => Ok(Preview::Nothing),
         Ok(ApplyCheck::NotLdapBacked(authsource)) => Ok(Preview::NotLdapBacked(authsource)),
-        Err(TxError::Refused(why)) => Ok(Preview::Skipped(why)),
+        Err(TxError::Refused(reason)) => Ok(Preview::Skipped {
+            reason,
+            mailbox: Box::new(update.would_leave(mailbox)),
+        }),
         Err(TxError::Store(e)) => Err(e.into()),
     }
 }
@@ -295,8 +373,8 @@ fn new_mailbox<'t>(
 /// returned for the log line.
 fn outside_mysql(store: &Store, username: &str, rate_limit: RateLimit) -> Vec<String> {
     let mut skipped = Vec::new();
-    match store.redis() {
-        Some(redis) if rate_limit != RateLimit::InvalidFrame => {
+    match redis_for(store, &rate_limit) {
+        Some(redis) => {
             if let Err(e) = rate_limit.write(redis, username) {
                 skipped.push(format!("rate limit ({e})"));
             }
@@ -308,6 +386,28 @@ fn outside_mysql(store: &Store, username: &str, rate_limit: RateLimit) -> Vec<St
     }
     skipped.push("memcached flush".into());
     skipped
+}
+
+/// Redis, when the store has it and the rate limit is one to write.
+fn redis_for<'s>(store: &'s Store, rate_limit: &RateLimit) -> Option<&'s RedisConfig> {
+    store
+        .redis()
+        .filter(|_| *rate_limit != RateLimit::InvalidFrame)
+}
+
+/// A preview's line for the rate limit: what [`outside_mysql`] would write or skip.
+fn rate_limit_row(store: &Store, username: &str, rate_limit: RateLimit) -> String {
+    let what = rate_limit.describe(username);
+    match redis_for(store, &rate_limit) {
+        Some(_) => format!("would write Redis: {what}"),
+        None => {
+            format!("would not write Redis (no redis: section, or an invalid rl_frame): {what}")
+        }
+    }
+}
+
+fn would_write(row: &String) -> String {
+    format!("would write {row}")
 }
 
 fn missing_for_update(name: &str) -> String {

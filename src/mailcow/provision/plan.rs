@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use super::ProvisionError;
 use crate::mailcow::address;
 use crate::mailcow::store::{LockedMailbox, USER_ACL_COLUMNS};
-use crate::mailcow::template::Template;
+use crate::mailcow::template::{MIB, Template};
 use crate::mailcow::{Mailbox, RESOURCE_KINDS};
 use crate::planner::{self, MailboxState};
 
@@ -128,6 +128,71 @@ impl NewMailbox {
     }
 }
 
+impl NewMailbox {
+    /// The rows a creation writes, one line each, for a dry run.
+    pub(super) fn rows(&self) -> Vec<String> {
+        vec![
+            format!(
+                "mailbox: username {}, name '{}', local_part {}, domain {}, quota {} MiB, \
+                 active {}, authsource ldap, attributes {}",
+                self.username,
+                self.name,
+                self.local_part,
+                self.domain,
+                self.quota_mib,
+                self.active,
+                self.attributes
+            ),
+            format!(
+                "quota2, quota2replica: {} (0 bytes, 0 messages)",
+                self.username
+            ),
+            format!(
+                "alias: {0} -> {0}, domain {1}, active {2}",
+                self.username, self.domain, self.active
+            ),
+            tags_row(&self.tags),
+            acl_row(&self.acl),
+            "_sogo_static_view: this mailbox's row".into(),
+        ]
+    }
+
+    /// The mailbox as the creation would leave it, for a dry run's access checks.
+    pub(super) fn as_created(&self) -> Mailbox {
+        Mailbox {
+            username: self.username.clone(),
+            name: self.name.clone(),
+            quota: u64::try_from(self.quota_mib.saturating_mul(MIB)).unwrap_or(0),
+            local_part: self.local_part.clone(),
+            domain: self.domain.clone(),
+            attributes: serde_json::from_str(&self.attributes).unwrap_or_default(),
+            kind: String::new(),
+            authsource: Some("ldap".into()),
+            active: self.active,
+            // the checks refuse an inactive or missing domain
+            domain_active: Some(1),
+        }
+    }
+}
+
+fn tags_row(tags: &[String]) -> String {
+    if tags.is_empty() {
+        "tags_mailbox: no tags".into()
+    } else {
+        format!("tags_mailbox: {}", tags.join(", "))
+    }
+}
+
+fn acl_row(acl: &[bool; 15]) -> String {
+    let on: Vec<&str> = USER_ACL_COLUMNS
+        .iter()
+        .zip(acl)
+        .filter(|(_, on)| **on)
+        .map(|(column, _)| *column)
+        .collect();
+    format!("user_acl: on {}", on.join(", "))
+}
+
 /// What a re-applied template changes.
 pub(super) struct Update {
     hash: String,
@@ -201,6 +266,29 @@ impl Update {
             }
         }
         mailbox
+    }
+
+    /// The rows this update writes on the mailbox as read, one line each, for a dry run.
+    pub(super) fn rows(&self, locked: &LockedMailbox, quota: i64) -> Vec<String> {
+        let (name, active) = self.name_and_active(locked);
+        let attributes: Vec<String> = self
+            .attributes
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect();
+        vec![
+            format!(
+                "mailbox: quota {} MiB (now {} MiB), active {active}, name '{name}', \
+                 attributes set {}",
+                quota / MIB,
+                locked.quota / MIB,
+                attributes.join(" ")
+            ),
+            format!("alias: active {active}"),
+            acl_row(&self.acl),
+            format!("{} (added; none removed)", tags_row(&self.tags)),
+            "_sogo_static_view: this mailbox's row".into(),
+        ]
     }
 
     /// mailcow's change detection: stored hash and stored name both equal the new ones.

@@ -49,7 +49,7 @@ pub(super) fn with_retries<T>(
 /// Creates the mailbox unless it exists by now.
 pub(super) fn try_create(store: &mut Store, new: &NewMailbox) -> Result<CreateCheck, TxError> {
     let mut tx = store.transaction()?;
-    if let CreateCheck::Exists = check_create(&mut tx, new)? {
+    if let (CreateCheck::Exists, _) = check_create(&mut tx, new)? {
         return Ok(CreateCheck::Exists);
     }
     write_new(&mut tx, new)?;
