@@ -184,19 +184,16 @@ pub fn apply_loaded(
     name: &str,
     template: Option<&Template>,
 ) -> Result<Applied, ProvisionError> {
-    let Some(template) = template else {
-        return Ok(Applied::Skipped {
-            reason: missing_for_update(name),
-            mailbox: Box::new(mailbox.clone()),
-        });
+    let (update, template) = match start_update(mailbox, display_name, name, template) {
+        UpdateStart::Update(update, template) => (update, template),
+        UpdateStart::Unchanged => return Ok(Applied::Unchanged),
+        UpdateStart::Skipped(reason) => {
+            return Ok(Applied::Skipped {
+                reason,
+                mailbox: Box::new(mailbox.clone()),
+            });
+        }
     };
-    let update = Update::build(display_name, template);
-    if update.matches(
-        &mailbox.name,
-        mailbox.attribute("attribute_hash").as_deref(),
-    ) {
-        return Ok(Applied::Unchanged);
-    }
     let result = with_retries(|| try_apply(store, &mailbox.username, &mailbox.domain, &update));
     match result {
         Ok(ApplyDone::Reapplied) => {
@@ -299,19 +296,16 @@ pub fn preview_apply(
     name: &str,
     template: Option<&Template>,
 ) -> Result<Preview, ProvisionError> {
-    let Some(template) = template else {
-        return Ok(Preview::Skipped {
-            reason: missing_for_update(name),
-            mailbox: Box::new(mailbox.clone()),
-        });
+    let (update, template) = match start_update(mailbox, display_name, name, template) {
+        UpdateStart::Update(update, template) => (update, template),
+        UpdateStart::Unchanged => return Ok(Preview::Nothing),
+        UpdateStart::Skipped(reason) => {
+            return Ok(Preview::Skipped {
+                reason,
+                mailbox: Box::new(mailbox.clone()),
+            });
+        }
     };
-    let update = Update::build(display_name, template);
-    if update.matches(
-        &mailbox.name,
-        mailbox.attribute("attribute_hash").as_deref(),
-    ) {
-        return Ok(Preview::Nothing);
-    }
     let checked = checks::check_apply(
         &mut store.snapshot()?,
         &mailbox.username,
@@ -408,6 +402,37 @@ fn rate_limit_row(store: &Store, username: &str, rate_limit: RateLimit) -> Strin
 
 fn would_write(row: &String) -> String {
     format!("would write {row}")
+}
+
+/// Where re-applying the template called `name` to `mailbox` starts, for the write and the
+/// preview alike.
+enum UpdateStart<'t> {
+    /// The template or the display name changed: this update is due.
+    Update(Update, &'t Template),
+    /// Nothing changed.
+    Unchanged,
+    /// No such template: the mailbox is left as it is, for this reason.
+    Skipped(String),
+}
+
+fn start_update<'t>(
+    mailbox: &Mailbox,
+    display_name: Option<&str>,
+    name: &str,
+    template: Option<&'t Template>,
+) -> UpdateStart<'t> {
+    let Some(template) = template else {
+        return UpdateStart::Skipped(missing_for_update(name));
+    };
+    let update = Update::build(display_name, template);
+    if update.matches(
+        &mailbox.name,
+        mailbox.attribute("attribute_hash").as_deref(),
+    ) {
+        UpdateStart::Unchanged
+    } else {
+        UpdateStart::Update(update, template)
+    }
 }
 
 fn missing_for_update(name: &str) -> String {
