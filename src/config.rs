@@ -19,7 +19,7 @@ mod mailcow_idp;
 mod redis;
 #[cfg(test)]
 pub(crate) use mailcow_idp::IDP_KEYS;
-pub(crate) use mailcow_idp::{IdpRows, SettingOrigin};
+pub(crate) use mailcow_idp::{IdpRows, SettingOrigin, same_connections};
 pub use redis::{RedisAddress, RedisConfig};
 
 /// Where the configuration lives unless `--config` or `MAILCOW_LDAP_AUTH_CONFIG` says otherwise.
@@ -390,6 +390,9 @@ pub struct ServeConfig {
     /// A client gets this long to send a request (and to take its answer) before it is dropped.
     #[serde(default = "default_client_timeout_ms")]
     pub client_timeout_ms: u64,
+    /// With `ldap.from_mailcow`: how often `serve` reads mailcow's settings again.
+    #[serde(default = "default_mailcow_settings_refresh_s")]
+    pub mailcow_settings_refresh_s: u64,
 }
 
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:9077";
@@ -406,6 +409,9 @@ fn default_search_connections() -> usize {
 fn default_client_timeout_ms() -> u64 {
     5_000
 }
+fn default_mailcow_settings_refresh_s() -> u64 {
+    60
+}
 
 impl Default for ServeConfig {
     fn default() -> Self {
@@ -417,25 +423,31 @@ impl Default for ServeConfig {
             ldap_bind_connections: default_serve_workers(),
             database_connections: default_serve_workers(),
             client_timeout_ms: default_client_timeout_ms(),
+            mailcow_settings_refresh_s: default_mailcow_settings_refresh_s(),
         }
     }
 }
 
 impl ServeConfig {
     fn validate(&self) -> Result<(), String> {
-        let sizes = [
-            ("workers", self.workers),
-            ("ldap_search_connections", self.ldap_search_connections),
-            ("ldap_bind_connections", self.ldap_bind_connections),
-            ("database_connections", self.database_connections),
+        let positive = [
+            ("workers", self.workers as u64),
+            (
+                "ldap_search_connections",
+                self.ldap_search_connections as u64,
+            ),
+            ("ldap_bind_connections", self.ldap_bind_connections as u64),
+            ("database_connections", self.database_connections as u64),
+            ("client_timeout_ms", self.client_timeout_ms),
+            (
+                "mailcow_settings_refresh_s",
+                self.mailcow_settings_refresh_s,
+            ),
         ];
-        if let Some((key, _)) = sizes.iter().find(|(_, n)| *n == 0) {
-            return Err(format!("serve.{key}: must be greater than 0"));
+        match positive.iter().find(|(_, n)| *n == 0) {
+            Some((key, _)) => Err(format!("serve.{key}: must be greater than 0")),
+            None => Ok(()),
         }
-        if self.client_timeout_ms == 0 {
-            return Err("serve.client_timeout_ms: must be greater than 0".into());
-        }
-        Ok(())
     }
 }
 
@@ -940,6 +952,10 @@ database:
             (
                 MINIMAL.replace("  base_dn", "  ca_only: true\n  base_dn"),
                 "ldap.ca_only: needs ldap.ca_file",
+            ),
+            (
+                format!("{MINIMAL}serve:\n  mailcow_settings_refresh_s: 0\n"),
+                "serve.mailcow_settings_refresh_s: must be greater than 0",
             ),
         ];
         for (text, key) in cases {

@@ -279,9 +279,10 @@ fn decide(
         mode.step(|| "no app password matches: the LDAP password decides".into());
     }
 
-    // ldap.from_mailcow: this login's LDAP settings and mapping, as mailcow's UI stores them
-    // (only now: a refusal above, or an app password, needs none of them). The caller's
-    // directory connections belong to the file's settings, so these logins connect afresh.
+    // ldap.from_mailcow, read per login: this login's LDAP settings and mapping, as mailcow's
+    // UI stores them (only now: a refusal above, or an app password, needs none of them). The
+    // caller's directory connections belong to the file's settings, so these logins connect
+    // afresh. (`serve` completes its configuration from the table beforehand: none read here.)
     let from_mailcow;
     let mut own_directory;
     let (config, directory): (&Config, &mut dyn Connections) = match &identity_provider {

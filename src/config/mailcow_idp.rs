@@ -1,6 +1,7 @@
 //! `ldap.from_mailcow`: the LDAP settings and the attribute mapping as mailcow's UI stores them
-//! in its `identity_provider` table (key/value rows), read per use and validated exactly as the
-//! same settings in the file are. The file then keeps only what mailcow has no field for.
+//! in its `identity_provider` table (key/value rows), read per use (per login; `serve`: at start,
+//! then periodically) and validated exactly as the same settings in the file are. The file then
+//! keeps only what mailcow has no field for.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -58,6 +59,14 @@ const MAILCOW_OWNED: [(&str, &str); 15] = [
     ("login_provisioning", "login_provisioning"),
 ];
 
+/// The keys of the attribute mapping and provisioning: the rest decides the LDAP connections.
+const MAPPING_KEYS: [&str; 4] = [
+    "mappers",
+    "templates",
+    "default_template",
+    "login_provisioning",
+];
+
 /// The settings kept in the file: the LDAP settings mailcow has no field for.
 const FILE_OWNED: [&str; 5] = [
     "ldap.ca_file",
@@ -78,6 +87,8 @@ pub struct LocalLdap {
     name_field: String,
     connect_timeout_ms: u64,
     timeout_ms: u64,
+    /// The LDAP settings and the mapping have been filled in from the table.
+    completed: bool,
 }
 
 /// Where a setting in use came from (`test-connection` prints it).
@@ -126,6 +137,7 @@ impl LocalLdap {
             name_field: raw.name_field,
             connect_timeout_ms: raw.connect_timeout_ms,
             timeout_ms: raw.timeout_ms,
+            completed: false,
         }
     }
 
@@ -153,9 +165,10 @@ impl LocalLdap {
 }
 
 impl Config {
-    /// Whether the LDAP settings must be read from mailcow's table before use.
+    /// Whether the LDAP settings must be read from mailcow's table before use (with
+    /// `ldap.from_mailcow`, until [`Config::with_mailcow_settings`] filled them in).
     pub(crate) fn reads_mailcow_settings(&self) -> bool {
-        self.from_mailcow.is_some()
+        self.from_mailcow.as_ref().is_some_and(|l| !l.completed)
     }
 
     /// This configuration with the LDAP settings and the attribute mapping of mailcow's
@@ -167,6 +180,10 @@ impl Config {
         let Some(local) = &self.from_mailcow else {
             return Ok(config);
         };
+        config.from_mailcow = Some(LocalLdap {
+            completed: true,
+            ..local.clone()
+        });
         let err = |message: String| ConfigError::new(Path::new(TABLE), message);
         let get = |key: &str| rows.get(key).map(|v| v.as_str());
         match get("authsource") {
@@ -230,7 +247,7 @@ impl Config {
             .iter()
             .filter(|(key, _)| *key != "ldap.bind_password_file")
             .map(|(key, column)| {
-                let origin = if self.reads_mailcow_settings() {
+                let origin = if self.from_mailcow.is_some() {
                     SettingOrigin::Mailcow(column)
                 } else {
                     SettingOrigin::File
@@ -241,6 +258,16 @@ impl Config {
             .chain(FILE_OWNED.iter().map(|key| (*key, SettingOrigin::File)))
             .collect()
     }
+}
+
+/// Whether two readings of the table give the same LDAP connections (they may differ in the
+/// mapping): `serve` then keeps its pooled connections.
+pub(crate) fn same_connections(a: &IdpRows, b: &IdpRows) -> bool {
+    fn connection(rows: &IdpRows) -> impl Iterator<Item = (&String, &Zeroizing<String>)> {
+        rows.iter()
+            .filter(|(key, _)| !MAPPING_KEYS.contains(&key.as_str()))
+    }
+    connection(a).eq(connection(b))
 }
 
 /// PHP's `(bool)` of a stored string: false for a missing row, "" and "0".
@@ -341,6 +368,27 @@ mod tests {
                 .unwrap_err()
                 .contains("mappers[0]")
         );
+    }
+
+    #[test]
+    fn only_a_change_outside_the_mapping_needs_new_connections() {
+        let rows = |pairs: &[(&str, &str)]| -> IdpRows {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), Zeroizing::new(v.to_string())))
+                .collect()
+        };
+        let base = rows(&[("host", "a"), ("mappers", "[]"), ("bindpass", "x")]);
+        let mapping = rows(&[
+            ("host", "a"),
+            ("mappers", r#"["staff"]"#),
+            ("bindpass", "x"),
+        ]);
+        let password = rows(&[("host", "a"), ("mappers", "[]"), ("bindpass", "y")]);
+        let fewer = rows(&[("host", "a"), ("mappers", "[]")]);
+        assert!(same_connections(&base, &mapping));
+        assert!(!same_connections(&base, &password));
+        assert!(!same_connections(&base, &fewer));
     }
 
     #[test]

@@ -94,7 +94,11 @@ pub fn handle(http: HttpRequest, generation: &Generation, server: &super::Shared
             lookup(generation, server, &user, reply, started)
         }),
         ("GET", "/metrics") => Ok((
-            server.metrics.render(&generation.pools, server.in_flight()),
+            server.metrics.render(
+                &generation.pools,
+                server.in_flight(),
+                generation.mailcow.as_ref().map(|_| &server.settings),
+            ),
             "text/plain; version=0.0.4",
         )),
         (_, "/auth" | "/lookup" | "/metrics" | "/health") => Err(TurnedAway(

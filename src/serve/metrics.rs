@@ -1,12 +1,13 @@
-//! `/metrics` in Prometheus' text format: requests by result and service, a latency histogram
-//! and the pools' use. Labels only ever hold fixed words, never a user name or a password.
+//! `/metrics` in Prometheus' text format: requests by result and service, a latency histogram,
+//! the pools' use and, with `ldap.from_mailcow`, how the last reading of mailcow's settings went. Labels only ever hold fixed words, never a user name or a password.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use super::connections::Pools;
+use super::mailcow_settings::SettingsStatus;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -79,7 +80,12 @@ impl Metrics {
         *self.counts().refused.entry(status).or_default() += 1;
     }
 
-    pub fn render(&self, pools: &Pools, in_flight: usize) -> String {
+    pub fn render(
+        &self,
+        pools: &Pools,
+        in_flight: usize,
+        settings: Option<&SettingsStatus>,
+    ) -> String {
         let counts = self.counts();
         let mut out = String::new();
         let _ = writeln!(
@@ -145,6 +151,24 @@ impl Metrics {
              # TYPE mailcow_ldap_auth_requests_in_flight gauge\n\
              mailcow_ldap_auth_requests_in_flight {in_flight}"
         );
+        if let Some(settings) = settings {
+            let loaded = settings
+                .loaded_at()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |t| t.as_secs());
+            let _ = writeln!(
+                out,
+                "# HELP mailcow_ldap_auth_mailcow_settings_loaded_timestamp_seconds When mailcow's \
+                 LDAP settings were last read and usable (0: never).\n\
+                 # TYPE mailcow_ldap_auth_mailcow_settings_loaded_timestamp_seconds gauge\n\
+                 mailcow_ldap_auth_mailcow_settings_loaded_timestamp_seconds {loaded}\n\
+                 # HELP mailcow_ldap_auth_mailcow_settings_refresh_failed 1 when the last reading \
+                 of mailcow's LDAP settings failed or gave unusable settings.\n\
+                 # TYPE mailcow_ldap_auth_mailcow_settings_refresh_failed gauge\n\
+                 mailcow_ldap_auth_mailcow_settings_refresh_failed {}",
+                u8::from(settings.failing())
+            );
+        }
         out
     }
 }

@@ -5,10 +5,12 @@
 //! them ([`wire`]); `serve.workers` bounds how many logins run at once (a pool of places, like
 //! the connection pools). The main thread waits for signals: SIGHUP re-reads the
 //! configuration (a broken one keeps the old), SIGTERM/SIGINT stop accepting, let the requests
-//! in flight finish, and exit.
+//! in flight finish, and exit. With `ldap.from_mailcow`, one more thread reads mailcow's
+//! settings again periodically ([`mailcow_settings`]).
 
 pub mod connections;
 mod http;
+mod mailcow_settings;
 mod metrics;
 pub mod pool;
 mod wire;
@@ -16,29 +18,33 @@ mod wire;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::config::{Config, ServeConfig};
+use crate::config::{Config, IdpRows, ServeConfig};
 use crate::log::{Logger, Severity};
 use connections::Pools;
+use mailcow_settings::{MailcowSettings, SettingsStatus};
 use metrics::Metrics;
 use wire::{ConnectionCount, Listener};
 
 /// Client connections open at once; past this a new one is answered 503.
 const MAX_CONNECTIONS: usize = 1024;
 
-/// One configuration and what is built from it; a SIGHUP makes the next. Requests running
-/// keep the one they started with.
+/// One configuration and what is built from it; a SIGHUP (or a change in mailcow's settings)
+/// makes the next. Requests running keep the one they started with.
 pub struct Generation {
     /// Leaked on purpose: pooled LDAP sessions borrow it for as long as they live, which is
-    /// until the process ends or a reload retires them (one small config per SIGHUP).
+    /// until the process ends or a reload retires them (one small config per reload).
     config: &'static Config,
-    pools: Pools,
+    /// Shared with the next generation when only mailcow's mapping changed.
+    pools: Arc<Pools>,
     token: SecretString,
-    logger: Logger,
+    logger: Arc<Logger>,
+    /// With `ldap.from_mailcow`: what `config` was completed from.
+    mailcow: Option<MailcowSettings>,
 }
 
 /// What the workers share across generations.
@@ -47,6 +53,11 @@ pub struct Shared {
     in_flight: AtomicUsize,
     stopping: AtomicBool,
     current: RwLock<Arc<Generation>>,
+    /// How the last reading of mailcow's settings went.
+    settings: SettingsStatus,
+    /// One reload (SIGHUP or a reading of mailcow's settings) at a time, so that neither
+    /// replaces a newer generation with one built from an older.
+    reloading: Mutex<()>,
 }
 
 impl Shared {
@@ -63,7 +74,13 @@ impl Shared {
 }
 
 impl Generation {
-    fn load(path: &Path) -> Result<Generation, String> {
+    /// The configuration at `path`, with `ldap.from_mailcow` completed from mailcow's table
+    /// (`last`: the rows the running generation has, kept if the table cannot be used).
+    fn load(
+        path: &Path,
+        last: Option<&Arc<IdpRows>>,
+        status: &SettingsStatus,
+    ) -> Result<Generation, String> {
         let config = Config::load(path).map_err(|e| e.to_string())?;
         let mut warnings = config.warnings.clone();
         let token_file =
@@ -80,17 +97,24 @@ impl Generation {
                 token_file.display()
             ));
         }
-        let logger = Logger::new(&config.log);
+        let logger = Arc::new(Logger::new(&config.log));
         for warning in &warnings {
             logger.log(Severity::Warning, warning);
         }
+        let (config, mailcow) = mailcow_settings::settle(config, last, status, &logger);
         let config: &'static Config = Box::leak(Box::new(config));
         Ok(Generation {
             config,
-            pools: Pools::new(config),
+            pools: Arc::new(Pools::new(config)),
             token,
             logger,
+            mailcow,
         })
+    }
+
+    /// The rows of mailcow's table this generation's settings came from.
+    fn mailcow_rows(&self) -> Option<&Arc<IdpRows>> {
+        self.mailcow.as_ref().and_then(|m| m.rows.as_ref())
     }
 }
 
@@ -104,7 +128,8 @@ pub enum ServeResult {
 }
 
 pub fn run(config_path: &Path) -> ServeResult {
-    let generation = match Generation::load(config_path) {
+    let status = SettingsStatus::default();
+    let generation = match Generation::load(config_path, None, &status) {
         Ok(g) => g,
         Err(e) => {
             Logger::fallback().log(Severity::Error, &format!("serve: not started: {e}"));
@@ -135,7 +160,19 @@ pub fn run(config_path: &Path) -> ServeResult {
         in_flight: AtomicUsize::new(0),
         stopping: AtomicBool::new(false),
         current: RwLock::new(Arc::new(generation)),
+        settings: status,
+        reloading: Mutex::new(()),
     });
+    {
+        let shared = shared.clone();
+        std::thread::spawn(move || {
+            loop {
+                let every = shared.current().config.serve.mailcow_settings_refresh_s;
+                std::thread::sleep(Duration::from_secs(every));
+                reread_mailcow_settings(&shared);
+            }
+        });
+    }
     let accepting = {
         let (listener, shared) = (listener.clone(), shared.clone());
         let timeout = Duration::from_millis(settings.client_timeout_ms);
@@ -214,8 +251,9 @@ fn accept(listener: &Listener, shared: &Arc<Shared>, timeout: Duration) {
 }
 
 fn reload(path: &Path, shared: &Shared, running: &ServeConfig) {
+    let _alone = shared.reloading.lock().unwrap_or_else(|e| e.into_inner());
     let old = shared.current();
-    match Generation::load(path) {
+    match Generation::load(path, old.mailcow_rows(), &shared.settings) {
         Ok(new) => {
             let restart_only = [
                 (new.config.serve.listen != running.listen, "serve.listen"),
@@ -231,15 +269,54 @@ fn reload(path: &Path, shared: &Shared, running: &ServeConfig) {
                     &format!("serve: reload: {key} changed; it takes effect on a restart"),
                 );
             }
-            new.logger
-                .log(Severity::Info, "serve: configuration reloaded");
+            let logger = new.logger.clone();
             *shared.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+            logger.log(Severity::Info, "serve: configuration reloaded");
         }
         Err(e) => old.logger.log(
             Severity::Error,
             &format!("serve: reload failed, keeping the running configuration: {e}"),
         ),
     }
+}
+
+/// With `ldap.from_mailcow`: a new generation when mailcow's settings changed, on new pools
+/// unless only the mapping changed. Requests running finish on the old one.
+fn reread_mailcow_settings(shared: &Shared) {
+    let _alone = shared.reloading.lock().unwrap_or_else(|e| e.into_inner());
+    let old = shared.current();
+    let Some(running) = &old.mailcow else {
+        return;
+    };
+    let Some(changed) = mailcow_settings::reread(running, &shared.settings, &old.logger) else {
+        return;
+    };
+    for warning in changed.config.warnings.iter() {
+        if !running.file.warnings.contains(warning) {
+            old.logger.log(Severity::Warning, warning);
+        }
+    }
+    let config: &'static Config = Box::leak(Box::new(changed.config));
+    let (pools, what) = if changed.same_connections {
+        (
+            old.pools.clone(),
+            "the mapping changed; connection pools kept",
+        )
+    } else {
+        (Arc::new(Pools::new(config)), "new connection pools")
+    };
+    let new = Generation {
+        config,
+        pools,
+        token: old.token.clone(),
+        logger: old.logger.clone(),
+        mailcow: Some(changed.settings),
+    };
+    *shared.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+    old.logger.log(
+        Severity::Info,
+        &format!("serve: mailcow's LDAP settings changed: {what}"),
+    );
 }
 
 /// A `listen` value naming a Unix socket.

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -119,30 +119,45 @@ pub struct FirstRequestProxy {
 
 impl FirstRequestProxy {
     pub fn start(listen: &str, target: SocketAddr) -> std::io::Result<FirstRequestProxy> {
-        let addr = proxy(listen, target, false)?;
+        let addr = proxy(listen, target, false, Arc::default())?;
         Ok(FirstRequestProxy { addr })
     }
 }
 
 /// A TCP proxy that passes everything both ways: the server answers on another address
-/// (and so under another name than its certificate's). Runs until the test process ends.
+/// (and so under another name than its certificate's), and the connections can be counted.
+/// Runs until the test process ends.
 pub struct Forwarder {
     pub addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
 }
 
 impl Forwarder {
     pub fn start(listen: &str, target: SocketAddr) -> std::io::Result<Forwarder> {
-        let addr = proxy(listen, target, true)?;
-        Ok(Forwarder { addr })
+        let accepted = Arc::<AtomicUsize>::default();
+        let addr = proxy(listen, target, true, accepted.clone())?;
+        Ok(Forwarder { addr, accepted })
+    }
+
+    /// Connections accepted so far. Exact once a client got an answer over each of its
+    /// connections (a connection is counted before it is passed on).
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 }
 
-fn proxy(listen: &str, target: SocketAddr, pass_all: bool) -> std::io::Result<SocketAddr> {
+fn proxy(
+    listen: &str,
+    target: SocketAddr,
+    pass_all: bool,
+    accepted: Arc<AtomicUsize>,
+) -> std::io::Result<SocketAddr> {
     use std::io::{Read, Write};
     let listener = TcpListener::bind(listen)?;
     let addr = listener.local_addr()?;
     std::thread::spawn(move || {
         for client in listener.incoming().flatten() {
+            accepted.fetch_add(1, Ordering::SeqCst);
             let Ok(server) = TcpStream::connect(target) else {
                 continue;
             };
