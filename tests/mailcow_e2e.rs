@@ -99,6 +99,7 @@ fn mailcows_passdb_chain_asks_serve_first_and_mailcow_for_the_rest() {
 
     // The index-keyed mapping (what PHP keeps of ["", "staff"]): bert follows it.
     save_as_mailcow_ui(&env, r#"{"1":"staff"}"#, r#"{"1":"Staff"}"#, &[]);
+    serve.reload(); // serve reads mailcow's settings on SIGHUP (or every minute)
     imap_login(d.imap_port, &bert, "bert-pw").assert_selected(&logs(&serve));
     assert_eq!(tags(&bert), staff);
 
@@ -119,6 +120,7 @@ fn mailcows_passdb_chain_asks_serve_first_and_mailcow_for_the_rest() {
     let bh = BlackHole::new();
     let bh_port = bh.port().to_string();
     save_as_mailcow_ui(&env, r#"["staff"]"#, r#"["Staff"]"#, &[("port", &bh_port)]);
+    serve.reload();
     imap_login(d.imap_port, &anna, &app_pw).assert_selected(&logs(&serve));
     assert_eq!(bh.connections(), 0, "{}", logs(&serve));
     assert_eq!(
@@ -132,6 +134,7 @@ fn mailcows_passdb_chain_asks_serve_first_and_mailcow_for_the_rest() {
     // An app password without IMAP access is no app password here: LDAP refuses it.
     expire_cache();
     save_as_mailcow_ui(&env, r#"["staff"]"#, r#"["Staff"]"#, &[]);
+    serve.reload();
     env.db.exec("DELETE FROM app_passwd");
     app_password(0);
     let r = imap_login(d.imap_port, &anna, &app_pw);

@@ -128,6 +128,19 @@ impl Serve {
         }
     }
 
+    /// SIGHUP, then waits (up to 20 s) until serve logged that it reloaded.
+    #[track_caller]
+    pub fn reload(&self) {
+        let reloads = |log: String| log.matches("serve: configuration reloaded").count();
+        let before = reloads(self.log());
+        self.signal(libc::SIGHUP);
+        let until = Instant::now() + Duration::from_secs(20);
+        while reloads(self.log()) == before {
+            assert!(Instant::now() < until, "no reload:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// A plain TCP connection to serve (for clients that misbehave).
     pub fn raw_client(&self) -> TcpStream {
         let stream = TcpStream::connect(&self.addr).unwrap();
