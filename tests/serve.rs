@@ -5,19 +5,13 @@ mod common;
 #[path = "common/provision_helpers.rs"]
 mod provision_helpers;
 
-use common::serve::{Reply, Serve, private_file};
+use common::serve::{Reply, Serve, assert_result, private_file};
 use common::*;
 use provision_helpers::{DomainRow, golden, insert_template, row_counts};
 use serde_json::json;
 use std::net::SocketAddr;
 
 const PW: &str = "Pass \"w0rd\" ünï";
-
-#[track_caller]
-fn assert_result(reply: &Reply, want: &str) {
-    assert_eq!(reply.status, 200, "{reply:?}");
-    assert_eq!(reply.body["result"], want, "{reply:?}");
-}
 
 /// alice (existing mailbox), bob (LDAP only: first login creates), carol (imap off), dave
 /// (mailcow authsource), erin (not in LDAP, no mailbox).

@@ -6,7 +6,7 @@ mod common;
 #[path = "common/provision_helpers.rs"]
 mod provision_helpers;
 
-use common::serve::{Reply, Serve};
+use common::serve::{Serve, assert_result};
 use common::*;
 use provision_helpers::{golden, insert_template};
 use serde_json::json;
@@ -15,12 +15,6 @@ use std::net::SocketAddr;
 const PW: &str = "Alice-Pw-1";
 const ALICE: &str = "alice@example.org";
 const BOB: &str = "bob@example.org";
-
-#[track_caller]
-fn assert_result(reply: &Reply, want: &str) {
-    assert_eq!(reply.status, 200, "{reply:?}");
-    assert_eq!(reply.body["result"], want, "{reply:?}");
-}
 
 /// alice and bob (employeeType staff) in LDAP, domain example.org, template Staff, no
 /// mailboxes; the file leaves the LDAP settings to mailcow's table (still empty).
@@ -51,10 +45,10 @@ fn save_provider(env: &TestEnv, host: &Forwarder, mappers: &str, templates: &str
     save_as_mailcow_ui(env, mappers, templates, &[("port", &port)]);
 }
 
-/// serve on `env` with one pooled LDAP connection for searches and one for binds, reading
+/// serve on `cfg` with one pooled LDAP connection for searches and one for binds, reading
 /// mailcow's settings again every second.
-fn serve(env: &TestEnv) -> Serve {
-    let mut cfg = env.cfg.clone();
+fn serve(cfg: &serde_json::Value) -> Serve {
+    let mut cfg = cfg.clone();
     cfg["serve"] = json!({
         "ldap_search_connections": 1,
         "ldap_bind_connections": 1,
@@ -63,16 +57,22 @@ fn serve(env: &TestEnv) -> Serve {
     Serve::start(&cfg)
 }
 
+/// [`env`] with the provider saved (its host counted, no mapping), and [`serve`] on it.
+fn running() -> (TestEnv, Forwarder, Serve) {
+    let env = env();
+    let host = ldap_host();
+    save_provider(&env, &host, "[]", "[]");
+    let serve = serve(&env.cfg);
+    (env, host, serve)
+}
+
 fn metrics(serve: &Serve) -> String {
     serve.get("/metrics").body.as_str().unwrap().to_owned()
 }
 
 #[test]
 fn logins_share_the_pooled_connections_of_mailcows_settings() {
-    let env = env();
-    let host = ldap_host();
-    save_provider(&env, &host, "[]", "[]");
-    let serve = serve(&env);
+    let (_env, host, serve) = running();
     for _ in 0..10 {
         assert_result(&serve.auth(ALICE, PW, "imap"), "ok");
     }
@@ -127,10 +127,8 @@ fn sighup_reads_the_changed_settings_and_the_next_login_follows_them() {
 
 #[test]
 fn a_change_in_mailcows_ui_counts_after_the_refresh_interval() {
-    let env = env();
-    let (first, second) = (ldap_host(), ldap_host());
-    save_provider(&env, &first, "[]", "[]");
-    let serve = serve(&env);
+    let (env, first, serve) = running();
+    let second = ldap_host();
     assert_result(&serve.auth(ALICE, PW, "imap"), "ok");
 
     // Only the mapping changes: the pooled connections stay.
@@ -152,10 +150,7 @@ fn a_change_in_mailcows_ui_counts_after_the_refresh_interval() {
 
 #[test]
 fn unusable_settings_keep_the_last_good_ones_and_say_why() {
-    let env = env();
-    let host = ldap_host();
-    save_provider(&env, &host, "[]", "[]");
-    let serve = serve(&env);
+    let (env, host, serve) = running();
     assert_result(&serve.auth(ALICE, PW, "imap"), "ok");
 
     // The admin removes the LDAP provider: SIGHUP and the periodic readings keep the last
@@ -190,7 +185,7 @@ fn unusable_settings_keep_the_last_good_ones_and_say_why() {
 #[test]
 fn without_a_provider_at_start_logins_are_a_configuration_error_until_one_is_saved() {
     let env = env();
-    let serve = serve(&env);
+    let serve = serve(&env.cfg);
     serve.wait_for_log(
         "no LDAP identity provider configured in mailcow (authsource missing); set it up in \
          mailcow's UI or turn ldap.from_mailcow off; logins read them per login until a reading \
@@ -230,7 +225,7 @@ fn a_database_outage_keeps_the_settings_and_is_logged_once() {
     let target: SocketAddr = format!("127.0.0.1:{}", env.db.server.port).parse().unwrap();
     let database = Switch::start("127.0.0.1:0", target).expect("switch");
     env.cfg["database"]["port"] = json!(database.addr.port());
-    let serve = serve(&env);
+    let serve = serve(&env.cfg);
     assert_result(&serve.auth(ALICE, PW, "imap"), "ok");
 
     database.down();

@@ -225,6 +225,13 @@ impl Serve {
     }
 }
 
+/// A 200 answer whose `result` is `want`.
+#[track_caller]
+pub fn assert_result(reply: &Reply, want: &str) {
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.body["result"], want, "{reply:?}");
+}
+
 /// A TCP or Unix stream.
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
