@@ -6,19 +6,22 @@
 #   scripts/dovecot24-root.sh          build it once, print its path
 #
 # The root lives outside the repository (MLA_DOVECOT24_ROOT, default
-# /var/cache/mailcow-ldap-auth/trixie-dovecot-2.4.1) and is rebuilt only when it is missing or
-# incomplete: it is built in a temporary directory beside it and renamed into place after a
-# stamp file recording the package list was written, so a build that died leaves nothing that
-# looks finished. A lock serialises concurrent callers (parallel test binaries, CI jobs).
+# /var/cache/mailcow-ldap-auth/trixie-dovecot-2.4.1-<hash of the package list>) and is rebuilt
+# only when it is missing or incomplete: it is built in a temporary directory beside it and
+# renamed into place after a stamp file recording the package list was written, so a build
+# that died leaves nothing that looks finished. With the hash in the name, a root of another
+# package list (an older checkout's, perhaps in use by its tests) is left alone. A lock serialises concurrent callers (parallel test binaries, CI jobs).
 # Needs root and debootstrap (scripts/install-test-deps.sh installs it).
 set -euo pipefail
 
-ROOT=${MLA_DOVECOT24_ROOT:-/var/cache/mailcow-ldap-auth/trixie-dovecot-2.4.1}
 MIRROR=${MLA_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-# dovecot-core carries the quota plugin; /bin/sh (dash, in minbase) runs the Lua script's popen.
-PACKAGES=dovecot-core,dovecot-imapd,dovecot-pop3d,dovecot-auth-lua
+# dovecot-core carries the quota plugin; /bin/sh (dash, in minbase) runs the Lua script's popen;
+# lua-socket, lua-sec and lua-cjson are the Lua modules of mailcow's Dovecot image (its request
+# to its PHP endpoint).
+PACKAGES=dovecot-core,dovecot-imapd,dovecot-pop3d,dovecot-auth-lua,lua-socket,lua-sec,lua-cjson
 STAMP=.mailcow-ldap-auth-root
 WANT="trixie $PACKAGES"
+ROOT=${MLA_DOVECOT24_ROOT:-/var/cache/mailcow-ldap-auth/trixie-dovecot-2.4.1-$(sha256sum <<<"$WANT" | cut -c1-8)}
 
 complete() { [ "$(cat "$ROOT/$STAMP" 2>/dev/null)" = "$WANT" ]; }
 

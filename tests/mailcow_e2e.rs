@@ -19,34 +19,15 @@ use common::*;
 use e2e::clients::imap_login;
 use e2e::dovecot::{MAILCOW_URL, URL_TRANSPORT, dovecot, share_token_with_dovecot};
 use e2e::mailcow_php::MailcowPhp;
-use provision_helpers::{golden, insert_template};
+use provision_helpers::mailcow_site;
 use serde_json::json;
 
 const DOMAIN: &str = "mc.example.org";
 
 #[test]
 fn mailcows_passdb_chain_asks_serve_first_and_mailcow_for_the_rest() {
-    let anna = format!("anna@{DOMAIN}");
-    let bert = format!("bert@{DOMAIN}");
-    let fred = format!("fred@{DOMAIN}");
-    let cleo = format!("cleo@{DOMAIN}");
-    let mut env = TestEnv::new(&[
-        LdapUser::new("anna", &anna, "anna-pw").employee_type("staff"),
-        LdapUser::new("bert", &bert, "bert-pw").employee_type("staff"),
-        LdapUser::new("cleo", &cleo, "cleo-pw").employee_type("staff"),
-    ]);
-    env.db.add_domain(&Domain::new(DOMAIN));
-    env.db
-        .add_mailbox(&Mailbox::new(&fred).authsource("mailcow"));
-    insert_template(
-        &env.db,
-        "Staff",
-        golden()["template"]["attributes_text"].as_str().unwrap(),
-    );
-    config_from_mailcow(&mut env.cfg);
+    let (mut env, [anna, bert, cleo, fred]) = mailcow_site(DOMAIN);
     env.cfg["log"] = json!({"syslog": false, "stderr": "all"});
-    // The mapping as mailcow's UI saves it: JSON arrays.
-    save_as_mailcow_ui(&env, r#"["staff"]"#, r#"["Staff"]"#, &[]);
     let mut serve = Serve::start(&env.cfg);
     let token = share_token_with_dovecot(&serve);
     let php = MailcowPhp::start(&[(fred.as_str(), "fred-sql-pw")]);
@@ -186,25 +167,23 @@ fn lua24(
     from_sogo: bool,
 ) -> Vec<String> {
     const CLIENT: &str = "192.0.2.7";
-    let wrapper = e2e::dovecot::MAILCOW_WRAPPER
-        .replace("dovecot = \"2.3\"", "dovecot = \"2.4\"")
-        .replace("  -- cache_key = ", "  cache_key = ")
-        .replace("https://nginx:9082", &php.url)
-        .replace(
-            "172.22.1.248",
-            if from_sogo { CLIENT } else { "172.22.1.248" },
-        )
-        .replace(
-            e2e::dovecot::INSTALLED_SCRIPT,
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/contrib/dovecot/lua/mailcow-ldap-auth.lua"
-            ),
-        );
     let dir = tempfile::tempdir_in(common::process::scratch()).expect("temp dir");
     let token = dir.path().join("token");
     std::fs::write(&token, "t0ken\n").unwrap();
-    let wrapper = wrapper.replace("/etc/mailcow-ldap-auth/token", token.to_str().unwrap());
+    let wrapper = e2e::dovecot::mailcow_wrapper_with(
+        "http://serve.invalid/", // the stand-in HTTP client below answers
+        token.to_str().unwrap(),
+        &php.url,
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/contrib/dovecot/lua/mailcow-ldap-auth.lua"
+        ),
+        true,
+    )
+    .replace(
+        "172.22.1.248",
+        if from_sogo { CLIENT } else { "172.22.1.248" },
+    );
     let wrapper_path = dir.path().join("passwd-verify.lua");
     std::fs::write(&wrapper_path, wrapper).unwrap();
     let quoted = |s: &str| format!("{s:?}");

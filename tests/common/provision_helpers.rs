@@ -3,7 +3,10 @@
 //! Included from tests/provision.rs with `#[path]`, so it reaches the harness as `crate::common`.
 #![allow(dead_code)]
 
-use crate::common::{PROVISIONED, TestDb, provisioned, slapd};
+use crate::common::{
+    Domain, LdapUser, Mailbox, PROVISIONED, TestDb, TestEnv, config_from_mailcow, provisioned,
+    save_as_mailcow_ui, slapd,
+};
 use mysql::prelude::Queryable;
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashSet};
@@ -140,7 +143,6 @@ pub fn insert_template(db: &TestDb, name: &str, attributes_text: &str) {
         .unwrap_or_else(|e| panic!("insert template {name}: {e}"));
 }
 
-/// Replaces the attributes text of a mailbox template.
 /// The golden template (tests/fixtures) as the mailbox template `name`.
 pub fn insert_golden_template(db: &TestDb, name: &str) {
     let golden = golden();
@@ -150,6 +152,7 @@ pub fn insert_golden_template(db: &TestDb, name: &str) {
     insert_template(db, name, attributes);
 }
 
+/// Replaces the attributes text of a mailbox template.
 pub fn set_template_text(db: &TestDb, name: &str, attributes_text: &str) {
     db.conn()
         .exec_drop(
@@ -167,6 +170,28 @@ pub fn ldap_replace(dn: &str, attribute: &str, values: &[&str]) {
         .and_then(|r| r.success())
         .unwrap_or_else(|e| panic!("modify {dn} {attribute}: {e}"));
     let _ = c.unbind();
+}
+
+/// The site of the mailcow recipe's end-to-end tests (tests/mailcow_e2e.rs, mailcow24_e2e.rs):
+/// anna, bert and cleo (LDAP, employeeType staff, password `<name>-pw`) and fred (authsource
+/// mailcow) at `domain`, the golden template as Staff; the file leaves LDAP to mailcow's table,
+/// which maps staff to Staff (JSON arrays, as mailcow's UI saves them). The four addresses in
+/// that order.
+pub fn mailcow_site(domain: &str) -> (TestEnv, [String; 4]) {
+    let [anna, bert, cleo, fred] =
+        ["anna", "bert", "cleo", "fred"].map(|u| format!("{u}@{domain}"));
+    let mut env = TestEnv::new(&[
+        LdapUser::new("anna", &anna, "anna-pw").employee_type("staff"),
+        LdapUser::new("bert", &bert, "bert-pw").employee_type("staff"),
+        LdapUser::new("cleo", &cleo, "cleo-pw").employee_type("staff"),
+    ]);
+    env.db.add_domain(&Domain::new(domain));
+    env.db
+        .add_mailbox(&Mailbox::new(&fred).authsource("mailcow"));
+    insert_golden_template(&env.db, "Staff");
+    config_from_mailcow(&mut env.cfg);
+    save_as_mailcow_ui(&env, r#"["staff"]"#, r#"["Staff"]"#, &[]);
+    (env, [anna, bert, cleo, fred])
 }
 
 /// tests/fixtures/golden-provision-bob.json: the rows mailcow's PHP wrote for one LDAP user.

@@ -61,8 +61,8 @@ pub const LUA_SCRIPT: &str = include_str!("../../contrib/dovecot/lua/mailcow-lda
 pub const MAILCOW_PASSDB: &str = include_str!("../fixtures/mailcow/dovecot-passdb.conf");
 pub const MAILCOW_WRAPPER: &str = include_str!("../../contrib/mailcow/passwd-verify.lua");
 /// Paths and addresses inside mailcow's dovecot-mailcow container.
-const MAILCOW_SCRIPT: &str = "/etc/dovecot/auth/passwd-verify.lua";
-const MAILCOW_MASTER_PASSWD: &str = "/etc/dovecot/dovecot-master.passwd";
+pub const MAILCOW_SCRIPT: &str = "/etc/dovecot/auth/passwd-verify.lua";
+pub const MAILCOW_MASTER_PASSWD: &str = "/etc/dovecot/dovecot-master.passwd";
 const MAILCOW_SERVE_URL: &str = "http://mailcow-ldap-auth:9077/";
 const MAILCOW_PHP_URL: &str = "https://nginx:9082";
 pub const INSTALLED_BIN: &str = "/usr/local/bin/mailcow-ldap-auth";
@@ -259,24 +259,48 @@ fn mailcow_wrapper(dir: &Path) -> String {
         .get()
         .expect("URL_TRANSPORT set before dovecot()");
     let php = MAILCOW_URL.get().expect("MAILCOW_URL set before dovecot()");
+    let script = dir.join("share/mailcow-ldap-auth.lua");
+    mailcow_wrapper_with(
+        url,
+        token.to_str().expect("utf-8 path"),
+        php,
+        script.to_str().expect("utf-8 path"),
+        false,
+    )
+}
+
+/// contrib/mailcow/passwd-verify.lua with serve at `serve_url`, its token in `token`, mailcow's
+/// endpoint at `php_url` and the project's script at `script`; for Dovecot 2.4 (mailcow's
+/// `feat/dovecot-2.4` images) switched as its comments say: `dovecot = "2.4"` and mailcow's
+/// 2.4 cache key.
+pub fn mailcow_wrapper_with(
+    serve_url: &str,
+    token: &str,
+    php_url: &str,
+    script: &str,
+    dovecot_2_4: bool,
+) -> String {
     for installed in [
         MAILCOW_SERVE_URL,
         INSTALLED_TOKEN,
         MAILCOW_PHP_URL,
         INSTALLED_SCRIPT,
+        "dovecot = \"2.3\"",
+        "  -- cache_key = ",
     ] {
         assert_eq!(MAILCOW_WRAPPER.matches(installed).count(), 1, "{installed}");
     }
-    MAILCOW_WRAPPER
-        .replace(MAILCOW_SERVE_URL, url)
-        .replace(INSTALLED_TOKEN, token.to_str().expect("utf-8 path"))
-        .replace(MAILCOW_PHP_URL, php)
-        .replace(
-            INSTALLED_SCRIPT,
-            dir.join("share/mailcow-ldap-auth.lua")
-                .to_str()
-                .expect("utf-8 path"),
-        )
+    let wrapper = MAILCOW_WRAPPER
+        .replace(MAILCOW_SERVE_URL, serve_url)
+        .replace(INSTALLED_TOKEN, token)
+        .replace(MAILCOW_PHP_URL, php_url)
+        .replace(INSTALLED_SCRIPT, script);
+    if !dovecot_2_4 {
+        return wrapper;
+    }
+    wrapper
+        .replace("dovecot = \"2.3\"", "dovecot = \"2.4\"")
+        .replace("  -- cache_key = ", "  cache_key = ")
 }
 
 /// The Lua snippet switched to url mode as its comment says: the binary's

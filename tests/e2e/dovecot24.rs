@@ -8,7 +8,8 @@
 //! shipped Lua script; under it one directory per instance. Each instance's passdb/userdb are
 //! exactly the shipped `contrib/dovecot/2.4/10-auth-mailcow-ldap.conf` with only the paths of
 //! the binary, its config and the Lua script replaced (a snippet that drifts from what the tests
-//! rely on fails them); the surrounding `dovecot.conf` holds only test settings (listeners on
+//! rely on fails them), or another auth configuration given whole (`Dovecot24::start_auth`:
+//! mailcow's own chain); the surrounding `dovecot.conf` holds only test settings (listeners on
 //! random loopback ports, no failure delays, the quota plugin, a log file, extra passdbs).
 //!
 //! One config file per instance (the snippet names one), so each test starts its own Dovecot:
@@ -201,19 +202,7 @@ impl Dovecot24 {
     ) -> Dovecot24 {
         let t0 = Instant::now();
         let s = shared();
-        let dir = s.dir.join(tag);
-        for sub in ["run", "state", "conf.d", "etc", "mail"] {
-            std::fs::create_dir_all(dir.join(sub)).expect("mkdir instance dir");
-        }
-        for d in [&dir, &dir.join("run"), &dir.join("etc"), &dir.join("mail")] {
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        }
-        std::os::unix::fs::chown(dir.join("mail"), Some(s.mail_uid), Some(s.mail_gid))
-            .expect("chown mail");
-        for (name, text) in files {
-            std::fs::write(dir.join(name), text).expect("write instance file");
-        }
-        let inner = inner(&s.root, &dir);
+        let (dir, inner) = instance_dir(tag, files);
         let snippet = generated_snippet(
             &inner_of(&s.bin),
             &format!("{inner}/etc/config.yml"),
@@ -222,16 +211,45 @@ impl Dovecot24 {
         let snippet = match transport {
             Transport::Process => snippet,
             Transport::Url { url, token } => {
-                let path = dir.join("etc/token");
-                std::fs::write(&path, format!("{token}\n")).expect("write token");
-                std::os::unix::fs::chown(&path, Some(0), Some(s.dovecot_gid)).expect("chown");
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640))
-                    .expect("chmod");
-                url_mode(&snippet, url, &format!("{inner}/etc/token"))
+                url_mode(&snippet, url, &write_token(&dir, &inner, token))
             }
         };
-        std::fs::write(dir.join("conf.d/10-auth-mailcow-ldap.conf"), snippet)
-            .expect("write snippet");
+        Self::launch(tag, t0, dir, inner, &snippet, extra)
+    }
+
+    /// An instance whose auth configuration is `auth` instead of the shipped snippet (e.g.
+    /// mailcow's own passdb chain), with `files` in its directory. In both, `{dir}` stands for
+    /// that directory inside the root, `{script}` for the shipped Lua script there and
+    /// `{token}` for a file holding `token` (root:dovecot 0640, as serve's token in production).
+    pub fn start_auth(tag: &str, auth: &str, files: &[(&str, &str)], token: &str) -> Dovecot24 {
+        let t0 = Instant::now();
+        let (dir, inner) = instance_dir(tag, &[]);
+        let token = write_token(&dir, &inner, token);
+        let script = inner_of(&shared().script);
+        let fill = |text: &str| {
+            text.replace("{token}", &token)
+                .replace("{script}", &script)
+                .replace("{dir}", &inner)
+        };
+        for (name, text) in files {
+            std::fs::write(dir.join(name), fill(text)).expect("write instance file");
+        }
+        let auth = fill(auth);
+        Self::launch(tag, t0, dir, inner, &auth, "")
+    }
+
+    /// Dovecot on the instance directory, with `auth` as its auth configuration (what
+    /// tests/fixtures/dovecot24.conf includes) and `extra` after it.
+    fn launch(
+        tag: &str,
+        t0: Instant,
+        dir: PathBuf,
+        inner: String,
+        auth: &str,
+        extra: &str,
+    ) -> Dovecot24 {
+        let s = shared();
+        std::fs::write(dir.join("conf.d/10-auth-mailcow-ldap.conf"), auth).expect("write auth");
 
         for attempt in 0..20 {
             let (imap_port, pop3_port) = (free_port(), free_port());
@@ -341,6 +359,35 @@ impl Drop for Dovecot24 {
         kill_group(self.pgid);
         stop_server(&mut self.child);
     }
+}
+
+/// The directory of instance `tag` with `files` (name, text) in it, and its path inside the
+/// root.
+fn instance_dir(tag: &str, files: &[(&str, &str)]) -> (PathBuf, String) {
+    let s = shared();
+    let dir = s.dir.join(tag);
+    for sub in ["run", "state", "conf.d", "etc", "mail"] {
+        std::fs::create_dir_all(dir.join(sub)).expect("mkdir instance dir");
+    }
+    for d in [&dir, &dir.join("run"), &dir.join("etc"), &dir.join("mail")] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    std::os::unix::fs::chown(dir.join("mail"), Some(s.mail_uid), Some(s.mail_gid))
+        .expect("chown mail");
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).expect("write instance file");
+    }
+    let inner = inner(&s.root, &dir);
+    (dir, inner)
+}
+
+/// serve's token in `etc/token` of the instance, root:dovecot 0640; its path inside the root.
+fn write_token(dir: &Path, inner: &str, token: &str) -> String {
+    let path = dir.join("etc/token");
+    std::fs::write(&path, format!("{token}\n")).expect("write token");
+    std::os::unix::fs::chown(&path, Some(0), Some(shared().dovecot_gid)).expect("chown");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    format!("{inner}/etc/token")
 }
 
 fn inner_of(host: &Path) -> String {
