@@ -245,3 +245,17 @@ fn a_database_outage_keeps_the_settings_and_is_logged_once() {
     let log = serve.log();
     assert!(!log.contains(SVC_PW) && !log.contains(&env.db.password));
 }
+
+#[test]
+fn warnings_about_mailcows_settings_are_logged_with_each_new_reading() {
+    let mut env = env();
+    env.cfg["ldap"]["ca_file"] = json!(certs().ca);
+    let host = ldap_host();
+    save_provider(&env, &host, "[]", "[]");
+    let serve = serve(&env.cfg);
+    let warning = "ldap.ca_file is set but neither use_ssl nor use_tls is on";
+    serve.wait_for_log(warning);
+    save_provider(&env, &host, r#"["staff"]"#, r#"["Staff"]"#);
+    serve.wait_for_log("mailcow's LDAP settings changed");
+    assert_eq!(serve.log().matches(warning).count(), 2, "{}", serve.log());
+}

@@ -105,6 +105,15 @@ fn read(
     }
 }
 
+/// Logs the warnings that mailcow's settings added to the file's (e.g. a CA file without TLS).
+fn log_added_warnings(completed: &Config, file: &Config, logger: &Logger) {
+    for warning in &completed.warnings {
+        if !file.warnings.contains(warning) {
+            logger.log(Severity::Warning, warning);
+        }
+    }
+}
+
 /// The configuration a new generation runs with (start, SIGHUP): `file` completed from the
 /// table as it is now, else from `last` (the last good rows), else `file` itself.
 pub fn settle(
@@ -117,7 +126,10 @@ pub fn settle(
         return (file, None);
     }
     let (config, rows) = match read(&file, status, logger, last.is_some()) {
-        Some((config, rows)) => (config, Some(Arc::new(rows))),
+        Some((config, rows)) => {
+            log_added_warnings(&config, &file, logger);
+            (config, Some(Arc::new(rows)))
+        }
         None => match last.and_then(|rows| Some((file.with_mailcow_settings(rows).ok()?, rows))) {
             Some((config, rows)) => (config, Some(rows.clone())),
             None => (file.clone(), None),
@@ -148,6 +160,7 @@ pub fn reread(
     if running.rows.as_deref() == Some(&rows) {
         return None;
     }
+    log_added_warnings(&config, &running.file, logger);
     Some(Changed {
         config,
         same_connections: running

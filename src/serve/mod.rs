@@ -291,11 +291,6 @@ fn reread_mailcow_settings(shared: &Shared) {
     let Some(changed) = mailcow_settings::reread(running, &shared.settings, &old.logger) else {
         return;
     };
-    for warning in changed.config.warnings.iter() {
-        if !running.file.warnings.contains(warning) {
-            old.logger.log(Severity::Warning, warning);
-        }
-    }
     let config: &'static Config = Box::leak(Box::new(changed.config));
     let (pools, what) = if changed.same_connections {
         (
