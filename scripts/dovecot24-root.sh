@@ -16,7 +16,7 @@ set -euo pipefail
 ROOT=${MLA_DOVECOT24_ROOT:-/var/cache/mailcow-ldap-auth/trixie-dovecot-2.4.1}
 MIRROR=${MLA_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # dovecot-core carries the quota plugin; /bin/sh (dash, in minbase) runs the Lua script's popen.
-PACKAGES=dovecot-core,dovecot-imapd,dovecot-pop3d,dovecot-auth-lua
+PACKAGES=dovecot-core,dovecot-imapd,dovecot-pop3d,dovecot-auth-lua,lua-socket
 STAMP=.mailcow-ldap-auth-root
 WANT="trixie $PACKAGES"
 
