@@ -48,27 +48,24 @@ fn imap_logins_through_serves_unix_socket() {
 
     // ok: the first login creates the mailbox
     imap("ines-pw").assert_selected(&logs(&serve));
-    assert!(serve.log().contains("mailbox created from template Default"));
+    assert!(
+        serve
+            .log()
+            .contains("mailbox created from template Default")
+    );
     // the auth-worker's connection is idle past serve's client timeout: serve closed it, the
     // script opens a new one instead of losing the login
     std::thread::sleep(std::time::Duration::from_millis(600));
     let r = imap("ines-pw");
     assert!(r.ok(), "{r:#?}\n{}", logs(&serve));
     let r = imap("wrong");
-    assert!(
-        r.login.starts_with("NO [AUTHENTICATIONFAILED]"),
-        "{r:#?}"
-    );
+    assert!(r.login.starts_with("NO [AUTHENTICATIONFAILED]"), "{r:#?}");
 
     // serve killed: UNAVAILABLE; started again: logins work, Dovecot untouched
     serve.kill();
     let r = imap("ines-pw");
     assert!(r.login.starts_with("NO [UNAVAILABLE]"), "{r:#?}");
-    assert!(
-        d.log().contains("cannot connect to unix:"),
-        "{}",
-        d.log()
-    );
+    assert!(d.log().contains("cannot connect to unix:"), "{}", d.log());
     serve.restart();
     let r = imap("ines-pw");
     assert!(r.ok(), "{r:#?}\n{}", logs(&serve));
