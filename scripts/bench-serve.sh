@@ -4,6 +4,8 @@
 #   (a) serve via the Lua script's url transport   contrib/dovecot/2.3/10-auth-mailcow-ldap-lua.conf
 #   (b) Dovecot's native passdb ldap, auth_bind = yes, static userdb (package dovecot-ldap)
 #   (c) checkpassword                              contrib/dovecot/2.3/10-auth-mailcow-ldap.conf
+#   (a') as (a), to serve's Unix socket (url = unix:PATH; a second serve on the same config)
+#   (d) a Lua passdb that answers OK at once in an auth-worker: the floor of any Lua route
 # Every mailbox exists before the measured runs (first logins through serve). Measured:
 # PLAIN authentications/s on Dovecot's auth-client socket and IMAP LOGIN+LOGOUT/s, each with
 # CLIENTS clients in parallel (separate processes, one auth-client connection each, as login
@@ -23,8 +25,9 @@ bench_build
 
 T=$(mktemp -d /tmp/mla-bench-serve.XXXXXX)
 chmod 755 "$T"
-trap 'kill "$SERVE_PID" 2>/dev/null; wait "$SERVE_PID" 2>/dev/null; for s in $T/url $T/ldap $T/cp $T/slapd $T/mariadb; do srv_stop "$s"; done; rm -rf "$T"' EXIT
+trap 'kill $SERVE_PID $SERVE_UNIX_PID 2>/dev/null; wait $SERVE_PID $SERVE_UNIX_PID 2>/dev/null; for s in $T/url $T/unix $T/ldap $T/cp $T/floor $T/slapd $T/mariadb; do srv_stop "$s"; done; rm -rf "$T"' EXIT
 SERVE_PID=
+SERVE_UNIX_PID=
 mkdir -p "$T/bin" "$T/etc" "$T/vmail"
 chown mail:mail "$T/vmail"
 install -m 0755 "$BIN" "$T/bin/mailcow-ldap-auth"
@@ -53,6 +56,21 @@ grep -q "^import_environment = .*MAILCOW_LDAP_AUTH_URL=http://127.0.0.1:$SERVE_P
 srv_start_dovecot "$T/url" "$T/bin/mailcow-ldap-auth" "$T/etc/config.yml" "$T/url.conf" \
   "$T/bin/mailcow-ldap-auth.lua"
 PORT_URL=$IMAP_PORT
+
+# (a') the same to a second serve on a Unix socket
+sed -e "s#^serve: { listen: \"127.0.0.1:$SERVE_PORT\"#serve: { listen: \"$T/serve.sock\"#" \
+  "$T/etc/config.yml" > "$T/etc/config-unix.yml"
+chown root:dovecot "$T/etc/config-unix.yml"
+chmod 0640 "$T/etc/config-unix.yml"
+"$T/bin/mailcow-ldap-auth" --config "$T/etc/config-unix.yml" serve 2> "$T/serve-unix.log" &
+SERVE_UNIX_PID=$!
+srv_wait_for "serve ($T/serve.sock)" "$T/serve-unix.log" test -S "$T/serve.sock"
+sed -e "s#MAILCOW_LDAP_AUTH_URL=http://127.0.0.1:$SERVE_PORT/#MAILCOW_LDAP_AUTH_URL=unix:$T/serve.sock#" \
+  "$T/url.conf" > "$T/unix.conf"
+grep -q "MAILCOW_LDAP_AUTH_URL=unix:" "$T/unix.conf"
+srv_start_dovecot "$T/unix" "$T/bin/mailcow-ldap-auth" "$T/etc/config.yml" "$T/unix.conf" \
+  "$T/bin/mailcow-ldap-auth.lua"
+PORT_UNIX=$IMAP_PORT
 
 # (b) Dovecot's own LDAP passdb: search as the service account, bind as the user
 cat > "$T/dovecot-ldap.conf.ext" <<CONF
@@ -83,26 +101,49 @@ srv_start_dovecot "$T/cp" "$T/bin/mailcow-ldap-auth" "$T/etc/config.yml" \
   contrib/dovecot/2.3/10-auth-mailcow-ldap.conf
 PORT_CP=$IMAP_PORT
 
+# (d) the floor: a Lua passdb (auth-worker, as the snippet's) that answers OK at once
+cat > "$T/bin/ok.lua" <<'LUA'
+function auth_password_verify(req, password)
+  return dovecot.auth.PASSDB_RESULT_OK, ""
+end
+LUA
+chmod 0644 "$T/bin/ok.lua"
+sed -e "s#file=[^ ]*/mailcow-ldap-auth.lua#file=$T/bin/ok.lua#" -e '/^passdb {/,/^}/!d' \
+  "$T/url.conf" > "$T/floor.conf"
+grep -q "ok.lua blocking=yes" "$T/floor.conf"
+cat >> "$T/floor.conf" <<CONF
+userdb {
+  driver = static
+  args = uid=mail gid=mail home=$T/vmail/%d/%n
+}
+CONF
+srv_start_dovecot "$T/floor" "$T/bin/mailcow-ldap-auth" "$T/etc/config.yml" "$T/floor.conf"
+PORT_FLOOR=$IMAP_PORT
+
 echo "Dovecot $(dovecot --version | cut -d' ' -f1); $USERS users; $N per measurement; $CLIENTS clients;" \
   "$(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
-python3 - "$BENCH_PW" "$USERS" "$N" "$CLIENTS" "$SERVE_PORT" "$(cat "$T/etc/token")" "$SERVE_PID" \
+SERVE_UNIX_PID=$SERVE_UNIX_PID python3 - "$BENCH_PW" "$USERS" "$N" "$CLIENTS" "$SERVE_PORT" "$(cat "$T/etc/token")" "$SERVE_PID" \
   "$RSS_REQUESTS" "$(cat "$T/slapd/pid")" "$(cat "$T/mariadb/pid")" \
   "a) serve via Lua url" "$PORT_URL" "$T/url/run/auth-client" "$(cat "$T/url/pid")" \
   "b) native passdb ldap" "$PORT_LDAP" "$T/ldap/run/auth-client" "$(cat "$T/ldap/pid")" \
-  "c) checkpassword" "$PORT_CP" "$T/cp/run/auth-client" "$(cat "$T/cp/pid")" <<'PY'
+  "c) checkpassword" "$PORT_CP" "$T/cp/run/auth-client" "$(cat "$T/cp/pid")" \
+  "a') serve via Lua unix:" "$PORT_UNIX" "$T/unix/run/auth-client" "$(cat "$T/unix/pid")" \
+  "d) Lua floor (OK at once)" "$PORT_FLOOR" "$T/floor/run/auth-client" "$(cat "$T/floor/pid")" <<'PY'
 import base64, http.client, imaplib, json, os, socket, statistics, sys, time
 from concurrent.futures import ProcessPoolExecutor
 password, users, n, clients = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 serve_port, token, serve_pid, rss_requests = int(sys.argv[5]), sys.argv[6], sys.argv[7], int(sys.argv[8])
 slapd_pid, mariadb_pid = int(sys.argv[9]), int(sys.argv[10])
 kinds = [(sys.argv[i], int(sys.argv[i + 1]), sys.argv[i + 2], int(sys.argv[i + 3]))
-         for i in (11, 15, 19)]
+         for i in range(11, len(sys.argv), 4)]
+serve_unix_pid = int(os.environ["SERVE_UNIX_PID"])
 sys.path.insert(0, "scripts/lib")
 from benchcpu import cpu
 
 def cpu_all(pgid):
-    return [cpu(pgid=pgid), cpu(pid=int(serve_pid)), cpu(pid=slapd_pid), cpu(pid=mariadb_pid)]
+    serve = cpu(pid=int(serve_pid)) + cpu(pid=serve_unix_pid)   # the idle one adds ~0
+    return [cpu(pgid=pgid), serve, cpu(pid=slapd_pid), cpu(pid=mariadb_pid)]
 names = [f"fb{i}@example.org" for i in range(1, users + 1)]
 ROUNDS = 3
 

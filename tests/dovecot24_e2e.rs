@@ -324,7 +324,7 @@ fn the_password_is_in_no_process_arguments_or_environment_during_a_login() {
     );
 }
 
-/// The snippet's url-mode `lua_settings` (Dovecot 2.4's own HTTP client) → a real `serve`.
+/// The snippet's url-mode `lua_settings` (lua-socket in the trixie root) → a real `serve`.
 #[test]
 fn url_mode_through_serve_every_result_and_serve_restarts() {
     use common::serve::{Serve, private_file};

@@ -155,8 +155,9 @@ fn mailcows_passdb_chain_asks_serve_first_and_mailcow_for_the_rest() {
 }
 
 /// The Lua script in mailcow mode for Dovecot 2.4 (mailcow's `feat/dovecot-2.4` images),
-/// under a plain Lua 5.4 with a stand-in `dovecot` table whose HTTP client answers
-/// `serve_reply` (no Dovecot 2.4 with lua-sec here), and the real PHP stand-in over HTTPS:
+/// under a plain Lua 5.4 with a stand-in `dovecot` table and a one-request HTTP stand-in
+/// for serve that answers `serve_reply` (each of serve's answers; the whole chain on a real
+/// Dovecot 2.4 is tests/mailcow24_e2e.rs), and the real PHP stand-in over HTTPS:
 /// contrib/mailcow/passwd-verify.lua switched to 2.4 as its comments say. The client is
 /// 192.0.2.7, SOGo's address when `from_sogo`. Returns the script's printed result lines.
 fn lua24(
@@ -171,7 +172,7 @@ fn lua24(
     let token = dir.path().join("token");
     std::fs::write(&token, "t0ken\n").unwrap();
     let wrapper = e2e::dovecot::mailcow_wrapper_with(
-        "http://serve.invalid/", // the stand-in HTTP client below answers
+        &format!("http://{}/", answer_once(serve_reply)),
         token.to_str().unwrap(),
         &php.url,
         concat!(
@@ -193,18 +194,6 @@ dovecot = {{
   auth = setmetatable({{}}, {{ __index = function(_, name) return name end }}),
   i_error = function(message) io.stderr:write(message, "\n") end,
   i_info = function(message) io.stderr:write(message, "\n") end,
-  http = {{ client = function(options)
-    return {{ request = function(_, r)
-      local request = {{}}
-      function request:add_header() end
-      function request:set_payload() end
-      function request:submit()
-        return {{ status = function() return 200 end, reason = function() return "OK" end,
-                 payload = function() return {serve_reply} end }}
-      end
-      return request
-    end }}
-  end }},
 }}
 dofile({wrapper})
 print("init=" .. tostring(script_init({{ blocking = "yes", result_success = "return-ok" }})))
@@ -213,7 +202,6 @@ local req = {{ auth_user = {user}, user = {user}, protocol = "imap", remote_ip =
 local result, extra = auth_password_verify(req, {password})
 {print_result}
 "#,
-        serve_reply = quoted(serve_reply),
         wrapper = quoted(wrapper_path.to_str().unwrap()),
         print_result = common::lua::PRINT_RESULT,
         user = quoted(user),
@@ -232,6 +220,37 @@ local result, extra = auth_password_verify(req, {password})
         String::from_utf8_lossy(&out.stderr)
     );
     stdout.lines().map(str::to_owned).collect()
+}
+
+/// Listens on a free loopback port and answers the first request made there with `reply` as
+/// serve's text reply (what the script asks for with `Accept: text/plain`).
+fn answer_once(reply: &str) -> std::net::SocketAddr {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{reply}",
+        reply.len()
+    );
+    // Not joined: a SOGo login never asks serve, and this thread then waits in vain.
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap();
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        reader.read_exact(&mut vec![0; length]).unwrap();
+        reader.get_mut().write_all(answer.as_bytes()).unwrap();
+    });
+    addr
 }
 
 #[test]

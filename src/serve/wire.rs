@@ -271,7 +271,7 @@ fn read_request(stream: &mut Stream, timeout: Duration, max_body: usize, peer: &
         return malformed(400, "pipelined requests are not accepted");
     }
     let started = started.unwrap_or_else(Instant::now);
-    // Dovecot's HTTP client asks so on a new connection, and waits 2 s for it otherwise.
+    // HTTP clients (curl, Dovecot's own) ask so before a body, and wait for it (Dovecot 2 s).
     if expect_continue && body.len() < length {
         let sent = stream
             .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")

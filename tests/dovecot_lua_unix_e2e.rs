@@ -1,0 +1,74 @@
+//! End to end through Dovecot 2.3's Lua passdb/userdb in url mode over serve's Unix socket
+//! (`url = unix:PATH`): the shipped snippet and script, lua-socket → a real `serve` → slapd +
+//! MariaDB. Also the kept-alive connection: one serve closed while idle is not used again.
+
+mod common;
+mod e2e;
+
+/// The Dovecot of this test binary authenticates through the Lua snippet in url mode.
+const E2E_AUTH: e2e::dovecot::Auth = e2e::dovecot::Auth::LuaUrl;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::serve::Serve;
+use common::{Domain, LdapUser, TestEnv, process};
+use e2e::clients::imap_login;
+use e2e::dovecot::{URL_TRANSPORT, dovecot, gid_of, share_token_with_dovecot, uid_of};
+use serde_json::json;
+
+const DOMAIN: &str = "unix.example.org";
+
+#[test]
+fn imap_logins_through_serves_unix_socket() {
+    let env = TestEnv::new(&[LdapUser::new("ines", &format!("ines@{DOMAIN}"), "ines-pw")]);
+    env.db.add_domain(&Domain::new(DOMAIN));
+    let mail = process::scratch_subdir("unix-mail");
+    std::os::unix::fs::chown(&mail, Some(uid_of("mail")), Some(gid_of("mail"))).unwrap();
+    let sockets = process::scratch_subdir("unix-socket");
+    std::fs::set_permissions(&sockets, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = sockets.join("serve.sock");
+    let mut cfg = env.cfg.clone();
+    cfg["ldap"].as_object_mut().unwrap().remove("ca_file");
+    cfg["log"] = json!({"syslog": false, "stderr": "all"});
+    cfg["dovecot"]["userdb_fields"] = json!({
+        "uid": uid_of("mail").to_string(),
+        "gid": gid_of("mail").to_string(),
+        "home": format!("{}/{{domain}}/{{local_part}}", mail.display()),
+    });
+    // Idle connections are closed quickly, so the script meets one serve closed.
+    cfg["serve"] = json!({"listen": socket, "client_timeout_ms": 200});
+    let mut serve = Serve::start(&cfg);
+    let token = share_token_with_dovecot(&serve);
+    URL_TRANSPORT
+        .set((format!("unix:{}", socket.display()), token))
+        .unwrap();
+    let d = dovecot();
+    let imap = |pw: &str| imap_login(d.imap_port, &format!("ines@{DOMAIN}"), pw);
+    let logs = |serve: &Serve| format!("serve:\n{}\ndovecot:\n{}", serve.log(), d.log());
+
+    // ok: the first login creates the mailbox
+    imap("ines-pw").assert_selected(&logs(&serve));
+    assert!(
+        serve
+            .log()
+            .contains("mailbox created from template Default")
+    );
+    // the auth-worker's connection is idle past serve's client timeout: serve closed it, the
+    // script opens a new one instead of losing the login
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let r = imap("ines-pw");
+    assert!(r.ok(), "{r:#?}\n{}", logs(&serve));
+    let r = imap("wrong");
+    assert!(r.login.starts_with("NO [AUTHENTICATIONFAILED]"), "{r:#?}");
+
+    // serve killed: UNAVAILABLE; started again: logins work, Dovecot untouched
+    serve.kill();
+    let r = imap("ines-pw");
+    assert!(r.login.starts_with("NO [UNAVAILABLE]"), "{r:#?}");
+    assert!(d.log().contains("cannot connect to unix:"), "{}", d.log());
+    serve.restart();
+    let r = imap("ines-pw");
+    assert!(r.ok(), "{r:#?}\n{}", logs(&serve));
+    assert!(!serve.log().contains("ines-pw"));
+    assert!(!d.log().contains("ines-pw"));
+}
