@@ -125,13 +125,15 @@ pub fn settle(
     if !file.reads_mailcow_settings() {
         return (file, None);
     }
-    let (config, rows) = match read(&file, status, logger, last.is_some()) {
+    // The last good rows on this (perhaps changed) file, should the table be unusable.
+    let kept = last.and_then(|rows| Some((file.with_mailcow_settings(rows).ok()?, rows.clone())));
+    let (config, rows) = match read(&file, status, logger, kept.is_some()) {
         Some((config, rows)) => {
             log_added_warnings(&config, &file, logger);
             (config, Some(Arc::new(rows)))
         }
-        None => match last.and_then(|rows| Some((file.with_mailcow_settings(rows).ok()?, rows))) {
-            Some((config, rows)) => (config, Some(rows.clone())),
+        None => match kept {
+            Some((config, rows)) => (config, Some(rows)),
             None => (file.clone(), None),
         },
     };
