@@ -135,7 +135,9 @@ function open_url_transport()
   if not target then
     return "setting 'url' must look like http://127.0.0.1:9077/ or unix:/path/to/serve.sock"
   end
-  local loaded, socket = pcall(require, "socket")
+  -- The C part only: Dovecot collects all garbage after every call, and what is loaded stays
+  -- live (socket.lua's helpers would be marked on every login for nothing).
+  local loaded, socket = pcall(require, "socket.core")
   if not loaded then
     return "the url transport needs lua-socket (Debian: apt install lua-socket): " ..
       tostring(socket)
