@@ -6,12 +6,38 @@ use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::ldap::{self, DirectoryError, InvalidCredentials, Session, UserSearch};
 use crate::login::LoginError;
-use crate::mailcow::Store;
+use crate::mailcow::{LoginRead, Store};
+
+/// What a login reads before it contacts LDAP.
+pub struct FirstRead {
+    pub read: LoginRead,
+    /// A row an earlier login read moments ago (`serve`), not one read for this login.
+    pub remembered: bool,
+}
 
 /// The database and directory connections of one login or lookup.
 pub trait Connections {
     /// The database connection, opened on first use and kept for the rest of the request.
     fn store(&mut self, deadline: &Deadline) -> Result<&mut Store, LoginError>;
+
+    /// The mailbox, its app passwords and, with `identity_provider`, mailcow's settings (see
+    /// [`Store::login_read`]). With `may_remember`, `serve` may answer with a row remembered
+    /// from a login moments ago (`crate::serve::remembered`); the per-login front ends always
+    /// read.
+    fn first_read(
+        &mut self,
+        username: &str,
+        identity_provider: bool,
+        _may_remember: bool,
+        deadline: &Deadline,
+    ) -> Result<FirstRead, LoginError> {
+        Ok(FirstRead {
+            read: self
+                .store(deadline)?
+                .login_read(username, identity_provider)?,
+            remembered: false,
+        })
+    }
 
     /// The directory entry of a login (see [`Session::find_login`]), as the service account.
     fn find_login(

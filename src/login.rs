@@ -244,13 +244,20 @@ fn decide(
     mode: &mut Mode,
 ) -> Result<Verdict, LoginError> {
     let refused = |refusal| Ok(Verdict::Refused(refusal));
+    let idp = config.reads_mailcow_settings();
+    let mut first = connections.first_read(username, idp, true, deadline)?;
+    let mut before = before_ldap(&first.read, request);
+    // A remembered row only ever sends a login on to LDAP (serve::remembered).
+    if first.remembered && !matches!(before, BeforeLdap::Ldap) {
+        first = connections.first_read(username, idp, false, deadline)?;
+        before = before_ldap(&first.read, request);
+    }
+    let remembered = first.remembered;
     let LoginRead {
         mailbox: existing,
         app_passwords,
         identity_provider,
-    } = connections
-        .store(deadline)?
-        .login_read(username, config.reads_mailcow_settings())?;
+    } = first.read;
     mode.step(|| match &existing {
         Some(m) => format!(
             "mailbox {}: active {}, authsource {}, quota {} MiB, {} app password(s)",
@@ -262,20 +269,11 @@ fn decide(
         ),
         None => format!("no mailbox {username}"),
     });
-    if let Some(mailbox) = &existing {
-        if let Err(refusal) = check_access(mailbox, request.service).and(ldap_backed(mailbox)) {
-            return refused(refusal);
-        }
+    if let BeforeLdap::Decided(verdict) = before {
+        return Ok(verdict);
+    }
+    if existing.is_some() {
         mode.step(|| "mailbox checks passed (active, domain, service, LDAP-backed)".into());
-        // mailcow's order: app passwords first, so a client set up with one never causes an
-        // LDAP bind (nor an Active Directory lockout once the LDAP password changed).
-        if let Some(app_password) = matching_app_password(&app_passwords, request) {
-            return Ok(Verdict::Accepted {
-                mailbox: Box::new(mailbox.clone()),
-                note: format!("app password {app_password}"),
-                app_password: Some(app_password),
-            });
-        }
         mode.step(|| "no app password matches: the LDAP password decides".into());
     }
 
@@ -302,6 +300,13 @@ fn decide(
     if let Err(InvalidCredentials(detail)) =
         directory.check_password(&entry.dn, request.password, deadline)?
     {
+        // A remembered row may predate an app password added since: decide on a fresh one.
+        if remembered {
+            let fresh = directory.first_read(username, false, false, deadline)?;
+            if let BeforeLdap::Decided(verdict) = before_ldap(&fresh.read, request) {
+                return Ok(verdict);
+            }
+        }
         return refused(Refusal::WrongPassword(server_says(detail)));
     }
     mode.step(|| {
@@ -459,6 +464,34 @@ fn apply_template(
             Preview::NotLdapBacked(authsource) => Applied::NotLdapBacked { authsource },
         },
     )
+}
+
+/// What the rows read before any LDAP traffic decide.
+enum BeforeLdap {
+    /// A refusal, or an app password that matches.
+    Decided(Verdict),
+    /// The LDAP password decides (also: no mailbox yet).
+    Ldap,
+}
+
+/// mailcow's checks on the mailbox, then its app passwords: mailcow's order, so a client set
+/// up with an app password never causes an LDAP bind (nor an Active Directory lockout once
+/// the LDAP password changed), and a disabled mailbox or protocol never causes one either.
+fn before_ldap(read: &LoginRead, request: &LoginRequest) -> BeforeLdap {
+    let Some(mailbox) = &read.mailbox else {
+        return BeforeLdap::Ldap;
+    };
+    if let Err(refusal) = check_access(mailbox, request.service).and(ldap_backed(mailbox)) {
+        return BeforeLdap::Decided(Verdict::Refused(refusal));
+    }
+    match matching_app_password(&read.app_passwords, request) {
+        Some(id) => BeforeLdap::Decided(Verdict::Accepted {
+            mailbox: Box::new(mailbox.clone()),
+            note: format!("app password {id}"),
+            app_password: Some(id),
+        }),
+        None => BeforeLdap::Ldap,
+    }
 }
 
 /// The id of the first app password (lowest id, as mailcow) that may be used for this service

@@ -475,3 +475,60 @@ fn answers_100_continue_before_the_body() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains(r#""result":"ok""#), "{answer}");
 }
+
+/// The `source` counts of `mailcow_ldap_auth_mailbox_reads_total`: (database, remembered).
+fn mailbox_reads(serve: &Serve) -> (u64, u64) {
+    let metrics = serve.get("/metrics");
+    let text = metrics.body.as_str().unwrap();
+    let count = |source: &str| {
+        let line = format!("mailcow_ldap_auth_mailbox_reads_total{{source=\"{source}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in {text}"))
+    };
+    (count("database"), count("remembered"))
+}
+
+#[test]
+fn a_row_remembered_from_a_recent_login_saves_a_read_but_decides_nothing() {
+    let env = site();
+    let serve = Serve::start(&env.cfg);
+    let alice = |password: &str| serve.auth("alice@example.org", password, "imap");
+    assert_result(&alice(PW), "ok");
+    assert_result(&alice(PW), "ok");
+    assert_eq!(
+        mailbox_reads(&serve),
+        (1, 1),
+        "the second login took the row again"
+    );
+
+    // deactivated since: refused at once (the read after the LDAP bind decides)
+    env.db
+        .exec("UPDATE mailbox SET active = 0 WHERE username = 'alice@example.org'");
+    assert_result(&alice(PW), "disabled");
+    // active again: accepted at once (a remembered refusal is read again)
+    env.db
+        .exec("UPDATE mailbox SET active = 1 WHERE username = 'alice@example.org'");
+    assert_result(&alice(PW), "ok");
+
+    // an app password added after the row was remembered works at once, as an app password
+    env.db.exec(
+        "INSERT INTO app_passwd (name, mailbox, domain, password, imap_access, active) \
+         VALUES ('phone', 'alice@example.org', 'example.org', '{PLAIN}app-secret-1', 1, 1)",
+    );
+    let by_app = alice("app-secret-1");
+    assert_result(&by_app, "ok");
+    assert!(
+        serve.log().contains("app password"),
+        "accepted as an app password:\n{}",
+        serve.log()
+    );
+    // a mailbox with app passwords is never remembered: revoking one counts at once
+    let (database, remembered) = mailbox_reads(&serve);
+    assert_result(&alice(PW), "ok");
+    assert_eq!(mailbox_reads(&serve), (database + 1, remembered));
+    env.db.exec("DELETE FROM app_passwd");
+    assert_result(&alice("app-secret-1"), "mismatch");
+    assert!(!serve.log().contains("app-secret-1"));
+}

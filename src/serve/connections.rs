@@ -3,13 +3,14 @@
 //! (as Dovecot's `auth_bind`), so that a search never runs as the last user bound.
 
 use crate::config::Config;
-use crate::connections::{Connections, connect_store};
+use crate::connections::{Connections, FirstRead, connect_store};
 use crate::deadline::Deadline;
 use crate::ldap::{self, DirectoryError, InvalidCredentials, Session, UserSearch};
 use crate::login::LoginError;
-use crate::mailcow::Store;
+use crate::mailcow::{LoginRead, Store};
 
 use super::pool::{Lease, Pool, Usage};
+use super::remembered::Remembered;
 
 /// A database connection idle longer than this is pinged before use: the server may have
 /// closed it (wait_timeout, restart) meanwhile.
@@ -23,6 +24,8 @@ pub struct Pools {
     search: Pool<Session<'static>>,
     bind: Pool<Session<'static>>,
     store: Pool<Store>,
+    /// Mailbox rows of recent logins (`serve::remembered`).
+    pub remembered: Remembered,
 }
 
 impl Pools {
@@ -34,6 +37,7 @@ impl Pools {
             search: Pool::new("ldap_search", sizes.ldap_search_connections),
             bind: Pool::new("ldap_bind", sizes.ldap_bind_connections),
             store: Pool::new("database", sizes.database_connections),
+            remembered: Remembered::default(),
         }
     }
 
@@ -121,6 +125,38 @@ impl Connections for Pooled<'_> {
             lease.fill(connect_store(config, deadline)?);
         }
         Ok(lease.get().expect("filled above"))
+    }
+
+    fn first_read(
+        &mut self,
+        username: &str,
+        identity_provider: bool,
+        may_remember: bool,
+        deadline: &Deadline,
+    ) -> Result<FirstRead, LoginError> {
+        let remembered = &self.pools.remembered;
+        let kept = (may_remember && !identity_provider)
+            .then(|| remembered.get(username))
+            .flatten();
+        if let Some(mailbox) = kept {
+            let read = LoginRead {
+                mailbox: Some(mailbox),
+                app_passwords: Vec::new(),
+                identity_provider: None,
+            };
+            return Ok(FirstRead {
+                read,
+                remembered: true,
+            });
+        }
+        let read = self
+            .store(deadline)?
+            .login_read(username, identity_provider)?;
+        remembered.keep(username, &read);
+        Ok(FirstRead {
+            read,
+            remembered: false,
+        })
     }
 
     fn find_login(

@@ -13,6 +13,7 @@ mod http;
 mod mailcow_settings;
 mod metrics;
 pub mod pool;
+mod remembered;
 mod wire;
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
