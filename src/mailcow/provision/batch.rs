@@ -16,7 +16,7 @@ use super::plan::{NewMailbox, Update};
 use super::tx::{TxError, with_retries, write_new, write_update};
 use super::{missing_for_update, new_mailbox, outside_mysql};
 use crate::mailcow::ratelimit::RateLimit;
-use crate::mailcow::store::{LockedMailbox, Store, StoreError, Tx};
+use crate::mailcow::store::{DomainUsage, LockedMailbox, Store, StoreError, Tx};
 use crate::mailcow::template::Template;
 
 /// Write the batch, or only find out what it would write.
@@ -50,10 +50,12 @@ pub enum Done {
     Failed(String),
 }
 
-/// One run of a batch: done, or the mailbox (position) whose statements failed.
+/// One run of a batch: done, or the mailbox (position) whose statements failed, or the
+/// mailboxes (positions) written before the limits refused them.
 enum Attempt {
     Done(Vec<Done>),
     ItemFailed(usize, StoreError),
+    Refused(Vec<(usize, String)>),
 }
 
 /// Whether a statement's error belongs to the mailbox it was for (the server refused it), or
@@ -87,6 +89,12 @@ fn run<T>(
             Ok(Attempt::ItemFailed(k, e)) => {
                 let (i, _) = pending.remove(k);
                 results[i] = Some(Done::Failed(e.to_string()));
+            }
+            Ok(Attempt::Refused(refused)) => {
+                for (k, why) in refused.into_iter().rev() {
+                    let (i, _) = pending.remove(k);
+                    results[i] = Some(Done::Refused(why));
+                }
             }
             // The domain row's checks: the same answer for every mailbox of the batch.
             Err(TxError::Refused(why)) => {
@@ -146,23 +154,37 @@ pub fn create(
     }
     run(pending, &mut results, |pending| {
         let mut tx = begin(store, mode)?;
-        let domain_row = check_domain(&mut tx, domain)?;
-        let mut usage = tx.domain_usage(domain)?;
-        let mut done = Vec::with_capacity(pending.len());
+        // Every row first, unlocked (a taken address is decided now: its row or alias exists)
+        let mut facts = Vec::with_capacity(pending.len());
         let mut written: Vec<(&str, i64)> = Vec::with_capacity(pending.len());
+        let mut ours = DomainUsage::default();
         for (k, (_, new)) in pending.iter().enumerate() {
             let address = match tx.address_facts(&new.username) {
                 Ok(address) => address,
                 Err(e) => return item_fault(k, e),
             };
-            match check_new(new, &domain_row, &address, usage) {
+            if !address.taken() && mode == Mode::Write {
+                if let Err(e) = write_new(&mut tx, new) {
+                    return item_fault(k, e);
+                }
+                written.push((&new.username, new.active));
+                ours.count += 1;
+                ours.used_mib = ours.used_mib.saturating_add(new.quota_mib);
+            }
+            facts.push(address);
+        }
+        if mode == Mode::Write {
+            tx.refresh_sogo_views(&written)?;
+        }
+        // … then the domain lock, held only for the limits and the commit: the usage read
+        // now counts this batch's uncommitted rows, which are taken off again.
+        let domain_row = check_domain(&mut tx, domain)?;
+        let mut usage = tx.domain_usage(domain)?.without(ours);
+        let mut done = Vec::with_capacity(pending.len());
+        let mut refused = Vec::new();
+        for (k, ((_, new), address)) in pending.iter().zip(&facts).enumerate() {
+            match check_new(new, &domain_row, address, usage) {
                 Ok(CreateCheck::Create) => {
-                    if mode == Mode::Write {
-                        if let Err(e) = write_new(&mut tx, new) {
-                            return item_fault(k, e);
-                        }
-                    }
-                    written.push((&new.username, new.active));
                     usage.count += 1;
                     usage.used_mib = usage.used_mib.saturating_add(new.quota_mib);
                     done.push(Done::Written {
@@ -170,11 +192,20 @@ pub fn create(
                     });
                 }
                 Ok(CreateCheck::Exists) => done.push(Done::Nothing),
+                // Written already: the batch runs again without it.
+                Err(TxError::Refused(why)) if mode == Mode::Write && !address.taken() => {
+                    refused.push((k, why))
+                }
                 Err(TxError::Refused(why)) => done.push(Done::Refused(why)),
                 Err(TxError::Store(e)) => return item_fault(k, e),
             }
         }
-        end(tx, mode, &written, "committing a batch of new mailboxes")?;
+        if !refused.is_empty() {
+            return Ok(Attempt::Refused(refused));
+        }
+        if mode == Mode::Write {
+            tx.commit("committing a batch of new mailboxes")?;
+        }
         Ok(Attempt::Done(done))
     })?;
     Ok(finish(store, items, results, mode, RateLimit::on_creation))

@@ -176,11 +176,28 @@ pub struct AddressFacts {
     pub is_spam_alias: bool,
 }
 
+impl AddressFacts {
+    /// By a mailbox, an alias or a spam alias.
+    pub fn taken(&self) -> bool {
+        self.exists || self.is_alias || self.is_spam_alias
+    }
+}
+
 /// The domain's mailboxes (not resources) and the quota they hold.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct DomainUsage {
     pub count: i64,
     pub used_mib: i64,
+}
+
+impl DomainUsage {
+    /// The usage less `part` of it (a batch's own uncommitted mailboxes).
+    pub fn without(self, part: DomainUsage) -> DomainUsage {
+        DomainUsage {
+            count: self.count - part.count,
+            used_mib: self.used_mib - part.used_mib,
+        }
+    }
 }
 
 /// A mailbox row as a template update decides on it (locked in a [`Store::transaction`]).
