@@ -45,13 +45,15 @@ PY
 }
 
 # lock_probe OUT: in the background, times the domain row lock from a second client every
-# 10 ms (microseconds per line in OUT) until stopped; PROBE is its PID.
+# 10 ms (microseconds per line in OUT) until stop_probe; PROBE is the client's PID.
 lock_probe() {
   python3 -c '
-for _ in range(200000):
+for _ in range(60000):
     print("SET @t = SYSDATE(6); BEGIN; SELECT TIMESTAMPDIFF(MICROSECOND, @t, SYSDATE(6)) "
           "FROM domain WHERE domain = \x27example.org\x27 FOR UPDATE; ROLLBACK; DO SLEEP(0.01);")
-' | srv_mysql "$ROOT/mariadb" mailcow -N -B -n > "$1" 2>/dev/null &
+' > "$ROOT/probe.sql"
+  mariadb --no-defaults --socket="$ROOT/mariadb/mysqld.sock" -uroot mailcow -N -B -n \
+    < "$ROOT/probe.sql" > "$1" 2>/dev/null &
   PROBE=$!
 }
 stop_probe() { kill "$PROBE" 2>/dev/null || true; wait "$PROBE" 2>/dev/null || true; }
