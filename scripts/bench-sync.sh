@@ -6,8 +6,8 @@
 #   - the template of 2/3 of the users changed, then a full sync that re-applies it;
 # prints wall time and peak RSS (/usr/bin/time -v) of each run as a Markdown table, then how
 # long a second MariaDB client waits for the domain row lock (SELECT … FOR UPDATE, as a first
-# login or a template update takes it), every 10 ms: with the servers idle and during the first
-# import.
+# login or a template update takes it), every 10 ms: with the servers idle, during the first
+# import and during the re-apply.
 #   scripts/bench-sync.sh [N...]   (default 10000 50000 100000; FLUSH="0 1" by default;
 #                                   needs root, installs packages like the tests; BIN=path
 #                                   measures that binary instead of a fresh release build)
@@ -64,7 +64,7 @@ import sys
 label, n, flush, out = sys.argv[1:]
 w = sorted(int(x) / 1000 for x in open(out).read().split())
 q = lambda p: w[min(len(w) - 1, int(p * len(w)))] if w else float("nan")
-print(f"| {int(n):>7,} | {flush} | {label:<14} | {len(w):6} | {q(0.5):6.2f} ms | {q(0.99):7.2f} ms | {max(w or [0]):7.2f} ms |")
+print(f"| {int(n):>7,} | {flush} | {label:<15} | {len(w):6} | {q(0.5):6.2f} ms | {q(0.99):7.2f} ms | {max(w or [0]):7.2f} ms |")
 PY
 }
 
@@ -94,12 +94,15 @@ for n in "${SIZES[@]}"; do
     srv_mysql "$ROOT/mariadb" mailcow -e "UPDATE templates
       SET attributes = JSON_SET(attributes, '$.tags', JSON_ARRAY('staff', 'bench'))
       WHERE template = 'StaffUI'"
+    lock_probe "$ROOT/reapply.txt"
     measure "template changed for 2/3" "$n" "$flush"
+    stop_probe
+    lock_stats "during re-apply" "$n" "$flush" "$ROOT/reapply.txt"
   done
 done
 echo
 echo "Domain row lock wait of a second client (SELECT … FOR UPDATE every 10 ms):"
 echo
-echo "|   users | flush | while          | probes |      p50 |       p99 |       max |"
+echo "|   users | flush | while           | probes |      p50 |       p99 |       max |"
 echo "|---|---|---|---|---|---|---|"
 cat "$LOCKS"
