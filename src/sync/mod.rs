@@ -1,15 +1,16 @@
 //! `sync`: import LDAP users as mailboxes and re-apply changed templates to existing ones, for
 //! cron or a systemd timer — mailcow's `ldap-sync.php` semantics without its bugs.
 //!
-//! One run: lock → interval check → every mailbox streamed into a compact index → service
-//! bind + paged listing, each entry planned as it arrives (the same planner as a login) → the
-//! creations and re-applications written in batches per domain (the same checks and rows as a
-//! login's) → optionally, LDAP-backed mailboxes missing from the listing deactivated → summary
-//! line → time of the run recorded.
+//! One run: lock → interval check → service bind + paged listing, taken in chunks as it
+//! arrives: per chunk, the mailbox rows of its addresses read, each entry planned (the same
+//! planner as a login) and the creations and re-applications written in batches per domain
+//! (the same checks and rows as a login's) → optionally, LDAP-backed mailboxes missing from the
+//! complete listing deactivated → summary line → time of the run recorded. Memory is bounded
+//! by a chunk ([`chunk`]), not by the directory.
 //!
 //! Differences from mailcow: users without the attribute field are seen too (they get the
 //! default template on import); the address is normalised like a login (case, IDN); an address
-//! carried by several entries is left out instead of flip-flopping between them; nothing is
+//! carried by several entries is not written from each in turn (flip-flopping); nothing is
 //! logged for entries that need nothing; a failed run does not count for the interval.
 
 mod chunk;
