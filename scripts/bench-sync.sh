@@ -7,7 +7,8 @@
 # prints wall time and peak RSS (/usr/bin/time -v) of each run as a Markdown table, then how
 # long a second MariaDB client waits for the domain row lock (SELECT … FOR UPDATE, as a first
 # login or a template update takes it), every 10 ms: with the servers idle, during the first
-# import and during the re-apply.
+# import and during the re-apply; and how long the read of the domain's usage (mailbox count
+# and quota sum, which a creation makes under the lock) takes once N mailboxes exist.
 #   scripts/bench-sync.sh [N...]   (default 10000 50000 100000; FLUSH="0 1" by default;
 #                                   needs root, installs packages like the tests; BIN=path
 #                                   measures that binary instead of a fresh release build)
@@ -89,6 +90,13 @@ for n in "${SIZES[@]}"; do
     measure "first import" "$n" "$flush"
     stop_probe
     lock_stats "during import" "$n" "$flush" "$ROOT/import.txt"
+    # what a creation reads under the lock: the domain's mailbox count and quota sum
+    for _ in 1 2 3 4 5; do
+      echo "SET @t = SYSDATE(6); SELECT COUNT(*), SUM(quota) INTO @count, @quota FROM mailbox
+        WHERE kind = '' AND domain = 'example.org';
+        SELECT TIMESTAMPDIFF(MICROSECOND, @t, SYSDATE(6));"
+    done | srv_mysql "$ROOT/mariadb" mailcow -N -B > "$ROOT/usage.txt"
+    lock_stats "usage read" "$n" "$flush" "$ROOT/usage.txt"
     measure "full sync, nothing changed" "$n" "$flush"
     # StaffUI gets one more tag: re-applied to the 2/3 of the users mapped to it
     srv_mysql "$ROOT/mariadb" mailcow -e "UPDATE templates
