@@ -308,12 +308,15 @@ fn synchronise(config: &Config, out: &Output) -> Result<Counts, SyncError> {
         },
     };
     let mut chunk = Chunk::default();
-    // A fault while writing a chunk ends the run once the listing is through.
     let mut fault: Option<SyncError> = None;
     let deadline = Deadline::after(config.deadline);
     let mut session = ldap::connect(&config.ldap, &deadline)?;
     let field = &config.ldap.username_field;
     session.list_users(|user| {
+        // After a fault nothing more is kept or written: the run fails once the listing ends.
+        if fault.is_some() {
+            return;
+        }
         out.progress.listed();
         run.writer.counts.entries += 1;
         match address_of(&user, field) {
@@ -329,7 +332,7 @@ fn synchronise(config: &Config, out: &Output) -> Result<Counts, SyncError> {
                     mapping_values,
                     display_name,
                 };
-                if chunk.push(entry) && fault.is_none() {
+                if chunk.push(entry) {
                     fault = run.chunk(&mut chunk).err();
                 }
             }
