@@ -6,7 +6,7 @@
 //! planner as a login) and the creations and re-applications written in batches per domain
 //! (the same checks and rows as a login's) → optionally, LDAP-backed mailboxes missing from the
 //! complete listing deactivated → summary line → time of the run recorded. Memory is bounded
-//! by a chunk ([`chunk`]), not by the directory.
+//! by a chunk (`chunk.rs`), not by the directory.
 //!
 //! Differences from mailcow: users without the attribute field are seen too (they get the
 //! default template on import); the address is normalised like a login (case, IDN); an address
