@@ -1,7 +1,9 @@
 //! Decisions on locked rows (issue 7, item 3): a template update decides on the mailbox row as
 //! locked in its transaction, not on what was read before. The timing is hooked with a lock:
-//! the test holds the domain row (`FOR UPDATE`) in its own transaction, starts the binary, waits
-//! until the binary waits for that lock, changes the mailbox and commits.
+//! the test holds the row the binary locks first (`FOR UPDATE`) in its own transaction — the
+//! domain row for a login, the mailbox row for the sync, whose batches lock the domain row
+//! last — starts the binary, waits until the binary waits for that lock, changes the mailbox
+//! and commits.
 mod common;
 #[path = "common/provision_helpers.rs"]
 mod provision_helpers;
@@ -38,16 +40,19 @@ fn single(db: &TestDb, sql: &str) -> Option<String> {
     db.rows(sql).into_iter().next().and_then(|r| r[0].clone())
 }
 
-/// Runs `run` while the test holds bob's domain row locked; once the binary waits for that
-/// lock, runs `change` in the holding transaction and commits.
-fn with_domain_locked(db: &TestDb, run: Run, change: &str) -> Outcome {
+/// What a login locks first.
+const DOMAIN_ROW: &str = "SELECT active FROM domain WHERE domain = 'example.org' FOR UPDATE";
+/// What a sync batch locks first.
+const BOBS_ROW: &str = "SELECT active FROM mailbox WHERE username = 'bob@example.org' FOR UPDATE";
+
+/// Runs `run` while the test holds the row `lock` locks; once the binary waits for that lock,
+/// runs `change` in the holding transaction and commits.
+fn with_locked(db: &TestDb, lock: &str, run: Run, change: &str) -> Outcome {
     let mut holder = db.conn();
     holder
         .query_drop("START TRANSACTION")
         .expect("start the holding transaction");
-    holder
-        .query_drop("SELECT active FROM domain WHERE domain = 'example.org' FOR UPDATE")
-        .expect("lock the domain row");
+    holder.query_drop(lock).expect("lock the row");
     let child = std::thread::spawn(move || run.run());
     wait_for_lock_wait(db, &child);
     holder.query_drop(change).expect("change the mailbox");
@@ -83,8 +88,9 @@ fn wait_for_lock_wait(db: &TestDb, child: &std::thread::JoinHandle<Outcome>) {
 #[test]
 fn sync_keeps_a_mailbox_deactivated_meanwhile_inactive() {
     let (env, state) = env();
-    let out = with_domain_locked(
+    let out = with_locked(
         &env.db,
+        BOBS_ROW,
         env.forced_sync(&state),
         "UPDATE mailbox SET active = 0 WHERE username = 'bob@example.org'",
     );
@@ -110,8 +116,9 @@ fn sync_keeps_a_mailbox_deactivated_meanwhile_inactive() {
 fn sync_leaves_a_mailbox_switched_to_mailcow_meanwhile() {
     let (env, state) = env();
     let before = rows_of(&env.db, BOB);
-    let out = with_domain_locked(
+    let out = with_locked(
         &env.db,
+        BOBS_ROW,
         env.forced_sync(&state),
         "UPDATE mailbox SET authsource = 'mailcow' WHERE username = 'bob@example.org'",
     );
@@ -128,8 +135,9 @@ fn sync_leaves_a_mailbox_switched_to_mailcow_meanwhile() {
 #[test]
 fn login_of_a_mailbox_switched_to_mailcow_meanwhile_is_refused() {
     let (env, _state) = env();
-    let out = with_domain_locked(
+    let out = with_locked(
         &env.db,
+        DOMAIN_ROW,
         env.cp().login(BOB, PW),
         "UPDATE mailbox SET authsource = 'mailcow' WHERE username = 'bob@example.org'",
     );
@@ -148,8 +156,9 @@ fn login_of_a_mailbox_switched_to_mailcow_meanwhile_is_refused() {
 #[test]
 fn login_of_a_mailbox_deactivated_meanwhile_is_refused() {
     let (env, _state) = env();
-    let out = with_domain_locked(
+    let out = with_locked(
         &env.db,
+        DOMAIN_ROW,
         env.cp().login(BOB, PW),
         "UPDATE mailbox SET active = 0 WHERE username = 'bob@example.org'",
     );

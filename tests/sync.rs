@@ -358,6 +358,33 @@ fn paged_listing_imports_more_users_than_the_size_limit() {
     );
 }
 
+#[test]
+fn an_address_listed_again_in_a_later_chunk_is_left_out_there() {
+    // more entries than a chunk (1,000): the two entries carrying one address are listed
+    // 1,001 entries apart; the first, written with its chunk, stays; the second is left out
+    let mut users = vec![LdapUser::new("twin1", "twin@example.org", PW)];
+    users.extend((0..1000).map(|i| {
+        let mut u = LdapUser::new(&format!("c{i:04}"), &format!("c{i:04}@example.org"), PW);
+        u.password = None;
+        u
+    }));
+    users.push(LdapUser::new("twin2", "Twin@example.org", PW));
+    let mut domain = DomainRow::from_golden(&golden());
+    domain.mailboxes = 2000;
+    let s = SyncEnv::with_domain(&users, domain);
+    // left out every run (the listing order is stable)
+    for skipped in [1, 1002] {
+        let out = s.sync(&["--force"]);
+        out.assert_code(0).assert_stderr_contains(
+            "sync user=twin@example.org result=skipped reason=\"ambiguous: an entry listed \
+             earlier carries this address too; this one (uid=twin2,",
+        );
+        assert_eq!(summary(&out)["skipped"], skipped, "{out}");
+        assert_eq!(summary(&out)["entries"], 1002, "{out}");
+        assert_eq!(mailbox_count(s.db()), 1001);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Full sync
 // ---------------------------------------------------------------------------------------------

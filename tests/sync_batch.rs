@@ -130,6 +130,37 @@ fn domain_limits_hold_across_a_batch() {
 }
 
 #[test]
+fn quota_increases_in_a_batch_hold_the_domain_quota() {
+    // five LDAP-backed mailboxes with quota 0; StaffUI gives 1024 MiB: quota for 3 of them
+    let mut d = DomainRow::from_golden(&golden());
+    d.quota = 3 * 1024 + 100;
+    let users: Vec<LdapUser> = (0..5).map(staff).collect();
+    let env = env(&users, d);
+    for i in 0..5 {
+        env.db
+            .add_mailbox(&Mailbox::new(&format!("u{i:03}@example.org")));
+    }
+    let (out, summary) = sync_json(&env, &sync_state());
+    out.assert_code(0).assert_stderr_contains(
+        "user=u003@example.org result=skipped reason=\"quota: template StaffUI gives 1024 MiB, \
+         domain example.org has 100 of 3172 MiB left; template not applied",
+    );
+    assert_eq!(
+        (summary["reapplied"].clone(), summary["skipped"].clone()),
+        (json!(3), json!(2)),
+        "{out}"
+    );
+    let quotas = env
+        .db
+        .rows("SELECT username, quota FROM mailbox ORDER BY username");
+    let mib = |i: usize| quotas[i][1].as_deref().unwrap().parse::<i64>().unwrap() >> 20;
+    assert_eq!(
+        (0..5).map(mib).collect::<Vec<_>>(),
+        [1024, 1024, 1024, 0, 0]
+    );
+}
+
+#[test]
 fn a_failing_mailbox_is_counted_and_the_rest_of_the_batch_written() {
     let users: Vec<LdapUser> = (0..10).map(staff).collect();
     let env = env(&users, roomy_domain());

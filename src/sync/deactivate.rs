@@ -9,8 +9,13 @@
 //! left); `--dry-run` lists who would be deactivated. Activating a mailbox again is an admin's
 //! decision: the sync never does it, and leaves alone a mailbox it deactivated that an admin
 //! activated again while the entry is still missing.
+//!
+//! Memory: the run keeps no address in memory; the addresses it listed are in a temporary
+//! table of its database connection, and the LDAP-backed mailboxes are streamed from one query
+//! that tells for each whether it was listed. Only the mailboxes missing now and the miss
+//! counts (a few, unless the directory lost many entries) are held.
 
-use super::index::{Index, Listed, Row};
+use super::chunk::Row;
 use super::{Output, SyncError};
 use crate::config::Config;
 use crate::log::{Severity, printable_word};
@@ -22,7 +27,6 @@ use crate::planner::{MailboxState, ldap_backed};
 pub(super) fn run(
     config: &Config,
     store: &mut Store,
-    index: &Index,
     out: &Output,
 ) -> Result<Option<u64>, SyncError> {
     let sync = &config.sync;
@@ -31,34 +35,38 @@ pub(super) fn run(
     }
     let known = store.misses()?;
     let mut ldap_backed_total: u64 = 0;
-    let mut missing: Vec<&str> = Vec::new();
-    let mut back: Vec<&str> = Vec::new();
-    let mut due: Vec<(&str, u32)> = Vec::new();
-    for (address, slot) in index.iter() {
-        let Row::Stored { state, active, .. } = index.row(slot) else {
-            continue;
+    let mut missing: Vec<String> = Vec::new();
+    let mut back: Vec<String> = Vec::new();
+    let mut due: Vec<(String, u32)> = Vec::new();
+    store.ldap_backed_with_listed(|row, listed| {
+        let Ok(digest) = &row else {
+            return;
+        };
+        let Row::Stored { state, active, .. } = Row::of(&row) else {
+            return;
         };
         if !is_ldap_backed(state) {
-            continue;
+            return;
         }
         ldap_backed_total += 1;
-        let seen = known.get(address);
-        if !matches!(slot.listed, Listed::Absent) {
+        let address = digest.username.to_lowercase();
+        let seen = known.get(&address);
+        if listed {
             if seen.is_some() {
                 back.push(address);
             }
-            continue;
+            return;
         }
         // Inactive already, or deactivated by a run and activated again by an admin.
         if !active || seen.is_some_and(|m| m.deactivated) {
-            continue;
+            return;
         }
-        missing.push(address);
         let misses = seen.map_or(0, |m| m.count) + 1;
         if misses >= sync.missing_runs {
-            due.push((address, misses));
+            due.push((address.clone(), misses));
         }
-    }
+        missing.push(address);
+    })?;
     due.sort_unstable();
 
     let dry_run = out.dry_run();
@@ -83,7 +91,7 @@ pub(super) fn run(
     }
     let mut deactivated = 0;
     for (address, misses) in due {
-        let who = printable_word(address);
+        let who = printable_word(&address);
         if dry_run {
             out.line(
                 Severity::Info,
@@ -93,7 +101,7 @@ pub(super) fn run(
                 ),
             );
             deactivated += 1;
-        } else if store.deactivate(address)? {
+        } else if store.deactivate(&address)? {
             out.line(
                 Severity::Info,
                 &format!(

@@ -1,19 +1,20 @@
 //! `sync`: import LDAP users as mailboxes and re-apply changed templates to existing ones, for
 //! cron or a systemd timer — mailcow's `ldap-sync.php` semantics without its bugs.
 //!
-//! One run: lock → interval check → every mailbox streamed into a compact index → service
-//! bind + paged listing, each entry planned as it arrives (the same planner as a login) → the
-//! creations and re-applications written in batches per domain (the same checks and rows as a
-//! login's) → optionally, LDAP-backed mailboxes missing from the listing deactivated → summary
-//! line → time of the run recorded.
+//! One run: lock → interval check → service bind + paged listing, taken in chunks as it
+//! arrives: per chunk, the mailbox rows of its addresses read, each entry planned (the same
+//! planner as a login) and the creations and re-applications written in batches per domain
+//! (the same checks and rows as a login's) → optionally, LDAP-backed mailboxes missing from the
+//! complete listing deactivated → summary line → time of the run recorded. Memory is bounded
+//! by a chunk (`chunk.rs`), not by the directory.
 //!
 //! Differences from mailcow: users without the attribute field are seen too (they get the
 //! default template on import); the address is normalised like a login (case, IDN); an address
-//! carried by several entries is left out instead of flip-flopping between them; nothing is
+//! carried by several entries is not written from each in turn (flip-flopping); nothing is
 //! logged for entries that need nothing; a failed run does not count for the interval.
 
+mod chunk;
 mod deactivate;
-mod index;
 mod progress;
 mod report;
 pub(crate) mod state;
@@ -34,7 +35,7 @@ use crate::mailcow::provision::up_to_date;
 use crate::mailcow::template::Template;
 use crate::mailcow::{SettingsError, Store, StoreError, effective_config};
 use crate::planner::{Blocker, MailboxState, Plan, Policy};
-use index::{Index, Listed, Row};
+use chunk::{Chunk, Entry, Row, Rows};
 use progress::Progress;
 use report::{Counts, JsonSummary, Kind, Outcome};
 use state::StateDir;
@@ -286,25 +287,38 @@ fn run_loaded(config: &Config, options: &Options, logger: &Logger) -> Ending {
     }
 }
 
-/// One pass over the directory. Per-entry refusals are counted and logged; a directory or
-/// database fault ends the pass (every batch written so far was one complete transaction).
-/// Nothing is written before the listing is complete.
+/// One pass over the directory, chunk by chunk. Per-entry refusals are counted and logged; a
+/// directory or database fault ends the pass (every batch written so far was one complete
+/// transaction). Deactivation only follows a complete listing.
 fn synchronise(config: &Config, out: &Output) -> Result<Counts, SyncError> {
     let mut store = Store::connect(&config.database, config.database.timeout)?
         .with_redis(config.redis.as_ref());
     let config = &*effective_config(config, &mut store)?;
     let templates = Templates::load(&mut store, config)?;
-    let mut index = Index::default();
-    store.mailbox_digests(|row| index.add_row(row))?;
+    store.start_listing()?;
 
-    let policy = Policy::sync(config);
     let mut counts = Counts::default();
+    let mut run = ChunkRun {
+        policy: Policy::sync(config),
+        writer: Writer {
+            store: &mut store,
+            templates: &templates,
+            out,
+            counts: &mut counts,
+        },
+    };
+    let mut chunk = Chunk::default();
+    let mut fault: Option<SyncError> = None;
     let deadline = Deadline::after(config.deadline);
     let mut session = ldap::connect(&config.ldap, &deadline)?;
     let field = &config.ldap.username_field;
     session.list_users(|user| {
+        // After a fault nothing more is kept or written: the run fails once the listing ends.
+        if fault.is_some() {
+            return;
+        }
         out.progress.listed();
-        counts.entries += 1;
+        run.writer.counts.entries += 1;
         match address_of(&user, field) {
             Ok(address) => {
                 let UserEntry {
@@ -312,113 +326,141 @@ fn synchronise(config: &Config, out: &Output) -> Result<Counts, SyncError> {
                     mapping_values,
                     display_name,
                 } = user.entry;
-                index.list(&address, &dn, |row| {
-                    plan_entry(
-                        &policy,
-                        &templates,
-                        &address,
-                        row,
-                        &mapping_values,
-                        display_name,
-                    )
-                })
+                let entry = Entry {
+                    address,
+                    dn,
+                    mapping_values,
+                    display_name,
+                };
+                if chunk.push(entry) {
+                    fault = run.chunk(&mut chunk).err();
+                }
             }
             Err(why) => {
-                counts.add(Kind::Skipped);
+                run.writer.counts.add(Kind::Skipped);
                 let who = format!("dn=\"{}\"", printable(&user.entry.dn));
                 out.entry(&who, &Outcome::warn(Kind::Skipped, why));
             }
         }
     })?;
     drop(session);
-
-    let mut creates: Vec<Work> = Vec::new();
-    let mut reapplies: Vec<Work> = Vec::new();
-    for (address, slot) in index.iter() {
-        let who = || format!("user={}", printable_word(address));
-        match &slot.listed {
-            Listed::Absent => {}
-            Listed::Settled(outcome) => {
-                counts.add(outcome.kind);
-                out.entry(&who(), outcome);
-            }
-            Listed::Ambiguous(n, dn) => {
-                counts.skipped += u64::from(*n);
-                let reason = format!(
-                    "ambiguous: {n} LDAP entries carry this address (one: {dn}); all left out"
-                );
-                out.entry(&who(), &Outcome::warn(Kind::Skipped, reason));
-            }
-            Listed::Create { template, name } => creates.push(Work {
-                address,
-                template,
-                name: name.as_deref(),
-            }),
-            Listed::Reapply { template, name } => reapplies.push(Work {
-                address,
-                template,
-                name: name.as_deref(),
-            }),
-        }
+    if let Some(fault) = fault {
+        return Err(fault);
     }
-    out.progress
-        .start_writing((creates.len() + reapplies.len()) as u64);
-    let mut writer = Writer {
-        store: &mut store,
-        templates: &templates,
-        out,
-        counts: &mut counts,
-    };
-    writer.all(creates, Action::Create)?;
-    writer.all(reapplies, Action::Reapply)?;
-    counts.deactivated = deactivate::run(config, &mut store, &index, out)?;
+    run.chunk(&mut chunk)?;
+    counts.deactivated = deactivate::run(config, &mut store, out)?;
     Ok(counts)
 }
 
+/// Plans and writes the chunks of one run.
+struct ChunkRun<'a, 'c> {
+    policy: Policy<'c>,
+    writer: Writer<'a, 'c>,
+}
+
+impl ChunkRun<'_, '_> {
+    /// Compares the entries of `chunk` with their mailbox rows and writes what they ask for.
+    fn chunk(&mut self, chunk: &mut Chunk) -> Result<(), SyncError> {
+        let entries = chunk.take();
+        let addresses = chunk::addresses(&entries);
+        let store = &mut *self.writer.store;
+        let mut rows = Rows::default();
+        rows.listed_before = store
+            .list_chunk(chunk.number, &addresses)?
+            .into_iter()
+            .map(|a| a.to_lowercase())
+            .collect();
+        store.mailbox_digests_of(&addresses, |row| rows.add(row))?;
+
+        let out = self.writer.out;
+        let mut creates: Vec<Work> = Vec::new();
+        let mut reapplies: Vec<Work> = Vec::new();
+        for group in entries.chunk_by(|a, b| a.address == b.address) {
+            let entry = &group[0];
+            let address = entry.address.as_str();
+            let who = || format!("user={}", printable_word(address));
+            let reason = if group.len() > 1 {
+                format!(
+                    "ambiguous: {} LDAP entries carry this address (one: {}); all left out",
+                    group.len(),
+                    entry.dn
+                )
+            } else if rows.listed_before.contains(address) {
+                format!(
+                    "ambiguous: an entry listed earlier carries this address too; this one \
+                     ({}) left out",
+                    entry.dn
+                )
+            } else {
+                match plan_entry(
+                    &self.policy,
+                    self.writer.templates,
+                    entry,
+                    rows.get(address),
+                ) {
+                    Listed::Settled(outcome) => {
+                        self.writer.counts.add(outcome.kind);
+                        out.entry(&who(), &outcome);
+                    }
+                    Listed::Create(work) => creates.push(work),
+                    Listed::Reapply(work) => reapplies.push(work),
+                }
+                continue;
+            };
+            self.writer.counts.skipped += group.len() as u64;
+            out.entry(&who(), &Outcome::warn(Kind::Skipped, reason));
+        }
+        self.writer.all(creates, Action::Create)?;
+        self.writer.all(reapplies, Action::Reapply)
+    }
+}
+
+/// What the listing asks for one entry.
+enum Listed<'a> {
+    Create(Work<'a>),
+    Reapply(Work<'a>),
+    /// Nothing to write: what to count (and log).
+    Settled(Outcome),
+}
+
 /// What the listing asks for one entry, given its mailbox row.
-fn plan_entry<'c>(
-    policy: &Policy<'c>,
+fn plan_entry<'a>(
+    policy: &Policy<'a>,
     templates: &Templates,
-    address: &str,
+    entry: &'a Entry,
     row: Row,
-    values: &[String],
-    name: Option<String>,
-) -> Listed<'c> {
+) -> Listed<'a> {
+    let values = &entry.mapping_values;
+    let work = |template| Work {
+        address: &entry.address,
+        template,
+        name: entry.display_name.as_deref(),
+    };
     match row {
-        Row::Unreadable(why) => Listed::Settled(Outcome::warn(Kind::Failed, why.to_owned())),
+        Row::Unreadable(why) => Listed::Settled(Outcome::warn(Kind::Failed, why)),
         Row::Missing => match policy.plan(MailboxState::Missing, values) {
-            Plan::Create(template) => Listed::Create {
-                template,
-                name: name.map(Into::into),
-            },
+            Plan::Create(template) => Listed::Create(work(template)),
             Plan::Blocked(Blocker::NoMapping) => Listed::Settled(Outcome::warn(
                 Kind::Skipped,
                 format!(
-                    "no attribute mapping for {address} ({}) and no default_template",
+                    "no attribute mapping for {} ({}) and no default_template",
+                    entry.address,
                     describe_values(values)
                 ),
             )),
             _ => Listed::Settled(Outcome::quiet(Kind::Skipped)),
         },
         Row::Stored {
-            state,
-            name_hash,
-            hash,
-            ..
+            state, name, hash, ..
         } => match policy.plan(state, values) {
             Plan::Reapply(template) => match templates.get(template) {
                 Err(why) => Listed::Settled(Outcome::warn(Kind::Failed, why.to_owned())),
                 Ok(Some(t))
-                    if up_to_date(&t.hash, name.as_deref(), hash, |n| {
-                        index::name_hash(n) == name_hash
-                    }) =>
+                    if up_to_date(&t.hash, entry.display_name.as_deref(), hash, |n| n == name) =>
                 {
                     Listed::Settled(Outcome::quiet(Kind::Unchanged))
                 }
-                Ok(_) => Listed::Reapply {
-                    template,
-                    name: name.map(Into::into),
-                },
+                Ok(_) => Listed::Reapply(work(template)),
             },
             // Other authsources and resources are never touched; without a mapped template
             // (or with periodic_full_sync off) the mailbox stays as it is.
@@ -561,9 +603,7 @@ impl Writer<'_, '_> {
             self.out
                 .entry(&format!("user={}", printable_word(w.address)), &outcome);
         }
-        self.out
-            .progress
-            .wrote(created, reapplied, work.len() as u64);
+        self.out.progress.wrote(created, reapplied);
         Ok(())
     }
 }

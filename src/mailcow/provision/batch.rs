@@ -1,7 +1,13 @@
 //! Provisioning in batches, for the sync: many creations or template updates of one domain in
-//! one transaction. The domain row is locked once per batch and the domain's usage read once;
-//! each mailbox then gets exactly the checks and rows of a single creation or update, with a
-//! running total of the domain's usage kept under the lock.
+//! one transaction, each mailbox with exactly the checks and rows of a single creation or
+//! update.
+//!
+//! The domain row is locked last, briefly: a batch first writes every row (and the SOGo view
+//! rows), then locks the domain row, reads the domain's usage once — which counts the batch's
+//! own uncommitted rows, taken off again — checks the limits in the batch's order with a
+//! running total, and commits. A first login or template update of the same domain waits for
+//! that last step only, not for the batch's writes. A mailbox the limits refuse at that point
+//! was written already: the batch runs again without it.
 //!
 //! A preview (the sync's `--dry-run`) runs the same checks and running totals on unlocked reads
 //! and writes nothing: it says what the batch would do, mailbox by mailbox.
@@ -11,12 +17,14 @@
 //! as failed and the batch is run again without it. Races (deadlock, duplicate key) run the
 //! whole batch again, as for single writes.
 
-use super::checks::{ApplyCheck, CreateCheck, check_domain, check_new, check_update};
+use super::checks::{
+    ApplyCheck, CreateCheck, check_domain, check_increase, check_mailbox, check_new,
+};
 use super::plan::{NewMailbox, Update};
 use super::tx::{TxError, with_retries, write_new, write_update};
 use super::{missing_for_update, new_mailbox, outside_mysql};
 use crate::mailcow::ratelimit::RateLimit;
-use crate::mailcow::store::{LockedMailbox, Store, StoreError, Tx};
+use crate::mailcow::store::{DomainUsage, LockedMailbox, Store, StoreError, Tx};
 use crate::mailcow::template::Template;
 
 /// Write the batch, or only find out what it would write.
@@ -50,10 +58,12 @@ pub enum Done {
     Failed(String),
 }
 
-/// One run of a batch: done, or the mailbox (position) whose statements failed.
+/// One run of a batch: done, or the mailbox (position) whose statements failed, or the
+/// mailboxes (positions) written before the limits refused them.
 enum Attempt {
     Done(Vec<Done>),
     ItemFailed(usize, StoreError),
+    Refused(Vec<(usize, String)>),
 }
 
 /// Whether a statement's error belongs to the mailbox it was for (the server refused it), or
@@ -88,6 +98,12 @@ fn run<T>(
                 let (i, _) = pending.remove(k);
                 results[i] = Some(Done::Failed(e.to_string()));
             }
+            Ok(Attempt::Refused(refused)) => {
+                for (k, why) in refused.into_iter().rev() {
+                    let (i, _) = pending.remove(k);
+                    results[i] = Some(Done::Refused(why));
+                }
+            }
             // The domain row's checks: the same answer for every mailbox of the batch.
             Err(TxError::Refused(why)) => {
                 for (i, _) in pending {
@@ -97,21 +113,6 @@ fn run<T>(
             }
             Err(TxError::Store(e)) => return Err(e),
         }
-    }
-    Ok(())
-}
-
-/// Ends a batch's transaction: the SOGo view rows of what it wrote, then the commit (a
-/// preview ends with nothing written).
-fn end(
-    mut tx: Tx,
-    mode: Mode,
-    written: &[(&str, i64)],
-    context: &'static str,
-) -> Result<(), TxError> {
-    if mode == Mode::Write {
-        tx.refresh_sogo_views(written)?;
-        tx.commit(context)?;
     }
     Ok(())
 }
@@ -146,23 +147,37 @@ pub fn create(
     }
     run(pending, &mut results, |pending| {
         let mut tx = begin(store, mode)?;
-        let domain_row = check_domain(&mut tx, domain)?;
-        let mut usage = tx.domain_usage(domain)?;
-        let mut done = Vec::with_capacity(pending.len());
+        // Every row first, unlocked (a taken address is decided now: its row or alias exists)
+        let mut facts = Vec::with_capacity(pending.len());
         let mut written: Vec<(&str, i64)> = Vec::with_capacity(pending.len());
+        let mut ours = DomainUsage::default();
         for (k, (_, new)) in pending.iter().enumerate() {
             let address = match tx.address_facts(&new.username) {
                 Ok(address) => address,
                 Err(e) => return item_fault(k, e),
             };
-            match check_new(new, &domain_row, &address, usage) {
+            if !address.taken() && mode == Mode::Write {
+                if let Err(e) = write_new(&mut tx, new) {
+                    return item_fault(k, e);
+                }
+                written.push((&new.username, new.active));
+                ours.count += 1;
+                ours.used_mib = ours.used_mib.saturating_add(new.quota_mib);
+            }
+            facts.push(address);
+        }
+        if mode == Mode::Write {
+            tx.refresh_sogo_views(&written)?;
+        }
+        // … then the domain lock, held only for the limits and the commit: the usage read
+        // now counts this batch's uncommitted rows, which are taken off again.
+        let domain_row = check_domain(&mut tx, domain)?;
+        let mut usage = tx.domain_usage(domain)?.without(ours);
+        let mut done = Vec::with_capacity(pending.len());
+        let mut refused = Vec::new();
+        for (k, ((_, new), address)) in pending.iter().zip(&facts).enumerate() {
+            match check_new(new, &domain_row, address, usage) {
                 Ok(CreateCheck::Create) => {
-                    if mode == Mode::Write {
-                        if let Err(e) = write_new(&mut tx, new) {
-                            return item_fault(k, e);
-                        }
-                    }
-                    written.push((&new.username, new.active));
                     usage.count += 1;
                     usage.used_mib = usage.used_mib.saturating_add(new.quota_mib);
                     done.push(Done::Written {
@@ -170,11 +185,20 @@ pub fn create(
                     });
                 }
                 Ok(CreateCheck::Exists) => done.push(Done::Nothing),
+                // Written already: the batch runs again without it.
+                Err(TxError::Refused(why)) if mode == Mode::Write && !address.taken() => {
+                    refused.push((k, why))
+                }
                 Err(TxError::Refused(why)) => done.push(Done::Refused(why)),
                 Err(TxError::Store(e)) => return item_fault(k, e),
             }
         }
-        end(tx, mode, &written, "committing a batch of new mailboxes")?;
+        if !refused.is_empty() {
+            return Ok(Attempt::Refused(refused));
+        }
+        if mode == Mode::Write {
+            tx.commit("committing a batch of new mailboxes")?;
+        }
         Ok(Attempt::Done(done))
     })?;
     Ok(finish(store, items, results, mode, RateLimit::on_creation))
@@ -198,46 +222,90 @@ pub fn apply(
     }
     run(pending, &mut results, |pending| {
         let mut tx = begin(store, mode)?;
-        let Some(domain_row) = tx.domain(domain)? else {
-            return Err(TxError::Refused(format!("domain {domain} missing")));
-        };
-        // Bytes of quota the domain's mailboxes hold, read on the first quota increase.
-        let mut total: Option<i64> = None;
-        let mut done = Vec::with_capacity(pending.len());
+        // Every mailbox row locked, decided on and written first …
+        let mut checks = Vec::with_capacity(pending.len());
         let mut written: Vec<(&str, i64)> = Vec::with_capacity(pending.len());
+        // Bytes of quota the written rows added to the domain's sum.
+        let mut ours: i64 = 0;
         for (k, (_, (update, username))) in pending.iter().enumerate() {
-            let others = |tx: &mut Tx, locked: &LockedMailbox| -> Result<i64, StoreError> {
-                let sum = match total {
-                    Some(sum) => sum,
-                    None => tx.quota_of_domain(domain)?,
-                };
-                total = Some(sum);
-                Ok(sum - counted_quota(locked))
-            };
-            match check_update(&mut tx, &domain_row, username, domain, update, others) {
+            match check_mailbox(&mut tx, username, update) {
                 Ok(ApplyCheck::Apply { quota, locked }) => {
                     if mode == Mode::Write {
                         match write_update(&mut tx, username, update, quota, &locked) {
                             Ok(active) => written.push((username, active)),
                             Err(e) => return item_fault(k, e),
                         }
+                        ours += quota - counted_quota(&locked);
                     }
-                    if let Some(sum) = &mut total {
-                        *sum += quota - counted_quota(&locked);
-                    }
-                    done.push(Done::Written {
-                        skipped: Vec::new(),
-                    });
+                    checks.push(Ok(ApplyCheck::Apply { quota, locked }));
                 }
-                Ok(ApplyCheck::UpToDate) => done.push(Done::Nothing),
-                Ok(ApplyCheck::NotLdapBacked(authsource)) => {
-                    done.push(Done::NotLdapBacked(authsource))
-                }
-                Err(TxError::Refused(why)) => done.push(Done::Refused(why)),
+                Ok(check) => checks.push(Ok(check)),
+                Err(TxError::Refused(why)) => checks.push(Err(why)),
                 Err(TxError::Store(e)) => return item_fault(k, e),
             }
         }
-        end(tx, mode, &written, "committing a batch of template updates")?;
+        if mode == Mode::Write {
+            tx.refresh_sogo_views(&written)?;
+        }
+        // … then the domain row locked, held only for the checks of quota increases (on the
+        // domain's sum before this batch, with a running total in the batch's order) and the
+        // commit.
+        let Some(domain_row) = tx.domain(domain)? else {
+            return Err(TxError::Refused(format!("domain {domain} missing")));
+        };
+        // The sum before this batch, read on the first increase; the deltas of the batch so far.
+        let mut before: Option<i64> = None;
+        let mut delta: i64 = 0;
+        let mut done = Vec::with_capacity(pending.len());
+        let mut refused = Vec::new();
+        for (k, ((_, (update, _)), check)) in pending.iter().zip(checks).enumerate() {
+            let (quota, locked) = match check {
+                Ok(ApplyCheck::Apply { quota, locked }) => (quota, locked),
+                Ok(ApplyCheck::UpToDate) => {
+                    done.push(Done::Nothing);
+                    continue;
+                }
+                Ok(ApplyCheck::NotLdapBacked(authsource)) => {
+                    done.push(Done::NotLdapBacked(authsource));
+                    continue;
+                }
+                Err(why) => {
+                    done.push(Done::Refused(why));
+                    continue;
+                }
+            };
+            if quota > locked.quota {
+                let sum = match before {
+                    Some(sum) => sum,
+                    None => tx.quota_of_domain(domain)? - ours,
+                };
+                before = Some(sum);
+                let others = sum + delta - counted_quota(&locked);
+                match check_increase(&domain_row, domain, update, quota, others) {
+                    Ok(()) => {}
+                    // Written already: the batch runs again without it.
+                    Err(TxError::Refused(why)) if mode == Mode::Write => {
+                        refused.push((k, why));
+                        continue;
+                    }
+                    Err(TxError::Refused(why)) => {
+                        done.push(Done::Refused(why));
+                        continue;
+                    }
+                    Err(TxError::Store(e)) => return item_fault(k, e),
+                }
+            }
+            delta += quota - counted_quota(&locked);
+            done.push(Done::Written {
+                skipped: Vec::new(),
+            });
+        }
+        if !refused.is_empty() {
+            return Ok(Attempt::Refused(refused));
+        }
+        if mode == Mode::Write {
+            tx.commit("committing a batch of template updates")?;
+        }
         Ok(Attempt::Done(done))
     })?;
     Ok(finish(store, items, results, mode, RateLimit::on_update))

@@ -147,8 +147,7 @@ pub(super) fn check_apply(
 
 /// The checks of one template update in a domain whose row is locked: the mailbox row is
 /// locked and decided on here. `quota_of_others(tx, locked)` gives the bytes of quota the
-/// domain's other mailboxes hold (read only for a quota increase; a batch keeps a running
-/// total).
+/// domain's other mailboxes hold (read only for a quota increase).
 pub(super) fn check_update(
     tx: &mut Tx,
     domain: &DomainRow,
@@ -156,6 +155,24 @@ pub(super) fn check_update(
     d: &str,
     update: &Update,
     quota_of_others: impl FnOnce(&mut Tx, &LockedMailbox) -> Result<i64, StoreError>,
+) -> Result<ApplyCheck, TxError> {
+    let check = check_mailbox(tx, username, update)?;
+    if let ApplyCheck::Apply { quota, locked } = &check {
+        if *quota > locked.quota {
+            let others = quota_of_others(tx, locked)?;
+            check_increase(domain, d, update, *quota, others)?;
+        }
+    }
+    Ok(check)
+}
+
+/// The checks of one template update on the mailbox row, locked here: whether it is still
+/// LDAP-backed and not up to date, and the quota (bytes) it gets. A quota above the row's
+/// must pass [`check_increase`] too.
+pub(super) fn check_mailbox(
+    tx: &mut Tx,
+    username: &str,
+    update: &Update,
 ) -> Result<ApplyCheck, TxError> {
     let Some(locked) = tx.mailbox(username)? else {
         return Err(TxError::Refused(format!("mailbox {username} vanished")));
@@ -166,17 +183,24 @@ pub(super) fn check_update(
     if update.matches(&locked.name, locked.attribute_hash.as_deref()) {
         return Ok(ApplyCheck::UpToDate);
     }
-
-    let current_quota = locked.quota;
-    let quota = update
-        .quota_mib
-        .map_or(current_quota.max(0), |mib| mib * MIB);
     // mailcow's quota checks exist to stop increases: a quota that stays or shrinks cannot
     // break the domain's limits (even on a domain already over them), and must not hold up the
     // rest of the template (`active`, access keys, ACLs).
-    if quota <= current_quota {
-        return Ok(ApplyCheck::Apply { quota, locked });
-    }
+    let quota = update
+        .quota_mib
+        .map_or(locked.quota.max(0), |mib| mib * MIB);
+    Ok(ApplyCheck::Apply { quota, locked })
+}
+
+/// mailcow's checks of a quota increase to `quota` bytes, on the domain row as locked, given
+/// the bytes of quota the domain's other mailboxes hold.
+pub(super) fn check_increase(
+    domain: &DomainRow,
+    d: &str,
+    update: &Update,
+    quota: i64,
+    others: i64,
+) -> Result<(), TxError> {
     if update
         .quota_mib
         .is_some_and(|mib| mib > domain.maxquota_mib)
@@ -189,7 +213,6 @@ pub(super) fn check_update(
             domain.maxquota_mib
         )));
     }
-    let others = quota_of_others(tx, &locked)?;
     if others.saturating_add(quota) > domain.quota_mib.saturating_mul(MIB) {
         return Err(TxError::Refused(format!(
             "quota: template {} gives {} MiB, domain {d} has {} of {} MiB left; \
@@ -200,5 +223,5 @@ pub(super) fn check_update(
             domain.quota_mib
         )));
     }
-    Ok(ApplyCheck::Apply { quota, locked })
+    Ok(())
 }

@@ -70,7 +70,7 @@ impl Store {
 
     /// Counts one more miss for each of `missing` and forgets the counts of `back` (listed
     /// again), in one transaction; creates the table on first use.
-    pub fn record_misses(&mut self, missing: &[&str], back: &[&str]) -> Result<(), StoreError> {
+    pub fn record_misses(&mut self, missing: &[String], back: &[String]) -> Result<(), StoreError> {
         self.conn
             .query_drop(CREATE_MISSING)
             .context("creating the miss count table")?;

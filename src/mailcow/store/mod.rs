@@ -13,6 +13,7 @@
 //! [`StoreError::Data`], never a panic.
 
 mod credentials;
+mod listing;
 mod missing;
 mod rows;
 mod tx;
@@ -85,14 +86,6 @@ macro_rules! mailbox_join {
         " FROM mailbox m LEFT JOIN domain d ON d.domain = m.domain"
     };
 }
-
-/// What the sync compares per mailbox; the quota is read only to find rows of a broken type,
-/// and the last column tells whether `attributes` is a JSON object (or empty).
-const MAILBOX_DIGESTS: &str = "SELECT username, name, quota, \
-     JSON_VALUE(attributes, '$.attribute_hash'), kind, authsource, active, \
-     attributes IS NULL OR attributes = '' \
-       OR (JSON_VALID(attributes) AND JSON_TYPE(attributes) = 'OBJECT') \
-     FROM mailbox";
 
 const MAILBOX_BY_USERNAME: &str =
     concat!(mailbox_columns!(), mailbox_join!(), " WHERE m.username = ?");
@@ -231,25 +224,6 @@ impl Store {
         let mailbox = mailbox_from(&mut columns)?;
         columns.rename("templates");
         Ok(Some((mailbox, template_from(&mut columns))))
-    }
-
-    /// Every mailbox as the sync compares it ([`MailboxDigest`]), streamed row by row into
-    /// `each` (never all rows at once). A row that cannot be read comes as an
-    /// [`UnreadableMailbox`], so that one broken row does not stop the others.
-    pub fn mailbox_digests(
-        &mut self,
-        mut each: impl FnMut(Result<MailboxDigest, UnreadableMailbox>),
-    ) -> Result<(), StoreError> {
-        let rows = self
-            .conn
-            .query_iter(MAILBOX_DIGESTS)
-            .context("listing the mailboxes")?;
-        for row in rows {
-            let mut columns = Columns::new(row.context("listing the mailboxes")?, "mailbox");
-            let username = columns.text_lossy(0);
-            each(digest_from(&mut columns).map_err(|error| UnreadableMailbox { username, error }));
-        }
-        Ok(())
     }
 
     /// The mailbox template called `name` (the lowest id when several share the name, compared
