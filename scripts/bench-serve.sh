@@ -83,15 +83,17 @@ scope = subtree
 pass_filter = (&(objectClass=inetOrgPerson)(mail=%u))
 pass_attrs = mail=user
 CONF
+# the userdb of (b) and (d): no lookup, as neither passdb hands fields on
+STATIC_USERDB="userdb {
+  driver = static
+  args = uid=mail gid=mail home=$T/vmail/%d/%n
+}"
 cat > "$T/ldap.conf" <<CONF
 passdb {
   driver = ldap
   args = $T/dovecot-ldap.conf.ext
 }
-userdb {
-  driver = static
-  args = uid=mail gid=mail home=$T/vmail/%d/%n
-}
+$STATIC_USERDB
 CONF
 srv_start_dovecot "$T/ldap" "$T/bin/mailcow-ldap-auth" "$T/etc/config.yml" "$T/ldap.conf"
 PORT_LDAP=$IMAP_PORT
@@ -111,12 +113,7 @@ chmod 0644 "$T/bin/ok.lua"
 sed -e "s#file=[^ ]*/mailcow-ldap-auth.lua#file=$T/bin/ok.lua#" -e '/^passdb {/,/^}/!d' \
   "$T/url.conf" > "$T/floor.conf"
 grep -q "ok.lua blocking=yes" "$T/floor.conf"
-cat >> "$T/floor.conf" <<CONF
-userdb {
-  driver = static
-  args = uid=mail gid=mail home=$T/vmail/%d/%n
-}
-CONF
+echo "$STATIC_USERDB" >> "$T/floor.conf"
 srv_start_dovecot "$T/floor" "$T/bin/mailcow-ldap-auth" "$T/etc/config.yml" "$T/floor.conf"
 PORT_FLOOR=$IMAP_PORT
 

@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use common::serve::Serve;
 use common::{Domain, LdapUser, TestEnv, process};
 use e2e::clients::imap_login;
-use e2e::dovecot::{URL_TRANSPORT, dovecot, gid_of, share_token_with_dovecot, uid_of};
+use e2e::dovecot::{URL_TRANSPORT, dovecot, serve_config_for_dovecot, share_token_with_dovecot};
 use serde_json::json;
 
 const DOMAIN: &str = "unix.example.org";
@@ -22,19 +22,10 @@ const DOMAIN: &str = "unix.example.org";
 fn imap_logins_through_serves_unix_socket() {
     let env = TestEnv::new(&[LdapUser::new("ines", &format!("ines@{DOMAIN}"), "ines-pw")]);
     env.db.add_domain(&Domain::new(DOMAIN));
-    let mail = process::scratch_subdir("unix-mail");
-    std::os::unix::fs::chown(&mail, Some(uid_of("mail")), Some(gid_of("mail"))).unwrap();
     let sockets = process::scratch_subdir("unix-socket");
     std::fs::set_permissions(&sockets, std::fs::Permissions::from_mode(0o755)).unwrap();
     let socket = sockets.join("serve.sock");
-    let mut cfg = env.cfg.clone();
-    cfg["ldap"].as_object_mut().unwrap().remove("ca_file");
-    cfg["log"] = json!({"syslog": false, "stderr": "all"});
-    cfg["dovecot"]["userdb_fields"] = json!({
-        "uid": uid_of("mail").to_string(),
-        "gid": gid_of("mail").to_string(),
-        "home": format!("{}/{{domain}}/{{local_part}}", mail.display()),
-    });
+    let mut cfg = serve_config_for_dovecot(&env, "unix-mail");
     // Idle connections are closed quickly, so the script meets one serve closed.
     cfg["serve"] = json!({"listen": socket, "client_timeout_ms": 200});
     let mut serve = Serve::start(&cfg);

@@ -13,7 +13,9 @@ use common::serve::Serve;
 use common::{Domain, LdapUser, Mailbox, TestEnv, dead_port, process};
 use e2e::clients::imap_login;
 use e2e::doveadm_user;
-use e2e::dovecot::{URL_TRANSPORT, dovecot, gid_of, share_token_with_dovecot, uid_of};
+use e2e::dovecot::{
+    URL_TRANSPORT, dovecot, gid_of, serve_config_for_dovecot, share_token_with_dovecot, uid_of,
+};
 use serde_json::json;
 
 const DOMAIN: &str = "url.example.org";
@@ -29,16 +31,8 @@ fn imap_logins_through_serve_every_result_and_serve_restarts() {
         .add_mailbox(&Mailbox::new(&format!("cleo@{DOMAIN}")).attr("imap_access", "0"));
     env.db
         .add_mailbox(&Mailbox::new(&format!("fred@{DOMAIN}")).authsource("mailcow"));
+    let cfg = serve_config_for_dovecot(&env, "url-mail");
     let mail = process::scratch_subdir("url-mail");
-    std::os::unix::fs::chown(&mail, Some(uid_of("mail")), Some(gid_of("mail"))).unwrap();
-    let mut cfg = env.cfg.clone();
-    cfg["ldap"].as_object_mut().unwrap().remove("ca_file");
-    cfg["log"] = json!({"syslog": false, "stderr": "all"});
-    cfg["dovecot"]["userdb_fields"] = json!({
-        "uid": uid_of("mail").to_string(),
-        "gid": gid_of("mail").to_string(),
-        "home": format!("{}/{{domain}}/{{local_part}}", mail.display()),
-    });
     let mut serve = Serve::start(&cfg);
     let token = share_token_with_dovecot(&serve);
     URL_TRANSPORT

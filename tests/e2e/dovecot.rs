@@ -130,6 +130,22 @@ pub fn share_token_with_dovecot(serve: &crate::common::serve::Serve) -> PathBuf 
     token
 }
 
+/// The config of a `serve` that this binary's Dovecot asks (url mode): plain LDAP, log lines
+/// on stderr, mail homes in a scratch directory `mail_dir` owned by `mail`.
+pub fn serve_config_for_dovecot(env: &crate::common::TestEnv, mail_dir: &str) -> serde_json::Value {
+    let mail = crate::common::process::scratch_subdir(mail_dir);
+    std::os::unix::fs::chown(&mail, Some(uid_of("mail")), Some(gid_of("mail"))).expect("chown");
+    let mut cfg = env.cfg.clone();
+    cfg["ldap"].as_object_mut().expect("ldap").remove("ca_file");
+    cfg["log"] = serde_json::json!({"syslog": false, "stderr": "all"});
+    cfg["dovecot"]["userdb_fields"] = serde_json::json!({
+        "uid": uid_of("mail").to_string(),
+        "gid": gid_of("mail").to_string(),
+        "home": format!("{}/{{domain}}/{{local_part}}", mail.display()),
+    });
+    cfg
+}
+
 /// uid of a user from /etc/passwd.
 pub fn uid_of(user: &str) -> u32 {
     id_from("/etc/passwd", user, 2)
