@@ -170,3 +170,48 @@ fn login_of_a_mailbox_deactivated_meanwhile_is_refused() {
         "{out}"
     );
 }
+
+/// A sync batch reads its domain's usage before it takes the domain lock and again under it
+/// only when this program's write count of the domain moved meanwhile: a mailbox created
+/// while the batch waited for the lock (by a login: one more write counted) still counts
+/// against the domain's limit.
+#[test]
+fn sync_counts_a_mailbox_created_while_it_waited_for_the_domain_lock() {
+    let env = TestEnv::new(&[LdapUser::new("bob", BOB, PW)
+        .display_name("Bob")
+        .employee_type("staff")]);
+    let mut cfg = env.cfg.clone();
+    cfg["ldap"].as_object_mut().unwrap().remove("ca_file");
+    let mut domain = DomainRow::from_golden(&golden());
+    domain.mailboxes = 2;
+    domain.insert(&env.db);
+    insert_template(&env.db, "Plain", TEMPLATE);
+    env.db.add_mailbox(&Mailbox::new("alice@example.org"));
+    let mut env = env;
+    env.cfg = cfg;
+    env.cfg["attribute_mapping"] = json!([{ "attribute": "staff", "template": "Plain" }]);
+    env.sync_on();
+    let state = sync_state();
+    let out = with_locked(
+        &env.db,
+        DOMAIN_ROW,
+        env.forced_sync(&state),
+        "INSERT INTO mailbox (username, password, name, description, quota, local_part, \
+           domain, attributes, custom_attributes, kind, multiple_bookings, authsource, active) \
+         VALUES ('zed@example.org', '', 'Zed', '', 0, 'zed', 'example.org', '{}', '{}', '', -1, \
+           'mailcow', 1); \
+         INSERT INTO mailcow_ldap_auth_domain_writes (domain, writes) VALUES ('example.org', 1) \
+           ON DUPLICATE KEY UPDATE writes = writes + 1",
+    );
+    assert!(
+        out.stderr.contains("user=bob@example.org result=failed")
+            || out.stderr.contains("user=bob@example.org result=refused"),
+        "bob would be the domain's third mailbox of 2: {out}"
+    );
+    assert!(
+        env.db
+            .rows("SELECT username FROM mailbox WHERE username = 'bob@example.org'")
+            .is_empty(),
+        "{out}"
+    );
+}

@@ -169,10 +169,17 @@ pub fn create(
         if mode == Mode::Write {
             tx.refresh_sogo_views(&written)?;
         }
-        // … then the domain lock, held only for the limits and the commit: the usage read
-        // now counts this batch's uncommitted rows, which are taken off again.
+        // … then the domain lock, held only for the limits and the commit. The usage (counting
+        // this batch's uncommitted rows, taken off again) is read before the lock, and again
+        // under it only when another transaction added to the domain meanwhile.
+        let writes = tx.domain_writes(domain)?;
+        let early = writes.map(|_| tx.domain_usage(domain)).transpose()?;
         let domain_row = check_domain(&mut tx, domain)?;
-        let mut usage = tx.domain_usage(domain)?.without(ours);
+        let usage = match early {
+            Some(usage) if tx.domain_writes(domain)? == writes => usage,
+            _ => tx.domain_usage(domain)?,
+        };
+        let mut usage = usage.without(ours);
         let mut done = Vec::with_capacity(pending.len());
         let mut refused = Vec::new();
         for (k, ((_, new), address)) in pending.iter().zip(&facts).enumerate() {
@@ -197,6 +204,7 @@ pub fn create(
             return Ok(Attempt::Refused(refused));
         }
         if mode == Mode::Write {
+            tx.count_domain_write(domain)?;
             tx.commit("committing a batch of new mailboxes")?;
         }
         Ok(Attempt::Done(done))
@@ -304,6 +312,10 @@ pub fn apply(
             return Ok(Attempt::Refused(refused));
         }
         if mode == Mode::Write {
+            // A quota grew (its check read the sum): counted, as creations are.
+            if before.is_some() {
+                tx.count_domain_write(domain)?;
+            }
             tx.commit("committing a batch of template updates")?;
         }
         Ok(Attempt::Done(done))

@@ -54,6 +54,7 @@ pub(super) fn try_create(store: &mut Store, new: &NewMailbox) -> Result<CreateCh
     }
     write_new(&mut tx, new)?;
     tx.refresh_sogo_views(&[(&new.username, new.active)])?;
+    tx.count_domain_write(&new.domain)?;
     tx.commit("committing the new mailbox")?;
     Ok(CreateCheck::Create)
 }
@@ -89,6 +90,9 @@ pub(super) fn try_apply(
     };
     let active = write_update(&mut tx, username, update, quota, &locked)?;
     tx.refresh_sogo_views(&[(username, active)])?;
+    if quota > locked.quota {
+        tx.count_domain_write(domain)?;
+    }
     tx.commit("committing the template update")?;
     Ok(ApplyDone::Reapplied)
 }

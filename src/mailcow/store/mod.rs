@@ -73,6 +73,16 @@ impl<T> Context<T> for Result<T, mysql::Error> {
 const PREPARE_WRITER: &str = "SET SESSION innodb_lock_wait_timeout = 3; \
      SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED";
 
+/// This program's own table (never a column in mailcow's): per domain, how many of its
+/// transactions added mailboxes or quota. A sync batch reads the domain's usage before it
+/// takes the domain lock, and again under the lock only when the count moved meanwhile, so
+/// the lock is held for milliseconds, not for a read of every mailbox of the domain
+/// (docs/performance.md, "Sync"). Created on a writer connection's first transaction.
+const CREATE_DOMAIN_WRITES: &str = "CREATE TABLE IF NOT EXISTS mailcow_ldap_auth_domain_writes (\
+     domain VARCHAR(255) NOT NULL PRIMARY KEY, \
+     writes BIGINT UNSIGNED NOT NULL\
+     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci";
+
 /// The columns of [`Mailbox`] with the domain's `active` flag, from `mailbox m` joined with
 /// `domain d` (read by [`mailbox_from`], in this order).
 macro_rules! mailbox_columns {
@@ -141,6 +151,9 @@ pub struct Store {
     conn: Conn,
     /// Whether [`PREPARE_WRITER`] ran on this connection.
     writer: bool,
+    /// Whether this connection could make (or finds) [`CREATE_DOMAIN_WRITES`]'s table: only
+    /// then does it count its writes and read usage early.
+    counts_domain_writes: bool,
     /// mailcow's Redis, where provisioning writes the rate limit (`None`: not configured).
     redis: Option<RedisConfig>,
 }
@@ -173,6 +186,7 @@ impl Store {
         Ok(Store {
             conn,
             writer: false,
+            counts_domain_writes: false,
             redis: None,
         })
     }
@@ -312,14 +326,16 @@ impl Store {
             self.conn
                 .query_drop(PREPARE_WRITER)
                 .context("preparing the provisioning session")?;
+            // Without the CREATE privilege: the usage is read under the lock, as before.
+            self.counts_domain_writes = self.conn.query_drop(CREATE_DOMAIN_WRITES).is_ok();
             self.writer = true;
         }
-        Tx::start(&mut self.conn, true)
+        Tx::start(&mut self.conn, true, self.counts_domain_writes)
     }
 
     /// A transaction for previews (dry runs): the same reads, without locks; never committed.
     pub fn snapshot(&mut self) -> Result<Tx<'_>, StoreError> {
-        Tx::start(&mut self.conn, false)
+        Tx::start(&mut self.conn, false, false)
     }
 }
 

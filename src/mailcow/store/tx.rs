@@ -68,6 +68,10 @@ const CREATION_FACTS: &str = concat!("SELECT ", address_taken!(), ", ", domain_u
 const ADDRESS_FACTS: &str = concat!("SELECT ", address_taken!());
 const DOMAIN_USAGE: &str = concat!("SELECT ", domain_usage!());
 
+const DOMAIN_WRITES: &str = "SELECT writes FROM mailcow_ldap_auth_domain_writes WHERE domain = ?";
+const COUNT_DOMAIN_WRITE: &str = "INSERT INTO mailcow_ldap_auth_domain_writes (domain, writes) \
+     VALUES (?, 1) ON DUPLICATE KEY UPDATE writes = writes + 1";
+
 macro_rules! mailbox_state {
     () => {
         "SELECT name, JSON_VALUE(attributes, '$.attribute_hash'), quota, active, authsource, \
@@ -244,14 +248,24 @@ pub struct Tx<'c> {
     tx: mysql::Transaction<'c>,
     /// Whether the decision reads lock their rows (`FOR UPDATE`).
     lock: bool,
+    /// Whether writes are counted in `mailcow_ldap_auth_domain_writes` (see store/mod.rs).
+    counts_writes: bool,
 }
 
 impl<'c> Tx<'c> {
-    pub(super) fn start(conn: &'c mut Conn, lock: bool) -> Result<Tx<'c>, StoreError> {
+    pub(super) fn start(
+        conn: &'c mut Conn,
+        lock: bool,
+        counts_writes: bool,
+    ) -> Result<Tx<'c>, StoreError> {
         let tx = conn
             .start_transaction(TxOpts::default())
             .context("starting a transaction")?;
-        Ok(Tx { tx, lock })
+        Ok(Tx {
+            tx,
+            lock,
+            counts_writes,
+        })
     }
 
     pub fn commit(self, context: &'static str) -> Result<(), StoreError> {
@@ -329,8 +343,31 @@ impl<'c> Tx<'c> {
         address_facts(&mut Columns::new(row, "mailbox"))
     }
 
+    /// How many transactions of this program added mailboxes or quota to `domain` so far;
+    /// `None` when this connection does not count them (then read usage under the lock).
+    pub fn domain_writes(&mut self, domain: &str) -> Result<Option<u64>, StoreError> {
+        if !self.counts_writes {
+            return Ok(None);
+        }
+        let row = self.first(DOMAIN_WRITES, (domain,), "reading the domain's write count")?;
+        let writes = match row {
+            Some(row) => Columns::new(row, "mailcow_ldap_auth_domain_writes").next()?,
+            None => 0,
+        };
+        Ok(Some(writes))
+    }
+
+    /// Counts this transaction as one that adds mailboxes or quota to `domain` (under the
+    /// domain lock, before the commit).
+    pub fn count_domain_write(&mut self, domain: &str) -> Result<(), StoreError> {
+        if !self.counts_writes {
+            return Ok(());
+        }
+        self.drop_exec(COUNT_DOMAIN_WRITE, (domain,), "counting the domain's write")
+    }
+
     /// The domain's mailbox count and quota in use (the batch's own uncommitted rows counted),
-    /// read once per batch under the domain lock.
+    /// read once per batch.
     pub fn domain_usage(&mut self, domain: &str) -> Result<DomainUsage, StoreError> {
         let row = self
             .first(DOMAIN_USAGE, (domain,), "checking the domain's limits")?
