@@ -292,23 +292,22 @@ fn decide(
         }
         None => (config, &mut *connections),
     };
-    let entry = match directory.find_login(request.username, username, deadline)? {
-        UserSearch::Found(entry) => entry,
-        UserSearch::NotFound => return refused(Refusal::NoLdapEntry),
-        UserSearch::Ambiguous(count) => return refused(Refusal::Ambiguous(count)),
-    };
-    if let Err(InvalidCredentials(detail)) =
-        directory.check_password(&entry.dn, request.password, deadline)?
-    {
-        // A remembered row may predate an app password added since: decide on a fresh one.
-        if remembered {
-            let fresh = directory.first_read(username, false, false, deadline)?;
-            if let BeforeLdap::Decided(verdict) = before_ldap(&fresh.read, request) {
-                return Ok(verdict);
+    let ldap_says = match directory.find_login(request.username, username, deadline)? {
+        UserSearch::Found(entry) => {
+            match directory.check_password(&entry.dn, request.password, deadline)? {
+                Ok(()) => Ok(entry),
+                Err(InvalidCredentials(detail)) => Err(Refusal::WrongPassword(server_says(detail))),
             }
         }
-        return refused(Refusal::WrongPassword(server_says(detail)));
-    }
+        UserSearch::NotFound => Err(Refusal::NoLdapEntry),
+        UserSearch::Ambiguous(count) => Err(Refusal::Ambiguous(count)),
+    };
+    let entry = match ldap_says {
+        Ok(entry) => entry,
+        Err(refusal) => {
+            return refused_by_ldap(directory, remembered, username, request, deadline, refusal);
+        }
+    };
     mode.step(|| {
         format!(
             "LDAP entry {}: the password binds; mapping values {}",
@@ -464,6 +463,28 @@ fn apply_template(
             Preview::NotLdapBacked(authsource) => Applied::NotLdapBacked { authsource },
         },
     )
+}
+
+/// A refusal on LDAP's word (no entry, ambiguous, wrong password). After a remembered row it
+/// is decided on a fresh one instead: an app password added since, or a mailbox deactivated
+/// since, answers first. The LDAP connections go back before the database read (the pools'
+/// order: database, then directory).
+fn refused_by_ldap(
+    directory: &mut dyn Connections,
+    remembered: bool,
+    username: &str,
+    request: &LoginRequest,
+    deadline: &Deadline,
+    refusal: Refusal,
+) -> Result<Verdict, LoginError> {
+    if remembered {
+        directory.directory_done();
+        let fresh = directory.first_read(username, false, false, deadline)?;
+        if let BeforeLdap::Decided(verdict) = before_ldap(&fresh.read, request) {
+            return Ok(verdict);
+        }
+    }
+    Ok(Verdict::Refused(refusal))
 }
 
 /// What the rows read before any LDAP traffic decide.

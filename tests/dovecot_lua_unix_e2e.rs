@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use common::serve::Serve;
 use common::{Domain, LdapUser, TestEnv, process};
-use e2e::clients::imap_login;
+use e2e::clients::{Session, base64, imap_login};
 use e2e::dovecot::{URL_TRANSPORT, dovecot, serve_config_for_dovecot, share_token_with_dovecot};
 use serde_json::json;
 
@@ -51,6 +51,20 @@ fn imap_logins_through_serves_unix_socket() {
     assert!(r.ok(), "{r:#?}\n{}", logs(&serve));
     let r = imap("wrong");
     assert!(r.login.starts_with("NO [AUTHENTICATIONFAILED]"), "{r:#?}");
+    // a password that is not UTF-8 (JSON cannot carry it) is refused, not a fault
+    let mut session = Session::connect(d.imap_port);
+    session.line();
+    let plain = base64(&[b"\0ines@unix.example.org\0pw-\xff".as_slice()].concat());
+    session.send(
+        &format!("a1 AUTHENTICATE PLAIN {plain}"),
+        Some("a1 AUTHENTICATE PLAIN …"),
+    );
+    let answer = session.until(|l| l.starts_with("a1 "));
+    assert!(
+        answer.starts_with("a1 NO [AUTHENTICATIONFAILED]"),
+        "{answer}\n{}",
+        d.log()
+    );
 
     // serve killed: UNAVAILABLE; started again: logins work, Dovecot untouched
     serve.kill();

@@ -531,4 +531,15 @@ fn a_row_remembered_from_a_recent_login_saves_a_read_but_decides_nothing() {
     env.db.exec("DELETE FROM app_passwd");
     assert_result(&alice("app-secret-1"), "mismatch");
     assert!(!serve.log().contains("app-secret-1"));
+
+    // frank's LDAP entry is gone (none here) and his row remembered from a refused login: an
+    // app password added since answers first, as the search's "no entry" is checked again
+    env.db.add_mailbox(&Mailbox::new("frank@example.org"));
+    let frank = |password: &str| serve.auth("frank@example.org", password, "imap");
+    assert_result(&frank("app-secret-2"), "unknown");
+    env.db.exec(
+        "INSERT INTO app_passwd (name, mailbox, domain, password, imap_access, active) \
+         VALUES ('phone', 'frank@example.org', 'example.org', '{PLAIN}app-secret-2', 1, 1)",
+    );
+    assert_result(&frank("app-secret-2"), "ok");
 }

@@ -148,8 +148,8 @@ impl Metrics {
         let (remembered, read) = pools.remembered.counts();
         let _ = writeln!(
             out,
-            "# HELP mailcow_ldap_auth_mailbox_reads_total Mailbox rows logins took before LDAP, \
-             by source (remembered: from a login of the last seconds).\n\
+            "# HELP mailcow_ldap_auth_mailbox_reads_total Mailbox rows logins read in the \
+             database or took from a login of the last seconds (remembered), this configuration.\n\
              # TYPE mailcow_ldap_auth_mailbox_reads_total counter\n\
              mailcow_ldap_auth_mailbox_reads_total{{source=\"database\"}} {read}\n\
              mailcow_ldap_auth_mailbox_reads_total{{source=\"remembered\"}} {remembered}"

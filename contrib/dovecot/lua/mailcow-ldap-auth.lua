@@ -144,9 +144,15 @@ function open_url_transport()
   end
   target.socket = socket
   if target.unix then
-    loaded, target.unix_socket = pcall(require, "socket.unix")
+    local unix
+    loaded, unix = pcall(require, "socket.unix")
     if not loaded then
-      return "lua-socket has no Unix sockets: " .. tostring(target.unix_socket)
+      return "lua-socket has no Unix sockets: " .. tostring(unix)
+    end
+    -- lua-socket 3.1 returns a table (unix.stream); 3.0-rc1 the constructor itself
+    target.unix_stream = type(unix) == "function" and unix or unix.stream
+    if type(target.unix_stream) ~= "function" then
+      return "lua-socket's socket.unix has no stream sockets"
     end
   end
   local file, err = io.open(settings.token_file, "r")
@@ -276,7 +282,8 @@ local function serve_connection()
     -- when it has nothing to read: serve never speaks first, so a readable connection is
     -- one serve closed (restarted, draining). A login is never sent twice.
     local readable = socket.select({ connection }, nil, 0)
-    if socket.gettime() - connection_used < 1 and #readable == 0 then
+    local idle = socket.gettime() - connection_used
+    if idle >= 0 and idle < 1 and #readable == 0 then
       return connection
     end
     connection:close()
@@ -284,7 +291,7 @@ local function serve_connection()
   end
   local made, ok, err
   if target.unix then
-    made = (target.unix_socket.stream or target.unix_socket)()
+    made = target.unix_stream()
     made:settimeout(target.timeout)
     ok, err = made:connect(target.unix)
   else
@@ -304,6 +311,12 @@ end
 -- Sends one HTTP/1.1 request on `conn` and reads the answer: the status and the body, or nil
 -- and why.
 local function exchange(conn, method, path, body)
+  -- timeout_ms bounds the whole exchange: lua-socket's timeout restarts with every call
+  local deadline = target.socket.gettime() + target.timeout
+  local function within()
+    conn:settimeout(math.max(deadline - target.socket.gettime(), 0.001))
+    return conn
+  end
   local head = {
     method .. " " .. target.prefix .. path .. " HTTP/1.1",
     "Host: " .. target.host,
@@ -314,19 +327,19 @@ local function exchange(conn, method, path, body)
     head[#head + 1] = "Content-Type: application/json"
     head[#head + 1] = "Content-Length: " .. #body
   end
-  local sent, err = conn:send(table.concat(head, "\r\n") .. "\r\n\r\n" .. (body or ""))
+  local sent, err = within():send(table.concat(head, "\r\n") .. "\r\n\r\n" .. (body or ""))
   if not sent then
     return nil, "sending to " .. settings.url .. ": " .. tostring(err)
   end
   local line
-  line, err = conn:receive("*l")
+  line, err = within():receive("*l")
   local status = line and tonumber(line:match("^HTTP/1%.%d (%d%d%d)"))
   if not status then
     return nil, "reading from " .. settings.url .. ": " .. tostring(err or "not HTTP")
   end
   local length, close = 0, false
   while true do
-    line, err = conn:receive("*l")
+    line, err = within():receive("*l")
     if not line then
       return nil, "reading from " .. settings.url .. ": " .. tostring(err)
     end
@@ -343,7 +356,7 @@ local function exchange(conn, method, path, body)
   end
   local payload = ""
   if length > 0 then
-    payload, err = conn:receive(length)
+    payload, err = within():receive(length)
     if not payload then
       return nil, "reading from " .. settings.url .. ": " .. tostring(err)
     end
@@ -353,6 +366,13 @@ end
 
 -- One request to serve: POST /auth with the password, or GET /lookup. Same answer as ask().
 local function ask_url(mode, req, password)
+  -- JSON carries UTF-8 only: refused here as the process transport refuses it (not a fault)
+  if utf8 and (not utf8.len(req.user) or (password and not utf8.len(password))) then
+    if mode == "verify" then
+      return "PASSWORD_MISMATCH", { reason = "login name or password is not UTF-8" }
+    end
+    return "USER_UNKNOWN", { reason = "login name is not UTF-8" }
+  end
   local conn, err = serve_connection()
   if not conn then
     return nil, err
