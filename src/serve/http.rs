@@ -163,17 +163,16 @@ fn authorized(http: &HttpRequest, generation: &Generation) -> bool {
         .is_some_and(|given| bool::from(given.trim().as_bytes().ct_eq(expected)))
 }
 
-/// The error names where the JSON broke, never what it held (it may be the password).
+/// The error names the kind of fault only: neither what the JSON held nor where it broke
+/// (a position inside the password tells its length or where an odd byte sits).
 fn parse_auth(body: &[u8]) -> Result<(AuthBody, DovecotVersion), TurnedAway> {
     let auth: AuthBody = serde_json::from_slice(body).map_err(|e| {
         TurnedAway(
             400,
             format!(
-                "bad JSON body ({:?} error at line {} column {}; fields: username, password, \
-                 service, real_rip, dovecot)",
-                e.classify(),
-                e.line(),
-                e.column()
+                "bad JSON body ({:?} error; fields: username, password, service, real_rip, \
+                 dovecot)",
+                e.classify()
             ),
         )
     })?;

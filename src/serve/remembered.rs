@@ -14,8 +14,8 @@ use crate::mailcow::{LoginRead, Mailbox};
 
 /// How long a row is used again.
 const FOR: Duration = Duration::from_secs(5);
-/// Rows kept at most; past this the oldest half is dropped (bounds memory whatever the
-/// number of mailboxes).
+/// Rows kept at most (bounds memory whatever the number of mailboxes): when full, the
+/// expired rows go, and if that is not enough, all of them.
 const AT_MOST: usize = 10_000;
 
 #[derive(Default)]
@@ -51,10 +51,10 @@ impl Remembered {
         match &read.mailbox {
             Some(mailbox) if read.app_passwords.is_empty() => {
                 if rows.len() >= AT_MOST {
-                    let mut ages: Vec<Instant> = rows.values().map(|(at, _)| *at).collect();
-                    let (_, median, _) = ages.select_nth_unstable(AT_MOST / 2);
-                    let median = *median;
-                    rows.retain(|_, (at, _)| *at > median);
+                    rows.retain(|_, (at, _)| at.elapsed() < FOR);
+                }
+                if rows.len() >= AT_MOST {
+                    rows.clear();
                 }
                 rows.insert(username.to_owned(), (Instant::now(), mailbox.clone()));
             }
