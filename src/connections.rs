@@ -6,13 +6,42 @@ use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::ldap::{self, DirectoryError, InvalidCredentials, Session, UserSearch};
 use crate::login::LoginError;
-use crate::mailcow::{LoginRead, Store};
+use crate::mailcow::{LoginRead, Mailbox, Store, StoreError, TemplateRead};
 
 /// What a login reads before it contacts LDAP.
 pub struct FirstRead {
     pub read: LoginRead,
     /// A row an earlier login read moments ago (`serve`), not one read for this login.
     pub remembered: bool,
+}
+
+/// What a login reads after its LDAP bind: the mailbox and, when the mapping names a template,
+/// that template as read (one round trip).
+pub struct AfterBind {
+    pub mailbox: Mailbox,
+    pub template: Option<TemplateRead>,
+}
+
+/// The read after the bind in the database; `None`: the mailbox is gone.
+pub fn read_after_bind(
+    store: &mut Store,
+    username: &str,
+    template: Option<&str>,
+) -> Result<Option<AfterBind>, StoreError> {
+    Ok(match template {
+        Some(template) => {
+            store
+                .mailbox_with_template(username, template)?
+                .map(|(mailbox, loaded)| AfterBind {
+                    mailbox,
+                    template: Some(loaded),
+                })
+        }
+        None => store.mailbox(username)?.map(|mailbox| AfterBind {
+            mailbox,
+            template: None,
+        }),
+    })
 }
 
 /// The database and directory connections of one login or lookup.
@@ -37,6 +66,19 @@ pub trait Connections {
                 .login_read(username, identity_provider)?,
             remembered: false,
         })
+    }
+
+    /// The mailbox read again after the LDAP bind, with the mapped `template` (see
+    /// [`read_after_bind`]): an admin may have changed it meanwhile. `serve` may answer with a
+    /// read a login made moments ago while mailcow's tables are unchanged
+    /// (`crate::serve::unchanged`); the per-login front ends always read.
+    fn after_bind(
+        &mut self,
+        username: &str,
+        template: Option<&str>,
+        deadline: &Deadline,
+    ) -> Result<Option<AfterBind>, LoginError> {
+        Ok(read_after_bind(self.store(deadline)?, username, template)?)
     }
 
     /// The directory entry of a login (see [`Session::find_login`]), as the service account.

@@ -3,7 +3,7 @@
 //! provision/update → answer → `sasl_log`.
 
 use crate::config::{Config, ConfigError};
-use crate::connections::{Connections, Fresh};
+use crate::connections::{AfterBind, Connections, Fresh};
 use crate::deadline::Deadline;
 use crate::ldap::{DirectoryError, InvalidCredentials, UserSearch};
 use crate::mailcow::address::{self, AddressError};
@@ -316,7 +316,6 @@ fn decide(
         )
     });
     directory.directory_done();
-    let store = connections.store(deadline)?;
 
     let name = entry.display_name.as_deref();
     let plan =
@@ -332,28 +331,29 @@ fn decide(
             return refused(Refusal::NotLdapBacked(authsource));
         }
         Plan::Keep | Plan::Reapply(_) => {
+            let template = match plan {
+                Plan::Reapply(template) => Some(template),
+                _ => None,
+            };
             // Read again after the LDAP round trips (with the mapped template, in the same
             // round trip): an admin may have deactivated the mailbox or switched its
             // authsource meanwhile.
-            let (mailbox, template) = match plan {
-                Plan::Reapply(template) => {
-                    match store.mailbox_with_template(username, template)? {
-                        Some((mailbox, loaded)) => (Some(mailbox), Some((template, loaded))),
-                        None => (None, None),
-                    }
-                }
-                _ => (store.mailbox(username)?, None),
-            };
-            let Some(mailbox) = mailbox else {
+            let Some(AfterBind {
+                mailbox,
+                template: loaded,
+            }) = connections.after_bind(username, template, deadline)?
+            else {
                 return refused(Refusal::MailboxVanished);
             };
             if let Err(refusal) = check_access(&mailbox, request.service).and(ldap_backed(&mailbox))
             {
                 return refused(refusal);
             }
-            match template {
-                None => (mailbox, None),
-                Some((template, loaded)) => {
+            match (template, loaded) {
+                (Some(template), Some(loaded))
+                    if !provision::template_unchanged(&mailbox, name, template, &loaded) =>
+                {
+                    let store = connections.store(deadline)?;
                     match apply_template(store, &mailbox, name, template, loaded, mode) {
                         Ok(Applied::Unchanged) => (mailbox, None),
                         Ok(Applied::Reapplied { mailbox, skipped }) => (
@@ -374,9 +374,11 @@ fn decide(
                         Err(e) => return provisioning_failed(e),
                     }
                 }
+                _ => (mailbox, None),
             }
         }
         Plan::Create(template) => {
+            let store = connections.store(deadline)?;
             match create(store, username, name, template, mode) {
                 Ok(done) if done.created => {
                     let note = format!("mailbox created from template {template}");

@@ -8,8 +8,9 @@ mod provision_helpers;
 use common::serve::{Reply, Serve, assert_result, private_file};
 use common::*;
 use provision_helpers::{DomainRow, golden, insert_template, row_counts};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 const PW: &str = "Pass \"w0rd\" ünï";
 
@@ -476,12 +477,15 @@ fn answers_100_continue_before_the_body() {
     assert!(answer.contains(r#""result":"ok""#), "{answer}");
 }
 
-/// The `source` counts of `mailcow_ldap_auth_mailbox_reads_total`: (database, remembered).
-fn mailbox_reads(serve: &Serve) -> (u64, u64) {
+/// The counts of `mailcow_ldap_auth_mailbox_reads_total` for `read` (`before_ldap` or
+/// `after_bind`): (database, remembered).
+fn mailbox_reads(serve: &Serve, read: &str) -> (u64, u64) {
     let metrics = serve.get("/metrics");
     let text = metrics.body.as_str().unwrap();
     let count = |source: &str| {
-        let line = format!("mailcow_ldap_auth_mailbox_reads_total{{source=\"{source}\"}} ");
+        let line = format!(
+            "mailcow_ldap_auth_mailbox_reads_total{{read=\"{read}\",source=\"{source}\"}} "
+        );
         text.lines()
             .find_map(|l| l.strip_prefix(&line))
             .and_then(|n| n.parse().ok())
@@ -490,17 +494,29 @@ fn mailbox_reads(serve: &Serve) -> (u64, u64) {
     (count("database"), count("remembered"))
 }
 
+/// `cfg` with the reads after the bind never reused: every acceptance on a fresh read.
+fn reads_after_bind_never_reused(cfg: &Value) -> Value {
+    let mut cfg = cfg.clone();
+    cfg["serve"] = json!({"change_poll_ms": 0});
+    cfg
+}
+
 #[test]
 fn a_row_remembered_from_a_recent_login_saves_a_read_but_decides_nothing() {
     let env = site();
-    let serve = Serve::start(&env.cfg);
+    let serve = Serve::start(&reads_after_bind_never_reused(&env.cfg));
     let alice = |password: &str| serve.auth("alice@example.org", password, "imap");
     assert_result(&alice(PW), "ok");
     assert_result(&alice(PW), "ok");
     assert_eq!(
-        mailbox_reads(&serve),
+        mailbox_reads(&serve, "before_ldap"),
         (1, 1),
         "the second login took the row again"
+    );
+    assert_eq!(
+        mailbox_reads(&serve, "after_bind"),
+        (2, 0),
+        "change_poll_ms 0: every acceptance on a read of its own"
     );
 
     // deactivated since: refused at once (the read after the LDAP bind decides)
@@ -525,9 +541,12 @@ fn a_row_remembered_from_a_recent_login_saves_a_read_but_decides_nothing() {
         serve.log()
     );
     // a mailbox with app passwords is never remembered: revoking one counts at once
-    let (database, remembered) = mailbox_reads(&serve);
+    let (database, remembered) = mailbox_reads(&serve, "before_ldap");
     assert_result(&alice(PW), "ok");
-    assert_eq!(mailbox_reads(&serve), (database + 1, remembered));
+    assert_eq!(
+        mailbox_reads(&serve, "before_ldap"),
+        (database + 1, remembered)
+    );
     env.db.exec("DELETE FROM app_passwd");
     assert_result(&alice("app-secret-1"), "mismatch");
     assert!(!serve.log().contains("app-secret-1"));
@@ -542,4 +561,77 @@ fn a_row_remembered_from_a_recent_login_saves_a_read_but_decides_nothing() {
          VALUES ('phone', 'frank@example.org', 'example.org', '{PLAIN}app-secret-2', 1, 1)",
     );
     assert_result(&frank("app-secret-2"), "ok");
+}
+
+/// Longer than two polls of the default `serve.change_poll_ms` (100), and the time a poll takes.
+const POLLS: Duration = Duration::from_millis(400);
+
+#[test]
+fn reads_after_the_bind_are_reused_only_while_mailcows_tables_are_unchanged() {
+    let env = TestEnv::new(&[LdapUser::new("bob", "bob@example.org", PW).employee_type("staff")]);
+    DomainRow::from_golden(&golden()).insert(&env.db);
+    let text = golden()["template"]["attributes_text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    insert_template(&env.db, "StaffUI", &text);
+    let mut cfg = env.cfg.clone();
+    cfg["attribute_mapping"] = json!([{ "attribute": "staff", "template": "StaffUI" }]);
+    let serve = Serve::start(&cfg);
+    let bob = || serve.auth("bob@example.org", PW, "imap");
+    assert_result(&bob(), "ok");
+    // The site was just written: reuse starts once the tables have been unchanged for a while
+    // (serve::unchanged: 5 s after the last change began). Then logins spaced wider than the
+    // polls read nothing in the database.
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let before = mailbox_reads(&serve, "after_bind");
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(150));
+            assert_result(&bob(), "ok");
+        }
+        let after = mailbox_reads(&serve, "after_bind");
+        if after.0 == before.0 {
+            assert_eq!(after.1, before.1 + 3, "each login counted as reused");
+            break;
+        }
+        assert!(Instant::now() < until, "reads after the bind never reused");
+    }
+
+    // A change counts from the next poll, whichever table it is in.
+    for (change, undo, refused) in [
+        (
+            "UPDATE mailbox SET active = 0",
+            "UPDATE mailbox SET active = 1",
+            "disabled",
+        ),
+        (
+            "UPDATE domain SET active = 0",
+            "UPDATE domain SET active = 1",
+            "disabled",
+        ),
+        (
+            "UPDATE mailbox SET authsource = 'mailcow'",
+            "UPDATE mailbox SET authsource = 'ldap'",
+            "next",
+        ),
+    ] {
+        assert_result(&bob(), "ok");
+        env.db.exec(change);
+        std::thread::sleep(POLLS);
+        assert_result(&bob(), refused);
+        env.db.exec(undo);
+        std::thread::sleep(POLLS);
+        assert_result(&bob(), "ok");
+    }
+    // a template changed in mailcow's UI is applied by the next login after the poll
+    let quota = || env.db.rows("SELECT quota FROM mailbox")[0][0].clone();
+    assert_eq!(quota().as_deref(), Some("1073741824"));
+    env.db.exec(
+        "UPDATE templates SET attributes = JSON_SET(attributes, '$.quota', 2147483648) \
+         WHERE template = 'StaffUI'",
+    );
+    std::thread::sleep(POLLS);
+    assert_result(&bob(), "ok");
+    assert_eq!(quota().as_deref(), Some("2147483648"));
 }

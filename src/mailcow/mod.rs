@@ -16,8 +16,9 @@ use crate::config::{Config, ConfigError};
 
 pub(crate) use store::{
     AppPassword, AuthsourceChange, LoginRead, MailboxDigest, SqlPassword, Store, StoreError,
-    UnreadableMailbox,
+    TableChanges, TemplateRead, UnreadableMailbox,
 };
+pub(crate) use template::Template;
 
 /// Why the configuration could not be completed from mailcow's `identity_provider` table.
 #[derive(Debug, thiserror::Error)]

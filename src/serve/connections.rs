@@ -3,7 +3,9 @@
 //! (as Dovecot's `auth_bind`), so that a search never runs as the last user bound.
 
 use crate::config::Config;
-use crate::connections::{Connections, FirstRead, connect_store};
+use std::sync::Arc;
+
+use crate::connections::{AfterBind, Connections, FirstRead, connect_store, read_after_bind};
 use crate::deadline::Deadline;
 use crate::ldap::{self, DirectoryError, InvalidCredentials, Session, UserSearch};
 use crate::login::LoginError;
@@ -11,6 +13,8 @@ use crate::mailcow::{LoginRead, Store};
 
 use super::pool::{Lease, Pool, Usage};
 use super::remembered::Remembered;
+use super::unchanged::Unchanged;
+use crate::log::Logger;
 
 /// A database connection idle longer than this is pinged before use: the server may have
 /// closed it (wait_timeout, restart) meanwhile.
@@ -26,10 +30,12 @@ pub struct Pools {
     store: Pool<Store>,
     /// Mailbox rows of recent logins (`serve::remembered`).
     pub remembered: Remembered,
+    /// Reads after the bind of recent logins, while mailcow's tables are unchanged.
+    pub unchanged: Arc<Unchanged>,
 }
 
 impl Pools {
-    pub fn new(config: &'static Config) -> Pools {
+    pub fn new(config: &'static Config, logger: Arc<Logger>) -> Pools {
         let sizes = &config.serve;
         Pools {
             config,
@@ -38,6 +44,7 @@ impl Pools {
             bind: Pool::new("ldap_bind", sizes.ldap_bind_connections),
             store: Pool::new("database", sizes.database_connections),
             remembered: Remembered::default(),
+            unchanged: Unchanged::start(config, logger),
         }
     }
 
@@ -157,6 +164,23 @@ impl Connections for Pooled<'_> {
             read,
             remembered: false,
         })
+    }
+
+    fn after_bind(
+        &mut self,
+        username: &str,
+        template: Option<&str>,
+        deadline: &Deadline,
+    ) -> Result<Option<AfterBind>, LoginError> {
+        let unchanged = self.pools.unchanged.clone();
+        if let Some(read) = unchanged.reuse(username, template) {
+            return Ok(Some(read));
+        }
+        // Taken before the read: a change the read misses moves the epoch on.
+        let epoch = unchanged.current();
+        let read = read_after_bind(self.store(deadline)?, username, template)?;
+        unchanged.keep(username, epoch, template, &read);
+        Ok(read)
     }
 
     fn find_login(

@@ -145,14 +145,32 @@ impl Metrics {
                 );
             }
         }
-        let (remembered, read) = pools.remembered.counts();
         let _ = writeln!(
             out,
-            "# HELP mailcow_ldap_auth_mailbox_reads_total Mailbox rows logins read in the \
-             database or took from a login of the last seconds (remembered), this configuration.\n\
-             # TYPE mailcow_ldap_auth_mailbox_reads_total counter\n\
-             mailcow_ldap_auth_mailbox_reads_total{{source=\"database\"}} {read}\n\
-             mailcow_ldap_auth_mailbox_reads_total{{source=\"remembered\"}} {remembered}"
+            "# HELP mailcow_ldap_auth_mailbox_reads_total Mailbox reads of logins, before LDAP \
+             (before_ldap) and after the bind (after_bind), made in the database or taken from \
+             a login moments ago (remembered), this configuration.\n\
+             # TYPE mailcow_ldap_auth_mailbox_reads_total counter"
+        );
+        for (read, counts) in [
+            ("before_ldap", &pools.remembered.counts),
+            ("after_bind", &pools.unchanged.counts),
+        ] {
+            let (remembered, database) = counts.get();
+            for (source, n) in [("database", database), ("remembered", remembered)] {
+                let _ = writeln!(
+                    out,
+                    "mailcow_ldap_auth_mailbox_reads_total{{read=\"{read}\",source=\"{source}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP mailcow_ldap_auth_after_bind_reuse 1 while reads after the bind are reused \
+             (polls of the database see mailcow's tables unchanged).\n\
+             # TYPE mailcow_ldap_auth_after_bind_reuse gauge\n\
+             mailcow_ldap_auth_after_bind_reuse {}",
+            u8::from(pools.unchanged.reusing())
         );
         let _ = writeln!(
             out,

@@ -14,6 +14,7 @@ mod mailcow_settings;
 mod metrics;
 pub mod pool;
 mod remembered;
+mod unchanged;
 mod wire;
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -106,7 +107,7 @@ impl Generation {
         let config: &'static Config = Box::leak(Box::new(config));
         Ok(Generation {
             config,
-            pools: Arc::new(Pools::new(config)),
+            pools: Arc::new(Pools::new(config, logger.clone())),
             token,
             logger,
             mailcow,
@@ -299,7 +300,10 @@ fn reread_mailcow_settings(shared: &Shared) {
             "the mapping changed; connection pools kept",
         )
     } else {
-        (Arc::new(Pools::new(config)), "new connection pools")
+        (
+            Arc::new(Pools::new(config, old.logger.clone())),
+            "new connection pools",
+        )
     };
     let new = Generation {
         config,

@@ -1,44 +1,102 @@
 //! Mailbox rows that logins read in the last few seconds, so that a mailbox logging in again
-//! soon costs one database round trip instead of two (docs/performance.md). The login flow
-//! takes a remembered row only to send a login on to LDAP: every refusal and every acceptance
-//! is decided on a row read for that login ([`crate::login`]). So a change an admin makes
-//! counts at once; at most, a login of a mailbox deactivated in the last seconds still
-//! reaches LDAP before the refusal.
+//! soon skips the database read before LDAP (docs/performance.md). The login flow takes a
+//! remembered row only to send a login on to LDAP: every refusal is decided on a row read for
+//! that login, and every acceptance on the read after the bind ([`crate::login`]; that one is
+//! reused only while mailcow's tables are unchanged, [`super::unchanged`]).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::mailcow::{LoginRead, Mailbox};
 
-/// How long a row is used again.
-const FOR: Duration = Duration::from_secs(5);
-/// Rows kept at most (bounds memory whatever the number of mailboxes): when full, the
-/// expired rows go, and if that is not enough, all of them.
+/// How long a value is used again.
+pub const FOR: Duration = Duration::from_secs(5);
+/// Values kept at most (bounds memory whatever the number of mailboxes): when full, the
+/// expired ones go, and if that is not enough, all of them.
 const AT_MOST: usize = 10_000;
 
+/// Values from logins of the last [`FOR`], by mailbox.
+pub struct Recent<V> {
+    values: Mutex<HashMap<String, (Instant, V)>>,
+}
+
+impl<V> Default for Recent<V> {
+    fn default() -> Self {
+        Recent {
+            values: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<V: Clone> Recent<V> {
+    fn values(&self) -> MutexGuard<'_, HashMap<String, (Instant, V)>> {
+        self.values.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The value of `username` kept less than [`FOR`] ago, if `usable` says it fits.
+    pub fn get(&self, username: &str, usable: impl Fn(&V) -> bool) -> Option<V> {
+        self.values()
+            .get(username)
+            .filter(|(at, value)| at.elapsed() < FOR && usable(value))
+            .map(|(_, value)| value.clone())
+    }
+
+    pub fn keep(&self, username: &str, value: V) {
+        let mut values = self.values();
+        if values.len() >= AT_MOST {
+            values.retain(|_, (at, _)| at.elapsed() < FOR);
+        }
+        if values.len() >= AT_MOST {
+            values.clear();
+        }
+        values.insert(username.to_owned(), (Instant::now(), value));
+    }
+
+    pub fn forget(&self, username: &str) {
+        self.values().remove(username);
+    }
+}
+
+/// Counts of reads answered from memory and made in the database, for `/metrics`.
 #[derive(Default)]
-pub struct Remembered {
-    rows: Mutex<HashMap<String, (Instant, Mailbox)>>,
-    used: AtomicU64,
+pub struct ReadCounts {
+    reused: AtomicU64,
     read: AtomicU64,
 }
 
-impl Remembered {
-    fn rows(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Mailbox)>> {
-        self.rows.lock().unwrap_or_else(|e| e.into_inner())
+impl ReadCounts {
+    pub fn reused(&self) {
+        self.reused.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn read(&self) {
+        self.read.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (reused, read) so far.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.reused.load(Ordering::Relaxed),
+            self.read.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The rows read before LDAP.
+#[derive(Default)]
+pub struct Remembered {
+    rows: Recent<Mailbox>,
+    pub counts: ReadCounts,
+}
+
+impl Remembered {
     /// The row of `username` read less than [`FOR`] ago, counted as used.
     pub fn get(&self, username: &str) -> Option<Mailbox> {
-        let found = self
-            .rows()
-            .get(username)
-            .filter(|(at, _)| at.elapsed() < FOR)
-            .map(|(_, mailbox)| mailbox.clone());
+        let found = self.rows.get(username, |_| true);
         if found.is_some() {
-            self.used.fetch_add(1, Ordering::Relaxed);
+            self.counts.reused();
         }
         found
     }
@@ -46,29 +104,12 @@ impl Remembered {
     /// Keeps what a login read from the database. Only a mailbox without app passwords is
     /// kept: a login with an app password is decided before LDAP, on a fresh read.
     pub fn keep(&self, username: &str, read: &LoginRead) {
-        self.read.fetch_add(1, Ordering::Relaxed);
-        let mut rows = self.rows();
+        self.counts.read();
         match &read.mailbox {
             Some(mailbox) if read.app_passwords.is_empty() => {
-                if rows.len() >= AT_MOST {
-                    rows.retain(|_, (at, _)| at.elapsed() < FOR);
-                }
-                if rows.len() >= AT_MOST {
-                    rows.clear();
-                }
-                rows.insert(username.to_owned(), (Instant::now(), mailbox.clone()));
+                self.rows.keep(username, mailbox.clone());
             }
-            _ => {
-                rows.remove(username);
-            }
+            _ => self.rows.forget(username),
         }
-    }
-
-    /// (reads answered from here, reads made in the database) so far.
-    pub fn counts(&self) -> (u64, u64) {
-        (
-            self.used.load(Ordering::Relaxed),
-            self.read.load(Ordering::Relaxed),
-        )
     }
 }

@@ -176,6 +176,18 @@ pub fn apply_template(
     apply_loaded(store, mailbox, display_name, name, loaded.as_ref())
 }
 
+/// Whether [`apply_template`] would find nothing to write: the template read, and the display
+/// name and `attribute_hash` already match it (a login then needs no database connection).
+pub fn template_unchanged(
+    mailbox: &Mailbox,
+    display_name: Option<&str>,
+    name: &str,
+    template: &TemplateRead,
+) -> bool {
+    matches!(template, Ok(loaded)
+        if matches!(start_update(mailbox, display_name, name, loaded.as_ref()), UpdateStart::Unchanged))
+}
+
 /// [`apply_template`] with the template already loaded (`None`: no template called `name`).
 pub fn apply_loaded(
     store: &mut Store,

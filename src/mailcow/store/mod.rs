@@ -12,6 +12,7 @@
 //! Rows are converted column by column ([`Columns`]): a column of an unexpected type is a
 //! [`StoreError::Data`], never a panic.
 
+mod changes;
 mod credentials;
 mod listing;
 mod missing;
@@ -28,6 +29,7 @@ use serde_json::{Map, Value};
 use super::Mailbox;
 use super::template::Template;
 use crate::config::{DatabaseAddress, DatabaseConfig, RedisConfig};
+pub use changes::TableChanges;
 pub use credentials::{AppPassword, LoginRead};
 pub(crate) use rows::Columns;
 pub use tx::{
