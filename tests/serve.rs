@@ -305,8 +305,9 @@ fn two_hundred_concurrent_requests_are_all_answered_correctly() {
     assert!(text.contains(r#"pool="database",state="max"} 4"#), "{text}");
 }
 
-#[test]
-fn twenty_first_logins_at_once_make_one_complete_mailbox() {
+/// bob in LDAP (staff), no mailbox yet; the golden domain and StaffUI template; serve with
+/// staff mapped to StaffUI.
+fn staff_site() -> (TestEnv, Serve) {
     let env = TestEnv::new(&[LdapUser::new("bob", "bob@example.org", PW)
         .display_name("Bob Example")
         .employee_type("staff")]);
@@ -319,6 +320,12 @@ fn twenty_first_logins_at_once_make_one_complete_mailbox() {
     let mut cfg = env.cfg.clone();
     cfg["attribute_mapping"] = json!([{ "attribute": "staff", "template": "StaffUI" }]);
     let serve = Serve::start(&cfg);
+    (env, serve)
+}
+
+#[test]
+fn twenty_first_logins_at_once_make_one_complete_mailbox() {
+    let (env, serve) = staff_site();
     let replies: Vec<Reply> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..20)
             .map(|_| s.spawn(|| serve.auth("bob@example.org", PW, "imap")))
@@ -568,16 +575,7 @@ const POLLS: Duration = Duration::from_millis(400);
 
 #[test]
 fn reads_after_the_bind_are_reused_only_while_mailcows_tables_are_unchanged() {
-    let env = TestEnv::new(&[LdapUser::new("bob", "bob@example.org", PW).employee_type("staff")]);
-    DomainRow::from_golden(&golden()).insert(&env.db);
-    let text = golden()["template"]["attributes_text"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    insert_template(&env.db, "StaffUI", &text);
-    let mut cfg = env.cfg.clone();
-    cfg["attribute_mapping"] = json!([{ "attribute": "staff", "template": "StaffUI" }]);
-    let serve = Serve::start(&cfg);
+    let (env, serve) = staff_site();
     let bob = || serve.auth("bob@example.org", PW, "imap");
     assert_result(&bob(), "ok");
     // The site was just written: reuse starts once the tables have been unchanged for a while
