@@ -323,13 +323,24 @@ local function serve_connection()
 end
 
 -- Sends one HTTP/1.1 request on `conn` and reads the answer: the status and the body, or nil
--- and why.
+-- and why. timeout_ms bounds the whole exchange, though lua-socket's timeout restarts with
+-- every call: it is set for the send and the answer's first line; then it is 0, as the rest
+-- of serve's answer (one small write) is usually in lua-socket's buffer already, and only a
+-- receive that finds it is not gets the time left.
 local function exchange(conn, method, path, body)
-  -- timeout_ms bounds the whole exchange: lua-socket's timeout restarts with every call
-  local deadline = target.socket.gettime() + target.timeout
-  local function within()
-    conn:settimeout(math.max(deadline - target.socket.gettime(), 0.001))
-    return conn
+  local gettime = target.socket.gettime
+  local deadline = gettime() + target.timeout
+  local function wait_within_deadline()
+    conn:settimeout(math.max(deadline - gettime(), 0.001))
+  end
+  local function receive(pattern)
+    local got, err, partial = conn:receive(pattern)
+    if not got and err == "timeout" then
+      wait_within_deadline()
+      got, err = conn:receive(pattern, partial)
+      conn:settimeout(0)
+    end
+    return got, err
   end
   local head = {
     method .. " " .. target.prefix .. path .. " HTTP/1.1",
@@ -341,19 +352,22 @@ local function exchange(conn, method, path, body)
     head[#head + 1] = "Content-Type: application/json"
     head[#head + 1] = "Content-Length: " .. #body
   end
-  local sent, err = within():send(table.concat(head, "\r\n") .. "\r\n\r\n" .. (body or ""))
+  conn:settimeout(target.timeout)
+  local sent, err = conn:send(table.concat(head, "\r\n") .. "\r\n\r\n" .. (body or ""))
   if not sent then
     return nil, "sending to " .. settings.url .. ": " .. tostring(err)
   end
+  wait_within_deadline()
   local line
-  line, err = within():receive("*l")
+  line, err = conn:receive("*l")
+  conn:settimeout(0)
   local status = line and tonumber(line:match("^HTTP/1%.%d (%d%d%d)"))
   if not status then
     return nil, "reading from " .. settings.url .. ": " .. tostring(err or "not HTTP")
   end
   local length, close = 0, false
   while true do
-    line, err = within():receive("*l")
+    line, err = receive("*l")
     if not line then
       return nil, "reading from " .. settings.url .. ": " .. tostring(err)
     end
@@ -370,7 +384,7 @@ local function exchange(conn, method, path, body)
   end
   local payload = ""
   if length > 0 then
-    payload, err = within():receive(length)
+    payload, err = receive(length)
     if not payload then
       return nil, "reading from " .. settings.url .. ": " .. tostring(err)
     end
