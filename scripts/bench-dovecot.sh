@@ -36,7 +36,8 @@ chown 8:8 "$F/vmail"                     # mail, on the host and in the root
 install -m 0755 "$BIN" "$F/bin/mailcow-ldap-auth"
 install -m 0644 contrib/dovecot/lua/mailcow-ldap-auth.lua "$F/bin/"
 
-bench_servers "$T" "$USERS" mail mail "$F/vmail"
+# numeric: Dovecot resolves a user or group name on every login
+bench_servers "$T" "$USERS" "$(id -u mail)" "$(id -g mail)" "$F/vmail"
 # one config per Dovecot: the homes as each one sees them
 sed "s#home: \"$F/vmail/#home: \"$IN/vmail/#" "$T/config.yml" > "$F/etc/config24.yml"
 cp "$T/config.yml" "$F/etc/config23.yml"

@@ -32,7 +32,8 @@ mkdir -p "$T/bin" "$T/etc" "$T/vmail"
 chown mail:mail "$T/vmail"
 install -m 0755 "$BIN" "$T/bin/mailcow-ldap-auth"
 install -m 0644 contrib/dovecot/lua/mailcow-ldap-auth.lua "$T/bin/"
-bench_servers "$T" "$USERS" mail mail "$T/vmail"
+# numeric: Dovecot resolves a user or group name on every login
+bench_servers "$T" "$USERS" "$(id -u mail)" "$(id -g mail)" "$T/vmail"
 
 # serve, on the benchmark's config plus a serve: section
 SERVE_PORT=$(srv_free_port)

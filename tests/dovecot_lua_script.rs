@@ -9,6 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -370,4 +371,61 @@ fn settings_come_from_script_init_or_the_environment_and_are_required() {
     let called = call.run();
     assert_eq!(called.init, "1");
     assert!(called.stderr.contains("must be 2.3 or 2.4"), "{called:#?}");
+}
+
+/// The url transport to a stand-in serve answering with `pieces` (see
+/// [`common::lua::stand_in_serve`]), the token file in `dir`.
+fn url_call<'a>(dir: &Path, pieces: &[(u64, &str)], timeout_ms: &str) -> Call<'a> {
+    let token = dir.join("token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    let pieces = pieces
+        .iter()
+        .map(|(ms, piece)| (Duration::from_millis(*ms), piece.to_string()))
+        .collect();
+    let addr = common::lua::stand_in_serve(pieces);
+    let mut call = Call::new(Path::new("-"), Path::new("-"), "auth_password_verify", "al");
+    call.settings = vec![
+        ("url", format!("http://{addr}/")),
+        ("token_file", token.display().to_string()),
+        ("dovecot", "2.3".into()),
+        ("timeout_ms", timeout_ms.into()),
+    ];
+    call.password = b"pw";
+    call
+}
+
+#[test]
+fn an_answer_arriving_in_pieces_is_read_whole() {
+    let dir = temp_dir();
+    let body = "OK\nuser=al@example.org\n";
+    let rest_of_head = format!(
+        "Type: text/plain\r\nContent-Length: {}\r\n\r\nOK\n",
+        body.len()
+    );
+    // Split inside a header line and inside the body: the script waits for each rest.
+    let pieces = [
+        (0, "HTTP/1.1 200 OK\r\nContent-"),
+        (100, rest_of_head.as_str()),
+        (100, &body[3..]),
+    ];
+    let called = url_call(dir.path(), &pieces, "15000").run();
+    assert_eq!(called.result, "PASSDB_RESULT_OK", "{called:#?}");
+    assert_eq!(called.fields, [("user".into(), "al@example.org".into())]);
+}
+
+#[test]
+fn timeout_ms_bounds_the_whole_answer_not_each_wait() {
+    let dir = temp_dir();
+    // Each pause is shorter than timeout_ms, together they are longer.
+    let pieces = [
+        (0, "HTTP/1.1 200 OK\r\n"),
+        (300, "Content-Type: text/plain\r\n"),
+        (300, "Content-Length: 3\r\n\r\nOK\n"),
+    ];
+    let called = url_call(dir.path(), &pieces, "500").run();
+    assert_eq!(
+        called.result, "PASSDB_RESULT_INTERNAL_FAILURE",
+        "{called:#?}"
+    );
+    assert!(called.message.contains("timeout"), "{called:#?}");
 }

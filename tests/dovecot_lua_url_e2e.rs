@@ -58,6 +58,12 @@ dovecot:
         "{}",
         serve.log()
     );
+    // the service and the client's address, as the script read them from Dovecot 2.3's request
+    assert!(
+        serve.log().contains(" service=imap rip=127.0.0.1 "),
+        "{}",
+        serve.log()
+    );
     // mismatch, unknown, disabled
     for (user, pw) in [("anna", "wrong"), ("nobody", "pw"), ("cleo", "cleo-pw")] {
         let r = imap(user, pw);

@@ -222,35 +222,14 @@ local result, extra = auth_password_verify(req, {password})
     stdout.lines().map(str::to_owned).collect()
 }
 
-/// Listens on a free loopback port and answers the first request made there with `reply` as
-/// serve's text reply (what the script asks for with `Accept: text/plain`).
+/// Answers the first request made to it with `reply` as serve's text reply (what the script
+/// asks for with `Accept: text/plain`).
 fn answer_once(reply: &str) -> std::net::SocketAddr {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let answer = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{reply}",
         reply.len()
     );
-    // Not joined: a SOGo login never asks serve, and this thread then waits in vain.
-    std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let mut reader = BufReader::new(stream);
-        let mut length = 0;
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = value.trim().parse().unwrap();
-            }
-            if line == "\r\n" {
-                break;
-            }
-        }
-        reader.read_exact(&mut vec![0; length]).unwrap();
-        reader.get_mut().write_all(answer.as_bytes()).unwrap();
-    });
-    addr
+    common::lua::stand_in_serve(vec![(std::time::Duration::ZERO, answer)])
 }
 
 #[test]

@@ -19,6 +19,9 @@ struct State<T> {
     idle: Vec<(T, Instant)>,
     /// Lent out, or reserved for a connection being opened.
     lent: usize,
+    /// Requests blocked in [`Pool::lease`]: a lease handed back wakes one only if there is one
+    /// (on Linux every notify is a futex syscall, even with nobody to wake).
+    waiting: usize,
 }
 
 /// Every connection of the pool is lent out and none came back before the deadline.
@@ -53,6 +56,7 @@ impl<T> Pool<T> {
             state: Mutex::new(State {
                 idle: Vec::new(),
                 lent: 0,
+                waiting: 0,
             }),
             freed: Condvar::new(),
         }
@@ -90,11 +94,13 @@ impl<T> Pool<T> {
                     size: self.size,
                 });
             };
+            state.waiting += 1;
             state = self
                 .freed
                 .wait_timeout(state, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            state.waiting -= 1;
         }
     }
 
@@ -133,8 +139,11 @@ impl<T> Drop for Lease<'_, T> {
         if let Some(item) = self.item.take() {
             state.idle.push((item, Instant::now()));
         }
+        let someone_waits = state.waiting > 0;
         drop(state);
-        self.pool.freed.notify_one();
+        if someone_waits {
+            self.pool.freed.notify_one();
+        }
     }
 }
 
@@ -162,5 +171,29 @@ mod tests {
         drop(again);
         assert_eq!(pool.usage().idle, 0);
         assert_eq!(pool.usage().lent, 0);
+    }
+
+    #[test]
+    fn a_lease_handed_back_wakes_a_request_waiting_for_one() {
+        let pool = Pool::new("test", 1);
+        let mut first = pool
+            .lease(&Deadline::after(Duration::from_secs(1)))
+            .unwrap();
+        first.fill(7);
+        std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| {
+                // Long enough that only a wake-up, not the deadline, ends the wait.
+                let mut lease = pool
+                    .lease(&Deadline::after(Duration::from_secs(60)))
+                    .unwrap();
+                lease.get().copied()
+            });
+            while pool.state().waiting == 0 {
+                std::thread::yield_now();
+            }
+            drop(first);
+            assert_eq!(waiter.join().unwrap(), Some(7));
+        });
+        assert_eq!(pool.state().waiting, 0);
     }
 }

@@ -23,7 +23,14 @@ pub enum Listener {
     Unix(UnixListener),
 }
 
-pub enum Stream {
+/// A client connection, with the timeout last set on its socket: most reads and writes want
+/// the same one again, and setting it costs two syscalls.
+pub struct Stream {
+    socket: Socket,
+    timeout: Option<Duration>,
+}
+
+enum Socket {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
@@ -34,10 +41,14 @@ impl Listener {
             Listener::Tcp(l) => l.accept().map(|(s, _)| {
                 // Answers are one small write: no Nagle delay.
                 let _ = s.set_nodelay(true);
-                Stream::Tcp(s)
+                Socket::Tcp(s)
             }),
-            Listener::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
+            Listener::Unix(l) => l.accept().map(|(s, _)| Socket::Unix(s)),
         }
+        .map(|socket| Stream {
+            socket,
+            timeout: None,
+        })
     }
 
     /// Wakes a thread blocked in [`Listener::accept`] (it then fails) so that it can stop.
@@ -53,55 +64,62 @@ impl Listener {
 }
 
 impl Stream {
-    fn set_timeouts(&self, timeout: Duration) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s
-                .set_read_timeout(Some(timeout))
-                .and(s.set_write_timeout(Some(timeout))),
-            Stream::Unix(s) => s
-                .set_read_timeout(Some(timeout))
-                .and(s.set_write_timeout(Some(timeout))),
+    fn set_timeouts(&mut self, timeout: Duration) -> io::Result<()> {
+        if self.timeout == Some(timeout) {
+            return Ok(());
         }
+        // Unknown until both are set.
+        self.timeout = None;
+        match &self.socket {
+            Socket::Tcp(s) => s
+                .set_read_timeout(Some(timeout))
+                .and(s.set_write_timeout(Some(timeout))),
+            Socket::Unix(s) => s
+                .set_read_timeout(Some(timeout))
+                .and(s.set_write_timeout(Some(timeout))),
+        }?;
+        self.timeout = Some(timeout);
+        Ok(())
     }
 
     pub fn peer(&self) -> String {
-        match self {
-            Stream::Tcp(s) => s
+        match &self.socket {
+            Socket::Tcp(s) => s
                 .peer_addr()
                 .map(|a| a.ip().to_string())
                 .unwrap_or_else(|_| "-".into()),
-            Stream::Unix(_) => "local".into(),
+            Socket::Unix(_) => "local".into(),
         }
     }
 
     fn close(&self) {
-        let _ = match self {
-            Stream::Tcp(s) => s.shutdown(Shutdown::Both),
-            Stream::Unix(s) => s.shutdown(Shutdown::Both),
+        let _ = match &self.socket {
+            Socket::Tcp(s) => s.shutdown(Shutdown::Both),
+            Socket::Unix(s) => s.shutdown(Shutdown::Both),
         };
     }
 }
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
+        match &mut self.socket {
+            Socket::Tcp(s) => s.read(buf),
+            Socket::Unix(s) => s.read(buf),
         }
     }
 }
 
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
+        match &mut self.socket {
+            Socket::Tcp(s) => s.write(buf),
+            Socket::Unix(s) => s.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.flush(),
-            Stream::Unix(s) => s.flush(),
+        match &mut self.socket {
+            Socket::Tcp(s) => s.flush(),
+            Socket::Unix(s) => s.flush(),
         }
     }
 }

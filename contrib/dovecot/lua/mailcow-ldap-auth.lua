@@ -189,14 +189,28 @@ local function config_path(req)
   return settings.config
 end
 
+-- The request's service and remote IP, each read once (as is req.user): every read of `req`
+-- runs Dovecot's C __index, and 2.3's builds the request's whole variable table for each.
+local function origin_of(req)
+  local service
+  if settings.dovecot == "2.4" then
+    service = req.protocol -- 2.4 has no req.service
+  else
+    service = req.service -- 2.3 has no req.protocol
+  end
+  -- remote_ip: both (2.3's alias of rip); real_rip only for a 2.3 without the alias
+  return service or "unknown", req.remote_ip or req.real_rip or "-"
+end
+
 -- The shell command for one request; nil when a value cannot be passed.
 local function command(mode, req, reply_path)
+  local user = req.user
+  local service, remote_ip = origin_of(req)
   local words = { "exec" }
   local values = {
     settings.binary, "--config", config_path(req), "dovecot-lua", mode,
-    "--service", req.protocol or req.service or "unknown",
-    "--remote-ip", req.remote_ip or req.real_rip or "-",
-    "--dovecot", settings.dovecot, "--reply-file", reply_path, "--", req.user,
+    "--service", service, "--remote-ip", remote_ip,
+    "--dovecot", settings.dovecot, "--reply-file", reply_path, "--", user,
   }
   for _, value in ipairs(values) do
     local word = quote(tostring(value))
@@ -309,13 +323,24 @@ local function serve_connection()
 end
 
 -- Sends one HTTP/1.1 request on `conn` and reads the answer: the status and the body, or nil
--- and why.
+-- and why. timeout_ms bounds the whole exchange, though lua-socket's timeout restarts with
+-- every call: it is set for the send and the answer's first line; then it is 0, as the rest
+-- of serve's answer (one small write) is usually in lua-socket's buffer already, and only a
+-- receive that finds it is not gets the time left.
 local function exchange(conn, method, path, body)
-  -- timeout_ms bounds the whole exchange: lua-socket's timeout restarts with every call
-  local deadline = target.socket.gettime() + target.timeout
-  local function within()
-    conn:settimeout(math.max(deadline - target.socket.gettime(), 0.001))
-    return conn
+  local gettime = target.socket.gettime
+  local deadline = gettime() + target.timeout
+  local function wait_within_deadline()
+    conn:settimeout(math.max(deadline - gettime(), 0.001))
+  end
+  local function receive(pattern)
+    local got, err, partial = conn:receive(pattern)
+    if not got and err == "timeout" then
+      wait_within_deadline()
+      got, err = conn:receive(pattern, partial)
+      conn:settimeout(0)
+    end
+    return got, err
   end
   local head = {
     method .. " " .. target.prefix .. path .. " HTTP/1.1",
@@ -327,19 +352,22 @@ local function exchange(conn, method, path, body)
     head[#head + 1] = "Content-Type: application/json"
     head[#head + 1] = "Content-Length: " .. #body
   end
-  local sent, err = within():send(table.concat(head, "\r\n") .. "\r\n\r\n" .. (body or ""))
+  conn:settimeout(target.timeout)
+  local sent, err = conn:send(table.concat(head, "\r\n") .. "\r\n\r\n" .. (body or ""))
   if not sent then
     return nil, "sending to " .. settings.url .. ": " .. tostring(err)
   end
+  wait_within_deadline()
   local line
-  line, err = within():receive("*l")
+  line, err = conn:receive("*l")
+  conn:settimeout(0)
   local status = line and tonumber(line:match("^HTTP/1%.%d (%d%d%d)"))
   if not status then
     return nil, "reading from " .. settings.url .. ": " .. tostring(err or "not HTTP")
   end
   local length, close = 0, false
   while true do
-    line, err = within():receive("*l")
+    line, err = receive("*l")
     if not line then
       return nil, "reading from " .. settings.url .. ": " .. tostring(err)
     end
@@ -356,7 +384,7 @@ local function exchange(conn, method, path, body)
   end
   local payload = ""
   if length > 0 then
-    payload, err = within():receive(length)
+    payload, err = receive(length)
     if not payload then
       return nil, "reading from " .. settings.url .. ": " .. tostring(err)
     end
@@ -366,8 +394,9 @@ end
 
 -- One request to serve: POST /auth with the password, or GET /lookup. Same answer as ask().
 local function ask_url(mode, req, password)
+  local user = req.user
   -- JSON carries UTF-8 only: refused here as the process transport refuses it (not a fault)
-  if utf8 and (not utf8.len(req.user) or (password and not utf8.len(password))) then
+  if utf8 and (not utf8.len(user) or (password and not utf8.len(password))) then
     if mode == "verify" then
       return "PASSWORD_MISMATCH", { reason = "login name or password is not UTF-8" }
     end
@@ -379,16 +408,16 @@ local function ask_url(mode, req, password)
   end
   local status, payload, close
   if mode == "verify" then
-    local service = req.protocol or req.service or "unknown"
+    local service, remote_ip = origin_of(req)
     status, payload, close = exchange(conn, "POST", "auth", "{" ..
-      '"username":' .. json_string(req.user) ..
+      '"username":' .. json_string(user) ..
       ',"password":' .. json_string(password) ..
       ',"service":' .. json_string(service) ..
-      ',"real_rip":' .. json_string(req.remote_ip or req.real_rip or "-") ..
+      ',"real_rip":' .. json_string(remote_ip) ..
       ',"dovecot":' .. json_string(settings.dovecot) .. "}")
   else
     status, payload, close = exchange(conn, "GET",
-      "lookup?user=" .. url_encode(req.user) .. "&dovecot=" .. settings.dovecot)
+      "lookup?user=" .. url_encode(user) .. "&dovecot=" .. settings.dovecot)
   end
   if not status or close then
     connection:close()
