@@ -873,6 +873,14 @@ database:
                 format!("{MINIMAL}serve:\n  mailcow_settings_refresh_s: 0\n"),
                 "serve.mailcow_settings_refresh_s: must be greater than 0",
             ),
+            (
+                format!("{MINIMAL}serve:\n  change_poll_ms: 5\n"),
+                "serve.change_poll_ms: must be 0 (off) or 10 to 1000",
+            ),
+            (
+                format!("{MINIMAL}serve:\n  change_poll_ms: 1001\n"),
+                "serve.change_poll_ms: must be 0 (off) or 10 to 1000",
+            ),
         ];
         for (text, key) in cases {
             let e = load(&text).unwrap_err().to_string();

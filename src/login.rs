@@ -356,6 +356,7 @@ fn decide(
                     let store = connections.store(deadline)?;
                     match apply_template(store, &mailbox, name, template, loaded, mode) {
                         Ok(Applied::Unchanged) => (mailbox, None),
+                        Ok(Applied::ReappliedMeanwhile { mailbox }) => (*mailbox, None),
                         Ok(Applied::Reapplied { mailbox, skipped }) => (
                             *mailbox,
                             Some(with_skipped(

@@ -578,25 +578,27 @@ fn reads_after_the_bind_are_reused_only_while_mailcows_tables_are_unchanged() {
     let (env, serve) = staff_site();
     let bob = || serve.auth("bob@example.org", PW, "imap");
     assert_result(&bob(), "ok");
-    // The site was just written: reuse starts once the tables have been unchanged for a while
-    // (serve::unchanged: 5 s after the last change began). Then logins spaced wider than the
-    // polls read nothing in the database.
-    let until = Instant::now() + Duration::from_secs(20);
-    loop {
-        let before = mailbox_reads(&serve, "after_bind");
-        for _ in 0..3 {
-            std::thread::sleep(Duration::from_millis(150));
-            assert_result(&bob(), "ok");
+    // Reuse starts once the tables have been unchanged for a while (serve::unchanged: 5 s
+    // after the last change began); from then on, logins spaced wider than the polls read
+    // nothing in the database.
+    let reused_from_now_on = || {
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            let before = mailbox_reads(&serve, "after_bind");
+            for _ in 0..3 {
+                std::thread::sleep(Duration::from_millis(150));
+                assert_result(&bob(), "ok");
+            }
+            let after = mailbox_reads(&serve, "after_bind");
+            if after.0 == before.0 {
+                assert_eq!(after.1, before.1 + 3, "each login counted as reused");
+                return;
+            }
+            assert!(Instant::now() < until, "reads after the bind never reused");
         }
-        let after = mailbox_reads(&serve, "after_bind");
-        if after.0 == before.0 {
-            assert_eq!(after.1, before.1 + 3, "each login counted as reused");
-            break;
-        }
-        assert!(Instant::now() < until, "reads after the bind never reused");
-    }
-
-    // A change counts from the next poll, whichever table it is in.
+    };
+    // Each change counts from the next poll, whichever table and column it is in, though the
+    // login before it was answered from a reused read.
     for (change, undo, refused) in [
         (
             "UPDATE mailbox SET active = 0",
@@ -609,12 +611,17 @@ fn reads_after_the_bind_are_reused_only_while_mailcows_tables_are_unchanged() {
             "disabled",
         ),
         (
+            "UPDATE mailbox SET attributes = JSON_SET(attributes, '$.imap_access', '0')",
+            "UPDATE mailbox SET attributes = JSON_SET(attributes, '$.imap_access', '1')",
+            "disabled",
+        ),
+        (
             "UPDATE mailbox SET authsource = 'mailcow'",
             "UPDATE mailbox SET authsource = 'ldap'",
             "next",
         ),
     ] {
-        assert_result(&bob(), "ok");
+        reused_from_now_on();
         env.db.exec(change);
         std::thread::sleep(POLLS);
         assert_result(&bob(), refused);
@@ -623,6 +630,7 @@ fn reads_after_the_bind_are_reused_only_while_mailcows_tables_are_unchanged() {
         assert_result(&bob(), "ok");
     }
     // a template changed in mailcow's UI is applied by the next login after the poll
+    reused_from_now_on();
     let quota = || env.db.rows("SELECT quota FROM mailbox")[0][0].clone();
     assert_eq!(quota().as_deref(), Some("1073741824"));
     env.db.exec(
@@ -632,4 +640,27 @@ fn reads_after_the_bind_are_reused_only_while_mailcows_tables_are_unchanged() {
     std::thread::sleep(POLLS);
     assert_result(&bob(), "ok");
     assert_eq!(quota().as_deref(), Some("2147483648"));
+}
+
+#[test]
+fn logins_right_after_a_template_reapply_obey_it_though_their_read_predates_it() {
+    let (env, serve) = staff_site();
+    let bob = || serve.auth("bob@example.org", PW, "imap");
+    assert_result(&bob(), "ok");
+    env.db.exec(
+        "UPDATE templates SET attributes = JSON_SET(attributes, '$.imap_access', 0) \
+         WHERE template = 'StaffUI'",
+    );
+    std::thread::sleep(POLLS);
+    // The first login re-applies the template (IMAP off); the next ones, within the same poll
+    // interval, reuse its read from before that write: the update they find done decides.
+    assert_result(&bob(), "disabled");
+    for _ in 0..5 {
+        assert_result(&bob(), "disabled");
+    }
+    let imap = env.db.rows(
+        "SELECT JSON_VALUE(attributes, '$.imap_access') FROM mailbox \
+         WHERE username = 'bob@example.org'",
+    );
+    assert_eq!(imap[0][0].as_deref(), Some("0"));
 }

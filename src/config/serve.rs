@@ -56,6 +56,10 @@ fn default_client_timeout_ms() -> u64 {
 fn default_mailcow_settings_refresh_s() -> u64 {
     60
 }
+/// `serve.change_poll_ms` besides 0: faster polls would load the database; slower ones would
+/// let a reused read outlive the 5 s it is kept for.
+const CHANGE_POLL_MS: std::ops::RangeInclusive<u64> = 10..=1000;
+
 fn default_change_poll_ms() -> u64 {
     100
 }
@@ -92,9 +96,16 @@ impl ServeConfig {
                 self.mailcow_settings_refresh_s,
             ),
         ];
-        match positive.iter().find(|(_, n)| *n == 0) {
-            Some((key, _)) => Err(format!("serve.{key}: must be greater than 0")),
-            None => Ok(()),
+        if let Some((key, _)) = positive.iter().find(|(_, n)| *n == 0) {
+            return Err(format!("serve.{key}: must be greater than 0"));
         }
+        if self.change_poll_ms != 0 && !CHANGE_POLL_MS.contains(&self.change_poll_ms) {
+            return Err(format!(
+                "serve.change_poll_ms: must be 0 (off) or {} to {}",
+                CHANGE_POLL_MS.start(),
+                CHANGE_POLL_MS.end()
+            ));
+        }
+        Ok(())
     }
 }

@@ -156,10 +156,11 @@ impl Connections for Pooled<'_> {
                 remembered: true,
             });
         }
+        let read_at = std::time::Instant::now();
         let read = self
             .store(deadline)?
             .login_read(username, identity_provider)?;
-        remembered.keep(username, &read);
+        remembered.keep(username, &read, read_at);
         Ok(FirstRead {
             read,
             remembered: false,
@@ -172,14 +173,16 @@ impl Connections for Pooled<'_> {
         template: Option<&str>,
         deadline: &Deadline,
     ) -> Result<Option<AfterBind>, LoginError> {
+        // A handle of its own: `self.store()` below borrows all of `self`.
         let unchanged = self.pools.unchanged.clone();
         if let Some(read) = unchanged.reuse(username, template) {
             return Ok(Some(read));
         }
-        // Taken before the read: a change the read misses moves the epoch on.
-        let epoch = unchanged.current();
+        // Both taken before the read: a change the read misses moves the epoch on, and the
+        // read's age counts from its start.
+        let (epoch, read_at) = (unchanged.current(), std::time::Instant::now());
         let read = read_after_bind(self.store(deadline)?, username, template)?;
-        unchanged.keep(username, epoch, template, &read);
+        unchanged.keep(username, epoch, read_at, template, &read);
         Ok(read)
     }
 

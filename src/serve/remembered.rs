@@ -43,7 +43,8 @@ impl<V: Clone> Recent<V> {
             .map(|(_, value)| value.clone())
     }
 
-    pub fn keep(&self, username: &str, value: V) {
+    /// Keeps `value`, read from the database at `read_at` (its age counts from then).
+    pub fn keep(&self, username: &str, value: V, read_at: Instant) {
         let mut values = self.values();
         if values.len() >= AT_MOST {
             values.retain(|_, (at, _)| at.elapsed() < FOR);
@@ -51,7 +52,7 @@ impl<V: Clone> Recent<V> {
         if values.len() >= AT_MOST {
             values.clear();
         }
-        values.insert(username.to_owned(), (Instant::now(), value));
+        values.insert(username.to_owned(), (read_at, value));
     }
 
     pub fn forget(&self, username: &str) {
@@ -101,13 +102,13 @@ impl Remembered {
         found
     }
 
-    /// Keeps what a login read from the database. Only a mailbox without app passwords is
-    /// kept: a login with an app password is decided before LDAP, on a fresh read.
-    pub fn keep(&self, username: &str, read: &LoginRead) {
+    /// Keeps what a login read from the database at `read_at`. Only a mailbox without app
+    /// passwords is kept: a login with an app password is decided before LDAP, on a fresh read.
+    pub fn keep(&self, username: &str, read: &LoginRead, read_at: Instant) {
         self.counts.read();
         match &read.mailbox {
             Some(mailbox) if read.app_passwords.is_empty() => {
-                self.rows.keep(username, mailbox.clone());
+                self.rows.keep(username, mailbox.clone(), read_at);
             }
             _ => self.rows.forget(username),
         }

@@ -7,12 +7,13 @@
 //!
 //! MariaDB publishes a table's last change at commit, as the second its transaction began. A
 //! poll counts as "no change" only when every table shows the time the previous poll saw, and
-//! that time is more than [`SETTLING_S`] seconds older than the previous poll: a later transaction that
-//! began in the same second (a lock wait, a long transaction) publishes the same time when it
-//! commits. Anything else — a change, a failed poll, no poll for a while, a server that is not
-//! MariaDB — ends the reuse of every read made before it. Left: a transaction open longer than
-//! [`SETTLING_S`] seconds that began in the same second as one already seen; a read it makes stale is
-//! reused for at most [`FOR`](super::remembered::FOR).
+//! that time is more than [`SETTLING_S`] seconds older than the previous poll: a later
+//! transaction that began in the same second (a lock wait, a long transaction) publishes the
+//! same time when it commits. Anything else — a change, a failed poll, polls too far apart, a
+//! server that is not a lone MariaDB — ends the reuse of every read made before it. Left: a
+//! transaction open longer than [`SETTLING_S`] seconds that began in the same second as one
+//! already seen; a read it makes stale is reused for at most [`FOR`](super::remembered::FOR). Reuse also rests on the
+//! polls and the reads reaching the same server (no proxy in front of replicas).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -23,7 +24,7 @@ use crate::config::Config;
 use crate::connections::{AfterBind, connect_store};
 use crate::deadline::Deadline;
 use crate::log::{Logger, Severity};
-use crate::mailcow::{Mailbox, Store, TableChanges, Template};
+use crate::mailcow::{Mailbox, Store, StoreError, TableChanges, Template};
 
 /// A read kept for reuse.
 #[derive(Clone)]
@@ -31,7 +32,8 @@ struct Kept {
     /// The epoch the read began in.
     epoch: u64,
     mailbox: Mailbox,
-    /// The template the read was for, as read.
+    /// The template the read was for, by name, as read (`None` inside: no such template).
+    /// Only a read whose template could be read is kept.
     template: Option<(String, Option<Template>)>,
 }
 
@@ -42,28 +44,34 @@ pub struct Unchanged {
     /// Moves on with every poll that may have seen a change: reads of an older epoch are not
     /// reused.
     epoch: AtomicU64,
-    /// When the last poll ended, in ms since `start`; 0: none yet.
+    /// When the last poll that counted began, in ms since `start`; 0: none yet.
     polled_at: AtomicU64,
     start: Instant,
-    /// Reuse ends when no poll ended for this long (a stuck poll, a slow database).
+    /// Reuse pauses when no poll began for this long (a stuck poll, a slow database), and a
+    /// poll that began this long after the one before moves the epoch on.
     stale_after: Duration,
     reads: Recent<Kept>,
     pub counts: ReadCounts,
 }
 
 impl Unchanged {
+    fn new(every: Duration) -> Unchanged {
+        Unchanged {
+            epoch: AtomicU64::new(0),
+            polled_at: AtomicU64::new(0),
+            start: Instant::now(),
+            // Three polls missed, and a second for a slow database.
+            stale_after: every * 3 + Duration::from_secs(1),
+            reads: Recent::default(),
+            counts: ReadCounts::default(),
+        }
+    }
+
     /// Starts polling (unless `serve.change_poll_ms` is 0). The polls stop once the returned
     /// value is dropped (a reload with other database settings).
     pub fn start(config: &'static Config, logger: Arc<Logger>) -> Arc<Unchanged> {
         let every = Duration::from_millis(config.serve.change_poll_ms);
-        let unchanged = Arc::new(Unchanged {
-            epoch: AtomicU64::new(0),
-            polled_at: AtomicU64::new(0),
-            start: Instant::now(),
-            stale_after: every * 3 + Duration::from_secs(1),
-            reads: Recent::default(),
-            counts: ReadCounts::default(),
-        });
+        let unchanged = Arc::new(Unchanged::new(every));
         if !every.is_zero() {
             let watched = Arc::downgrade(&unchanged);
             std::thread::spawn(move || poll(&watched, config, &logger, every));
@@ -93,31 +101,35 @@ impl Unchanged {
         })
     }
 
-    /// Keeps a read made in the database that began in `epoch` (what [`Unchanged::current`]
-    /// said before it).
+    /// Keeps a read made in the database that began at `read_at` in `epoch` (what
+    /// [`Unchanged::current`] said before it) for `template`.
     pub fn keep(
         &self,
         username: &str,
         epoch: Option<u64>,
+        read_at: Instant,
         template: Option<&str>,
         read: &Option<AfterBind>,
     ) {
         self.counts.read();
         let kept = match (epoch, read) {
-            (Some(epoch), Some(read)) => match (&read.template, template) {
-                (None, _) => Some(None),
-                (Some(Ok(loaded)), Some(name)) => Some(Some((name.to_owned(), loaded.clone()))),
-                _ => None,
+            (Some(epoch), Some(read)) => {
+                let template = match (template, &read.template) {
+                    (None, _) => Some(None),
+                    (Some(name), Some(Ok(loaded))) => Some(Some((name.to_owned(), loaded.clone()))),
+                    // unreadable: the next login reads again
+                    (Some(_), _) => None,
+                };
+                template.map(|template| Kept {
+                    epoch,
+                    mailbox: read.mailbox.clone(),
+                    template,
+                })
             }
-            .map(|template| Kept {
-                epoch,
-                mailbox: read.mailbox.clone(),
-                template,
-            }),
             _ => None,
         };
         match kept {
-            Some(kept) => self.reads.keep(username, kept),
+            Some(kept) => self.reads.keep(username, kept, read_at),
             None => self.reads.forget(username),
         }
     }
@@ -125,6 +137,22 @@ impl Unchanged {
     /// Whether reads are being reused now, for `/metrics`.
     pub fn reusing(&self) -> bool {
         self.current().is_some()
+    }
+
+    /// What a poll that began at `began` (from [`Unchanged::millis`]) found: `settled` when it
+    /// saw no possible change since the poll before.
+    fn polled(&self, began: u64, settled: bool) {
+        let last = self.polled_at.load(Ordering::SeqCst);
+        let gap = u128::from(began.saturating_sub(last));
+        if !settled || last == 0 || gap > self.stale_after.as_millis() {
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+        }
+        self.polled_at.store(began.max(1), Ordering::SeqCst);
+    }
+
+    /// A poll failed, or cannot be trusted.
+    fn unsure(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     fn millis(&self) -> u64 {
@@ -142,30 +170,27 @@ fn poll(watched: &Weak<Unchanged>, config: &'static Config, logger: &Logger, eve
         let Some(unchanged) = watched.upgrade() else {
             return;
         };
+        let began = unchanged.millis();
         let seen = match &mut store {
-            Some(store) => store.table_changes().map_err(|e| e.to_string()),
+            Some(store) => store.table_changes(),
             empty => connect_store(config, &Deadline::after(config.database.timeout))
-                .map_err(|e| e.to_string())
-                .and_then(|store| {
-                    empty
-                        .insert(store)
-                        .table_changes()
-                        .map_err(|e| e.to_string())
-                }),
+                .map_err(|e| StoreError::Data(e.to_string()))
+                .and_then(|mut store| store.for_table_changes().map(|()| store))
+                .and_then(|store| empty.insert(store).table_changes()),
         };
         let seen = match seen {
-            Ok(seen) if !seen.mariadb => {
+            Ok(seen) if !seen.trusted => {
+                unchanged.unsure();
                 logger.log(
                     Severity::Warning,
-                    "serve: the database is not MariaDB, whose table change times serve relies \
-                     on: every login reads its mailbox after the LDAP bind",
+                    "serve: the database is not a lone MariaDB server, whose table change times \
+                     serve relies on: every login reads its mailbox after the LDAP bind",
                 );
-                unchanged.epoch.fetch_add(1, Ordering::SeqCst);
                 return;
             }
             Ok(seen) => seen,
             Err(e) => {
-                unchanged.epoch.fetch_add(1, Ordering::SeqCst);
+                unchanged.unsure();
                 if !failing {
                     logger.log(
                         Severity::Warning,
@@ -180,16 +205,12 @@ fn poll(watched: &Weak<Unchanged>, config: &'static Config, logger: &Logger, eve
                 continue;
             }
         };
-        if !settled(last.as_ref(), &seen) {
-            unchanged.epoch.fetch_add(1, Ordering::SeqCst);
-        }
-        unchanged
-            .polled_at
-            .store(unchanged.millis().max(1), Ordering::SeqCst);
+        unchanged.polled(began, settled(last.as_ref(), &seen));
         if failing {
             logger.log(
                 Severity::Info,
-                "serve: the database answers again: reads after the bind are reused",
+                "serve: the database answers again: reads after the bind are reused once \
+                 mailcow's tables are unchanged for a few seconds",
             );
         }
         (last, failing) = (Some(seen), false);
@@ -211,12 +232,13 @@ fn settled(last: Option<&TableChanges>, seen: &TableChanges) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::remembered::FOR;
     use super::*;
 
     fn changes(now: i64, mailbox: Option<i64>) -> TableChanges {
         TableChanges {
             now,
-            mariadb: true,
+            trusted: true,
             tables: vec![("domain".into(), Some(100)), ("mailbox".into(), mailbox)],
         }
     }
@@ -254,5 +276,75 @@ mod tests {
         let mut fewer = changes(200, Some(150));
         fewer.tables.pop();
         assert!(!settled(Some(&changes(200, Some(150))), &fewer));
+    }
+
+    fn read() -> Option<AfterBind> {
+        Some(AfterBind {
+            mailbox: crate::userdb::tests::mailbox("alice", 0),
+            template: None,
+        })
+    }
+
+    #[test]
+    fn a_read_is_reused_only_in_its_epoch_for_its_template_while_the_polls_go_on() {
+        let unchanged = Unchanged::new(Duration::from_millis(100));
+        assert_eq!(unchanged.current(), None, "no poll yet");
+        unchanged.polled(unchanged.millis(), true);
+        let epoch = unchanged.current().expect("polled just now");
+        let alice = "alice@example.org";
+        unchanged.keep(alice, Some(epoch), Instant::now(), None, &read());
+        assert!(unchanged.reuse(alice, None).is_some());
+        assert!(
+            unchanged.reuse(alice, Some("Staff")).is_none(),
+            "other template"
+        );
+        assert!(unchanged.reuse("bob@example.org", None).is_none());
+        // a poll that saw no change keeps it; one that may have seen one ends it
+        unchanged.polled(unchanged.millis(), true);
+        assert!(unchanged.reuse(alice, None).is_some());
+        unchanged.polled(unchanged.millis(), false);
+        assert!(unchanged.reuse(alice, None).is_none());
+        // read in an epoch that ended before it was kept
+        unchanged.keep(alice, Some(epoch), Instant::now(), None, &read());
+        assert!(unchanged.reuse(alice, None).is_none());
+        // a failed poll ends it too
+        let epoch = unchanged.current().unwrap();
+        unchanged.keep(alice, Some(epoch), Instant::now(), None, &read());
+        unchanged.unsure();
+        assert!(unchanged.reuse(alice, None).is_none());
+        // not kept: read while reuse was off, a template that could not be read, older than FOR
+        unchanged.keep(alice, None, Instant::now(), None, &read());
+        assert!(unchanged.reuse(alice, None).is_none());
+        let epoch = unchanged.current().unwrap();
+        let unreadable = Some(AfterBind {
+            mailbox: crate::userdb::tests::mailbox("alice", 0),
+            template: Some(Err(StoreError::Data("bad".into()))),
+        });
+        unchanged.keep(
+            alice,
+            Some(epoch),
+            Instant::now(),
+            Some("Staff"),
+            &unreadable,
+        );
+        assert!(unchanged.reuse(alice, Some("Staff")).is_none());
+        let long_ago = Instant::now() - FOR;
+        unchanged.keep(alice, Some(epoch), long_ago, None, &read());
+        assert!(unchanged.reuse(alice, None).is_none());
+    }
+
+    #[test]
+    fn polls_too_far_apart_end_reuse() {
+        let unchanged = Unchanged::new(Duration::from_millis(10));
+        unchanged.polled(1, true);
+        let epoch = unchanged.current();
+        // the next poll began long after: a change may have come and gone unseen
+        unchanged.polled(1 + 10_000, true);
+        assert_ne!(unchanged.current(), epoch);
+        // and with no poll for that long, nothing is reused
+        let stale = Unchanged::new(Duration::from_millis(10));
+        stale.polled(1, true);
+        std::thread::sleep(stale.stale_after + Duration::from_millis(20));
+        assert_eq!(stale.current(), None);
     }
 }

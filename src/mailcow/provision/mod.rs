@@ -89,6 +89,10 @@ pub enum Applied {
         /// refuses the login even when its update was refused.
         mailbox: Box<Mailbox>,
     },
+    /// Nothing was written: another login (or a sync) re-applied the template first. The
+    /// mailbox as that left it (its `active` and `*_access` keys from the template), for the
+    /// login's access checks: the caller's own read may predate that write.
+    ReappliedMeanwhile { mailbox: Box<Mailbox> },
     /// Nothing was written: the mailbox, as locked for the update, has another authsource
     /// now (an admin switched it meanwhile; NULL counts as `mailcow`), or became a resource.
     NotLdapBacked { authsource: String },
@@ -221,8 +225,9 @@ pub fn apply_loaded(
                 skipped,
             })
         }
-        // another login re-applied it first
-        Ok(ApplyDone::UpToDate) => Ok(Applied::Unchanged),
+        Ok(ApplyDone::UpToDate) => Ok(Applied::ReappliedMeanwhile {
+            mailbox: Box::new(update.would_leave(mailbox)),
+        }),
         Ok(ApplyDone::NotLdapBacked(authsource)) => Ok(Applied::NotLdapBacked { authsource }),
         Err(TxError::Refused(why)) => Ok(Applied::Skipped {
             reason: why,
