@@ -351,7 +351,7 @@ fn decide(
             }
             match (template, loaded) {
                 (Some(template), Some(loaded))
-                    if !provision::template_unchanged(&mailbox, name, template, &loaded) =>
+                    if !provision::template_unchanged(&mailbox, name, &loaded) =>
                 {
                     let store = connections.store(deadline)?;
                     match apply_template(store, &mailbox, name, template, loaded, mode) {

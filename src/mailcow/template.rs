@@ -1,6 +1,7 @@
 //! mailcow mailbox templates and their `attribute_hash`.
 
 use std::fmt::Write as _;
+use std::sync::OnceLock;
 
 use serde_json::{Map, Value};
 use sha1::{Digest, Sha1};
@@ -17,24 +18,32 @@ pub(crate) struct Template {
     pub raw: String,
     /// The same text parsed.
     pub attributes: Map<String, Value>,
+    /// `attribute_hash`, computed once: `serve` compares it on every login of a mailbox whose
+    /// read it reuses.
+    hash: OnceLock<String>,
 }
 
 #[cfg(test)]
 impl Template {
     /// A template called "T" with this attributes text, for unit tests.
     pub(crate) fn from_text(text: &str) -> Template {
-        Template {
-            name: "T".into(),
-            raw: text.into(),
-            attributes: serde_json::from_str(text).unwrap(),
-        }
+        Template::new("T".into(), text.into(), serde_json::from_str(text).unwrap())
     }
 }
 
 impl Template {
+    pub(crate) fn new(name: String, raw: String, attributes: Map<String, Value>) -> Template {
+        Template {
+            name,
+            raw,
+            attributes,
+            hash: OnceLock::new(),
+        }
+    }
+
     /// `attribute_hash` of this template's raw text, as mailcow computes it.
     pub fn attribute_hash(&self) -> String {
-        attribute_hash(&self.raw)
+        self.hash.get_or_init(|| attribute_hash(&self.raw)).clone()
     }
 
     /// PHP `intval()` of a key, `None` when the key is absent.

@@ -337,13 +337,19 @@ fn write_response(
     timeout: Duration,
 ) -> io::Result<()> {
     stream.set_timeouts(timeout)?;
+    // Keep-alive is HTTP/1.1's default: only a close is said (one header line less for the Lua
+    // script to read on every login).
     let text = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n{}",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}\r\n{}",
         response.status,
         reason_phrase(response.status),
         response.content_type,
         response.body.len(),
-        if keep_alive { "keep-alive" } else { "close" },
+        if keep_alive {
+            ""
+        } else {
+            "Connection: close\r\n"
+        },
         response.body
     );
     stream.write_all(text.as_bytes())?;

@@ -185,11 +185,14 @@ pub fn apply_template(
 pub fn template_unchanged(
     mailbox: &Mailbox,
     display_name: Option<&str>,
-    name: &str,
     template: &TemplateRead,
 ) -> bool {
-    matches!(template, Ok(loaded)
-        if matches!(start_update(mailbox, display_name, name, loaded.as_ref()), UpdateStart::Unchanged))
+    matches!(template, Ok(Some(loaded)) if Update::would_match(
+        display_name,
+        loaded,
+        &mailbox.name,
+        mailbox.attribute("attribute_hash").as_deref(),
+    ))
 }
 
 /// [`apply_template`] with the template already loaded (`None`: no template called `name`).

@@ -292,6 +292,23 @@ impl Update {
     }
 
     /// mailcow's change detection: stored hash and stored name both equal the new ones.
+    /// Whether the update `build` would make matches the mailbox already (without building
+    /// it: `serve` asks on every login of a mailbox whose read it reuses).
+    pub(super) fn would_match(
+        display_name: Option<&str>,
+        template: &Template,
+        stored_name: &str,
+        stored_hash: Option<&str>,
+    ) -> bool {
+        let name = Some(clean_name(display_name)).filter(|n| !n.is_empty());
+        matches(
+            &template.attribute_hash(),
+            name.as_deref(),
+            stored_hash,
+            |n| n == stored_name,
+        )
+    }
+
     pub(super) fn matches(&self, stored_name: &str, stored_hash: Option<&str>) -> bool {
         matches(&self.hash, self.name.as_deref(), stored_hash, |n| {
             n == stored_name

@@ -470,11 +470,7 @@ fn template_from(c: &mut Columns) -> Result<Option<Template>, StoreError> {
             )));
         }
     };
-    Ok(Some(Template {
-        name,
-        raw,
-        attributes,
-    }))
+    Ok(Some(Template::new(name, raw, attributes)))
 }
 
 #[cfg(test)]
