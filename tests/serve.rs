@@ -7,6 +7,7 @@ mod provision_helpers;
 
 use common::serve::{Reply, Serve, assert_result, private_file};
 use common::*;
+use mysql::prelude::Queryable;
 use provision_helpers::{DomainRow, golden, insert_template, row_counts};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -259,18 +260,7 @@ fn pooled_connections_recover_after_the_ldap_server_restarts() {
     );
 
     // Database connections cut by the server while idle are replaced too.
-    use mysql::prelude::Queryable;
-    let mut root = mariadb().root();
-    let ids: Vec<u64> = root
-        .exec(
-            "SELECT id FROM information_schema.processlist WHERE user = ?",
-            (&env.db.user,),
-        )
-        .unwrap();
-    assert!(!ids.is_empty());
-    for id in ids {
-        let _ = root.query_drop(format!("KILL {id}"));
-    }
+    cut_database_connections(&env);
     // Longer than a pooled connection may lie idle unchecked.
     std::thread::sleep(std::time::Duration::from_millis(2500));
     for reply in parallel(4) {
@@ -570,6 +560,41 @@ fn a_row_remembered_from_a_recent_login_saves_a_read_but_decides_nothing() {
     assert_result(&frank("app-secret-2"), "ok");
 }
 
+/// Cuts every connection of the test database's user, as a server restart or `wait_timeout`.
+fn cut_database_connections(env: &TestEnv) {
+    let mut root = mariadb().root();
+    let ids: Vec<u64> = root
+        .exec(
+            "SELECT id FROM information_schema.processlist WHERE user = ?",
+            (&env.db.user,),
+        )
+        .unwrap();
+    assert!(!ids.is_empty());
+    for id in ids {
+        let _ = root.query_drop(format!("KILL {id}"));
+    }
+}
+
+/// Waits until reads after the bind are reused: the tables have been unchanged for a while
+/// (serve::unchanged: 5 s after the last change began); from then on, logins (by `login`, all
+/// accepted) spaced wider than the polls read nothing in the database.
+fn reads_after_the_bind_reused_from_now_on(serve: &Serve, login: impl Fn() -> Reply) {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let before = mailbox_reads(serve, "after_bind");
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(150));
+            assert_result(&login(), "ok");
+        }
+        let after = mailbox_reads(serve, "after_bind");
+        if after.0 == before.0 {
+            assert_eq!(after.1, before.1 + 3, "each login counted as reused");
+            return;
+        }
+        assert!(Instant::now() < until, "reads after the bind never reused");
+    }
+}
+
 /// Longer than two polls of the default `serve.change_poll_ms` (100), and the time a poll takes.
 const POLLS: Duration = Duration::from_millis(400);
 
@@ -578,25 +603,7 @@ fn reads_after_the_bind_are_reused_only_while_mailcows_tables_are_unchanged() {
     let (env, serve) = staff_site();
     let bob = || serve.auth("bob@example.org", PW, "imap");
     assert_result(&bob(), "ok");
-    // Reuse starts once the tables have been unchanged for a while (serve::unchanged: 5 s
-    // after the last change began); from then on, logins spaced wider than the polls read
-    // nothing in the database.
-    let reused_from_now_on = || {
-        let until = Instant::now() + Duration::from_secs(20);
-        loop {
-            let before = mailbox_reads(&serve, "after_bind");
-            for _ in 0..3 {
-                std::thread::sleep(Duration::from_millis(150));
-                assert_result(&bob(), "ok");
-            }
-            let after = mailbox_reads(&serve, "after_bind");
-            if after.0 == before.0 {
-                assert_eq!(after.1, before.1 + 3, "each login counted as reused");
-                return;
-            }
-            assert!(Instant::now() < until, "reads after the bind never reused");
-        }
-    };
+    let reused_from_now_on = || reads_after_the_bind_reused_from_now_on(&serve, bob);
     // Each change counts from the next poll, whichever table and column it is in, though the
     // login before it was answered from a reused read.
     for (change, undo, refused) in [
@@ -663,4 +670,27 @@ fn logins_right_after_a_template_reapply_obey_it_though_their_read_predates_it()
          WHERE username = 'bob@example.org'",
     );
     assert_eq!(imap[0][0].as_deref(), Some("0"));
+}
+
+#[test]
+fn a_failed_poll_ends_the_reuse_of_every_read_made_before_it() {
+    let (env, serve) = staff_site();
+    let bob = || serve.auth("bob@example.org", PW, "imap");
+    assert_result(&bob(), "ok");
+    reads_after_the_bind_reused_from_now_on(&serve, bob);
+    let before = mailbox_reads(&serve, "after_bind");
+    // Every connection serve has to the database goes: the poll's fails, and is made again.
+    cut_database_connections(&env);
+    serve.wait_for_log("cannot ask the database whether mailcow's tables changed");
+    serve.wait_for_log("the database answers again");
+    // (past the pool's 2 s before it pings an idle connection, so that the login's read
+    // finds out its connection went too)
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_result(&bob(), "ok");
+    let after = mailbox_reads(&serve, "after_bind");
+    assert_eq!(
+        after.0,
+        before.0 + 1,
+        "read in the database: the read kept from before the failed poll is not reused"
+    );
 }
