@@ -1,9 +1,10 @@
 //! Reads after the LDAP bind reused while mailcow's tables are unchanged. That read decides a
 //! login's acceptance ([`crate::login`]); `serve` answers it from the same read made by a
-//! login moments ago (at most [`FOR`](super::remembered::FOR)) when polls of the database, every
-//! `serve.change_poll_ms`, have seen no change to the mailbox, domain, template and app
-//! password tables since that read began. So a login of an existing mailbox costs no database
-//! round trip, and a change made in mailcow counts from the next poll (docs/design.md).
+//! login moments ago (at most [`FOR`]) when polls of the database, every
+//! `serve.change_poll_ms`, have seen no change to the `mailbox`, `domain` and `templates`
+//! tables (what the read comes from) since that read began. So a login of an existing mailbox
+//! costs no database round trip, and a change made in mailcow counts from the next poll
+//! (docs/design.md).
 //!
 //! MariaDB publishes a table's last change at commit, as the second its transaction began. A
 //! poll counts as "no change" only when every table shows the time the previous poll saw, and
@@ -12,8 +13,10 @@
 //! same time when it commits. Anything else — a change, a failed poll, polls too far apart, a
 //! server that is not a lone MariaDB — ends the reuse of every read made before it. Left: a
 //! transaction open longer than [`SETTLING_S`] seconds that began in the same second as one
-//! already seen; a read it makes stale is reused for at most [`FOR`](super::remembered::FOR). Reuse also rests on the
+//! already seen; a read it makes stale is reused for at most [`FOR`]. Reuse also rests on the
 //! polls and the reads reaching the same server (no proxy in front of replicas).
+//!
+//! [`FOR`]: super::remembered::FOR
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
