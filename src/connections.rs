@@ -20,6 +20,8 @@ pub struct FirstRead {
 pub struct AfterBind {
     pub mailbox: Mailbox,
     pub template: Option<TemplateRead>,
+    /// Taken from a login moments ago (`serve`), not read for this one.
+    pub reused: bool,
 }
 
 /// The read after the bind in the database; `None`: the mailbox is gone.
@@ -35,11 +37,13 @@ pub fn read_after_bind(
                 .map(|(mailbox, loaded)| AfterBind {
                     mailbox,
                     template: Some(loaded),
+                    reused: false,
                 })
         }
         None => store.mailbox(username)?.map(|mailbox| AfterBind {
             mailbox,
             template: None,
+            reused: false,
         }),
     })
 }
@@ -69,13 +73,14 @@ pub trait Connections {
     }
 
     /// The mailbox read again after the LDAP bind, with the mapped `template` (see
-    /// [`read_after_bind`]): an admin may have changed it meanwhile. `serve` may answer with a
-    /// read a login made moments ago while mailcow's tables are unchanged
+    /// [`read_after_bind`]): an admin may have changed it meanwhile. With `may_reuse`, `serve`
+    /// may answer with a read a login made moments ago while mailcow's tables are unchanged
     /// (`crate::serve::unchanged`); the per-login front ends always read.
     fn after_bind(
         &mut self,
         username: &str,
         template: Option<&str>,
+        _may_reuse: bool,
         deadline: &Deadline,
     ) -> Result<Option<AfterBind>, LoginError> {
         Ok(read_after_bind(self.store(deadline)?, username, template)?)

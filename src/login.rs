@@ -338,10 +338,20 @@ fn decide(
             // Read again after the LDAP round trips (with the mapped template, in the same
             // round trip): an admin may have deactivated the mailbox or switched its
             // authsource meanwhile.
+            let mut after = connections.after_bind(username, template, true, deadline)?;
+            // A reused read only ever accepts a login that writes nothing: a refusal, or a
+            // template to re-apply, is decided on a fresh read (serve::unchanged).
+            if after
+                .as_ref()
+                .is_some_and(|read| read.reused && !accepts_as_it_is(read, request.service, name))
+            {
+                after = connections.after_bind(username, template, false, deadline)?;
+            }
             let Some(AfterBind {
                 mailbox,
                 template: loaded,
-            }) = connections.after_bind(username, template, deadline)?
+                ..
+            }) = after
             else {
                 return refused(Refusal::MailboxVanished);
             };
@@ -466,6 +476,18 @@ fn apply_template(
             Preview::NotLdapBacked(authsource) => Applied::NotLdapBacked { authsource },
         },
     )
+}
+
+/// Whether the read after the bind accepts the login with nothing to write: the access checks
+/// pass and the mapped template (if any) is applied already.
+fn accepts_as_it_is(read: &AfterBind, service: &str, display_name: Option<&str>) -> bool {
+    check_access(&read.mailbox, service)
+        .and(ldap_backed(&read.mailbox))
+        .is_ok()
+        && read
+            .template
+            .as_ref()
+            .is_none_or(|loaded| provision::template_unchanged(&read.mailbox, display_name, loaded))
 }
 
 /// A refusal on LDAP's word (no entry, ambiguous, wrong password). After a remembered row it

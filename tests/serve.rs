@@ -298,6 +298,11 @@ fn two_hundred_concurrent_requests_are_all_answered_correctly() {
 /// bob in LDAP (staff), no mailbox yet; the golden domain and StaffUI template; serve with
 /// staff mapped to StaffUI.
 fn staff_site() -> (TestEnv, Serve) {
+    staff_site_with(json!({}))
+}
+
+/// [`staff_site`] with this `serve:` section.
+fn staff_site_with(serve: Value) -> (TestEnv, Serve) {
     let env = TestEnv::new(&[LdapUser::new("bob", "bob@example.org", PW)
         .display_name("Bob Example")
         .employee_type("staff")]);
@@ -309,6 +314,7 @@ fn staff_site() -> (TestEnv, Serve) {
     insert_template(&env.db, "StaffUI", &text);
     let mut cfg = env.cfg.clone();
     cfg["attribute_mapping"] = json!([{ "attribute": "staff", "template": "StaffUI" }]);
+    cfg["serve"] = serve;
     let serve = Serve::start(&cfg);
     (env, serve)
 }
@@ -595,8 +601,27 @@ fn reads_after_the_bind_reused_from_now_on(serve: &Serve, login: impl Fn() -> Re
     }
 }
 
-/// Longer than two polls of the default `serve.change_poll_ms` (100), and the time a poll takes.
-const POLLS: Duration = Duration::from_millis(400);
+/// `mailcow_ldap_auth_after_bind_reuse_ends_total`: polls that ended the reuse of earlier reads.
+fn reuse_ends(serve: &Serve) -> u64 {
+    let metrics = serve.get("/metrics");
+    let text = metrics.body.as_str().unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("mailcow_ldap_auth_after_bind_reuse_ends_total "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no reuse_ends_total in {text}"))
+}
+
+/// Runs `change` and waits (up to 20 s) until a poll ended the reuse of the reads before it.
+/// While the tables were settled, that is the poll that saw the change.
+fn change_and_wait_for_the_poll(env: &TestEnv, serve: &Serve, change: &str) {
+    let before = reuse_ends(serve);
+    env.db.exec(change);
+    let until = Instant::now() + Duration::from_secs(20);
+    while reuse_ends(serve) == before {
+        assert!(Instant::now() < until, "no poll saw {change}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 #[test]
 fn reads_after_the_bind_are_reused_only_while_mailcows_tables_are_unchanged() {
@@ -629,42 +654,50 @@ fn reads_after_the_bind_are_reused_only_while_mailcows_tables_are_unchanged() {
         ),
     ] {
         reused_from_now_on();
-        env.db.exec(change);
-        std::thread::sleep(POLLS);
+        change_and_wait_for_the_poll(&env, &serve, change);
         assert_result(&bob(), refused);
+        // (a reused read that would refuse is read again: no need to wait)
         env.db.exec(undo);
-        std::thread::sleep(POLLS);
         assert_result(&bob(), "ok");
     }
     // a template changed in mailcow's UI is applied by the next login after the poll
     reused_from_now_on();
     let quota = || env.db.rows("SELECT quota FROM mailbox")[0][0].clone();
     assert_eq!(quota().as_deref(), Some("1073741824"));
-    env.db.exec(
+    change_and_wait_for_the_poll(
+        &env,
+        &serve,
         "UPDATE templates SET attributes = JSON_SET(attributes, '$.quota', 2147483648) \
          WHERE template = 'StaffUI'",
     );
-    std::thread::sleep(POLLS);
     assert_result(&bob(), "ok");
     assert_eq!(quota().as_deref(), Some("2147483648"));
 }
 
 #[test]
 fn logins_right_after_a_template_reapply_obey_it_though_their_read_predates_it() {
-    let (env, serve) = staff_site();
+    // Polls a second apart: the logins below fall between two of them.
+    let (env, serve) = staff_site_with(json!({"change_poll_ms": 1000}));
     let bob = || serve.auth("bob@example.org", PW, "imap");
     assert_result(&bob(), "ok");
-    env.db.exec(
+    change_and_wait_for_the_poll(
+        &env,
+        &serve,
         "UPDATE templates SET attributes = JSON_SET(attributes, '$.imap_access', 0) \
          WHERE template = 'StaffUI'",
     );
-    std::thread::sleep(POLLS);
-    // The first login re-applies the template (IMAP off); the next ones, within the same poll
-    // interval, reuse its read from before that write: the update they find done decides.
+    // The first login re-applies the template (IMAP off). The next ones are offered its read
+    // from before that write: it needs a write, so it is read again, and the update found
+    // done decides.
+    let reused = mailbox_reads(&serve, "after_bind").1;
     assert_result(&bob(), "disabled");
     for _ in 0..5 {
         assert_result(&bob(), "disabled");
     }
+    assert!(
+        mailbox_reads(&serve, "after_bind").1 > reused,
+        "a read from before the re-apply was offered"
+    );
     let imap = env.db.rows(
         "SELECT JSON_VALUE(attributes, '$.imap_access') FROM mailbox \
          WHERE username = 'bob@example.org'",
@@ -683,14 +716,15 @@ fn a_failed_poll_ends_the_reuse_of_every_read_made_before_it() {
     cut_database_connections(&env);
     serve.wait_for_log("cannot ask the database whether mailcow's tables changed");
     serve.wait_for_log("the database answers again");
-    // (past the pool's 2 s before it pings an idle connection, so that the login's read
-    // finds out its connection went too)
-    std::thread::sleep(Duration::from_millis(2500));
-    assert_result(&bob(), "ok");
+    // A pooled connection used in the last 2 s is not pinged: its login may find it cut and
+    // answer tempfail; the next one reads on a new connection.
+    if bob().body["result"] == "tempfail" {
+        assert_result(&bob(), "ok");
+    }
     let after = mailbox_reads(&serve, "after_bind");
     assert_eq!(
-        after.0,
-        before.0 + 1,
-        "read in the database: the read kept from before the failed poll is not reused"
+        after.1, before.1,
+        "the read kept from before the failed poll is not reused (still fresh: under 5 s old)"
     );
+    assert!(after.0 > before.0, "read in the database");
 }

@@ -1,7 +1,6 @@
 //! mailcow mailbox templates and their `attribute_hash`.
 
 use std::fmt::Write as _;
-use std::sync::OnceLock;
 
 use serde_json::{Map, Value};
 use sha1::{Digest, Sha1};
@@ -14,13 +13,14 @@ pub(crate) const MIB: i64 = 1_048_576;
 pub(crate) struct Template {
     /// `templates.template`, as stored.
     pub name: String,
-    /// The `attributes` column exactly as stored: `attribute_hash` is computed from this text.
+    /// The `attributes` column exactly as stored: `attribute_hash` is computed from this text
+    /// (once, in [`Template::new`]: never changed afterwards).
     pub raw: String,
     /// The same text parsed.
     pub attributes: Map<String, Value>,
     /// `attribute_hash`, computed once: `serve` compares it on every login of a mailbox whose
     /// read it reuses.
-    hash: OnceLock<String>,
+    hash: String,
 }
 
 #[cfg(test)]
@@ -34,16 +34,16 @@ impl Template {
 impl Template {
     pub(crate) fn new(name: String, raw: String, attributes: Map<String, Value>) -> Template {
         Template {
+            hash: attribute_hash(&raw),
             name,
             raw,
             attributes,
-            hash: OnceLock::new(),
         }
     }
 
     /// `attribute_hash` of this template's raw text, as mailcow computes it.
     pub fn attribute_hash(&self) -> String {
-        self.hash.get_or_init(|| attribute_hash(&self.raw)).clone()
+        self.hash.clone()
     }
 
     /// PHP `intval()` of a key, `None` when the key is absent.

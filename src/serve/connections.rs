@@ -171,11 +171,15 @@ impl Connections for Pooled<'_> {
         &mut self,
         username: &str,
         template: Option<&str>,
+        may_reuse: bool,
         deadline: &Deadline,
     ) -> Result<Option<AfterBind>, LoginError> {
         // A handle of its own: `self.store()` below borrows all of `self`.
         let unchanged = self.pools.unchanged.clone();
-        if let Some(read) = unchanged.reuse(username, template) {
+        if let Some(read) = may_reuse
+            .then(|| unchanged.reuse(username, template))
+            .flatten()
+        {
             return Ok(Some(read));
         }
         // Both taken before the read: a change the read misses moves the epoch on, and the

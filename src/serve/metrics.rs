@@ -169,8 +169,13 @@ impl Metrics {
             "# HELP mailcow_ldap_auth_after_bind_reuse 1 while reads after the bind are reused \
              (polls of the database see mailcow's tables unchanged).\n\
              # TYPE mailcow_ldap_auth_after_bind_reuse gauge\n\
-             mailcow_ldap_auth_after_bind_reuse {}",
-            u8::from(pools.unchanged.reusing())
+             mailcow_ldap_auth_after_bind_reuse {}\n\
+             # HELP mailcow_ldap_auth_after_bind_reuse_ends_total Polls of the database that \
+             ended the reuse of earlier reads (a change seen, a failure, a late poll).\n\
+             # TYPE mailcow_ldap_auth_after_bind_reuse_ends_total counter\n\
+             mailcow_ldap_auth_after_bind_reuse_ends_total {}",
+            u8::from(pools.unchanged.reusing()),
+            pools.unchanged.epoch()
         );
         let _ = writeln!(
             out,

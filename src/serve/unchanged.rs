@@ -101,6 +101,7 @@ impl Unchanged {
         Some(AfterBind {
             mailbox: kept.mailbox,
             template: kept.template.map(|(_, template)| Ok(template)),
+            reused: true,
         })
     }
 
@@ -153,9 +154,16 @@ impl Unchanged {
         self.polled_at.store(began.max(1), Ordering::SeqCst);
     }
 
-    /// A poll failed, or cannot be trusted.
+    /// A poll failed, or cannot be trusted: no read is reused until a poll answers again.
     fn unsure(&self) {
+        self.polled_at.store(0, Ordering::SeqCst);
         self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many times reuse ended so far, for `/metrics` (a poll that saw a change, failed,
+    /// or came late).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
     }
 
     fn millis(&self) -> u64 {
@@ -175,14 +183,17 @@ fn poll(watched: &Weak<Unchanged>, config: &'static Config, logger: &Logger, eve
         };
         let began = unchanged.millis();
         let seen = match &mut store {
-            Some(store) => store.table_changes(),
+            Some(store) => store.table_changes().map(Some),
             empty => connect_store(config, &Deadline::after(config.database.timeout))
                 .map_err(|e| StoreError::Data(e.to_string()))
-                .and_then(|mut store| store.for_table_changes().map(|()| store))
-                .and_then(|store| empty.insert(store).table_changes()),
+                .and_then(|mut store| Ok((store.for_table_changes()?, store)))
+                .and_then(|(trusted, store)| match trusted {
+                    true => empty.insert(store).table_changes().map(Some),
+                    false => Ok(None),
+                }),
         };
         let seen = match seen {
-            Ok(seen) if !seen.trusted => {
+            Ok(None) => {
                 unchanged.unsure();
                 logger.log(
                     Severity::Warning,
@@ -191,7 +202,7 @@ fn poll(watched: &Weak<Unchanged>, config: &'static Config, logger: &Logger, eve
                 );
                 return;
             }
-            Ok(seen) => seen,
+            Ok(Some(seen)) => seen,
             Err(e) => {
                 unchanged.unsure();
                 if !failing {
@@ -241,7 +252,6 @@ mod tests {
     fn changes(now: i64, mailbox: Option<i64>) -> TableChanges {
         TableChanges {
             now,
-            trusted: true,
             tables: vec![("domain".into(), Some(100)), ("mailbox".into(), mailbox)],
         }
     }
@@ -285,6 +295,7 @@ mod tests {
         Some(AfterBind {
             mailbox: crate::userdb::tests::mailbox("alice", 0),
             template: None,
+            reused: false,
         })
     }
 
@@ -314,6 +325,13 @@ mod tests {
         let epoch = unchanged.current().unwrap();
         unchanged.keep(alice, Some(epoch), Instant::now(), None, &read());
         unchanged.unsure();
+        assert_eq!(
+            unchanged.current(),
+            None,
+            "nothing reused until a poll answers"
+        );
+        assert!(unchanged.reuse(alice, None).is_none());
+        unchanged.polled(unchanged.millis(), true);
         assert!(unchanged.reuse(alice, None).is_none());
         // not kept: read while reuse was off, a template that could not be read, older than FOR
         unchanged.keep(alice, None, Instant::now(), None, &read());
@@ -322,6 +340,7 @@ mod tests {
         let unreadable = Some(AfterBind {
             mailbox: crate::userdb::tests::mailbox("alice", 0),
             template: Some(Err(StoreError::Data("bad".into()))),
+            reused: false,
         });
         unchanged.keep(
             alice,
@@ -331,7 +350,9 @@ mod tests {
             &unreadable,
         );
         assert!(unchanged.reuse(alice, Some("Staff")).is_none());
-        let long_ago = Instant::now() - FOR;
+        let Some(long_ago) = Instant::now().checked_sub(FOR) else {
+            return;
+        };
         unchanged.keep(alice, Some(epoch), long_ago, None, &read());
         assert!(unchanged.reuse(alice, None).is_none());
     }

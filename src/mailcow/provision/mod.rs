@@ -90,8 +90,8 @@ pub enum Applied {
         mailbox: Box<Mailbox>,
     },
     /// Nothing was written: another login (or a sync) re-applied the template first. The
-    /// mailbox as that left it (its `active` and `*_access` keys from the template), for the
-    /// login's access checks: the caller's own read may predate that write.
+    /// mailbox as it is now (read again; gone meanwhile: as the template would leave it), for
+    /// the login's access checks and answer: the caller's own read predates that write.
     ReappliedMeanwhile { mailbox: Box<Mailbox> },
     /// Nothing was written: the mailbox, as locked for the update, has another authsource
     /// now (an admin switched it meanwhile; NULL counts as `mailcow`), or became a resource.
@@ -228,9 +228,12 @@ pub fn apply_loaded(
                 skipped,
             })
         }
-        Ok(ApplyDone::UpToDate) => Ok(Applied::ReappliedMeanwhile {
-            mailbox: Box::new(update.would_leave(mailbox)),
-        }),
+        Ok(ApplyDone::UpToDate) => {
+            let now = store.mailbox(&mailbox.username)?;
+            Ok(Applied::ReappliedMeanwhile {
+                mailbox: Box::new(now.unwrap_or_else(|| update.would_leave(mailbox))),
+            })
+        }
         Ok(ApplyDone::NotLdapBacked(authsource)) => Ok(Applied::NotLdapBacked { authsource }),
         Err(TxError::Refused(why)) => Ok(Applied::Skipped {
             reason: why,

@@ -291,7 +291,6 @@ impl Update {
         ]
     }
 
-    /// mailcow's change detection: stored hash and stored name both equal the new ones.
     /// Whether the update `build` would make matches the mailbox already (without building
     /// it: `serve` asks on every login of a mailbox whose read it reuses).
     pub(super) fn would_match(
@@ -309,6 +308,7 @@ impl Update {
         )
     }
 
+    /// mailcow's change detection: stored hash and stored name both equal the new ones.
     pub(super) fn matches(&self, stored_name: &str, stored_hash: Option<&str>) -> bool {
         matches(&self.hash, self.name.as_deref(), stored_hash, |n| {
             n == stored_name
