@@ -42,8 +42,8 @@ impl Template {
     }
 
     /// `attribute_hash` of this template's raw text, as mailcow computes it.
-    pub fn attribute_hash(&self) -> String {
-        self.hash.clone()
+    pub fn attribute_hash(&self) -> &str {
+        &self.hash
     }
 
     /// PHP `intval()` of a key, `None` when the key is absent.

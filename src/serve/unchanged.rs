@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::connections::{AfterBind, connect_store};
 use crate::deadline::Deadline;
 use crate::log::{Logger, Severity};
-use crate::mailcow::{Mailbox, Store, StoreError, TableChanges, Template};
+use crate::mailcow::{Mailbox, Store, TableChanges, Template};
 
 /// A read kept for reuse.
 #[derive(Clone)]
@@ -183,14 +183,8 @@ fn poll(watched: &Weak<Unchanged>, config: &'static Config, logger: &Logger, eve
         };
         let began = unchanged.millis();
         let seen = match &mut store {
-            Some(store) => store.table_changes().map(Some),
-            empty => connect_store(config, &Deadline::after(config.database.timeout))
-                .map_err(|e| StoreError::Data(e.to_string()))
-                .and_then(|mut store| Ok((store.for_table_changes()?, store)))
-                .and_then(|(trusted, store)| match trusted {
-                    true => empty.insert(store).table_changes().map(Some),
-                    false => Ok(None),
-                }),
+            Some(store) => store.table_changes().map(Some).map_err(|e| e.to_string()),
+            empty => connect_and_look(config, empty),
         };
         let seen = match seen {
             Ok(None) => {
@@ -231,6 +225,24 @@ fn poll(watched: &Weak<Unchanged>, config: &'static Config, logger: &Logger, eve
     }
 }
 
+/// A new connection for the polls, in `store`, and its first look at the tables; `None` when
+/// the server's times cannot be trusted.
+fn connect_and_look(
+    config: &Config,
+    store: &mut Option<Store>,
+) -> Result<Option<TableChanges>, String> {
+    let mut connected = connect_store(config, &Deadline::after(config.database.timeout))
+        .map_err(|e| e.to_string())?;
+    if !connected.for_table_changes().map_err(|e| e.to_string())? {
+        return Ok(None);
+    }
+    store
+        .insert(connected)
+        .table_changes()
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
 /// Whether nothing can have changed between the poll `last` and the poll `seen`: the same
 /// times, each more than [`SETTLING_S`] older than `last` (see the module's comment).
 fn settled(last: Option<&TableChanges>, seen: &TableChanges) -> bool {
@@ -248,6 +260,7 @@ fn settled(last: Option<&TableChanges>, seen: &TableChanges) -> bool {
 mod tests {
     use super::super::remembered::FOR;
     use super::*;
+    use crate::mailcow::StoreError;
 
     fn changes(now: i64, mailbox: Option<i64>) -> TableChanges {
         TableChanges {

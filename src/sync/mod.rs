@@ -503,7 +503,7 @@ impl Templates {
         for name in names {
             let template = match store.template(name) {
                 Ok(t) => Ok(t.map(|template| Loaded {
-                    hash: template.attribute_hash(),
+                    hash: template.attribute_hash().to_owned(),
                     template,
                 })),
                 Err(StoreError::Data(why)) => Err(why),

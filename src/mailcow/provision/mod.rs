@@ -187,12 +187,11 @@ pub fn template_unchanged(
     display_name: Option<&str>,
     template: &TemplateRead,
 ) -> bool {
-    matches!(template, Ok(Some(loaded)) if Update::would_match(
-        display_name,
-        loaded,
-        &mailbox.name,
-        mailbox.attribute("attribute_hash").as_deref(),
-    ))
+    let Ok(Some(loaded)) = template else {
+        return false;
+    };
+    let start = start_update(mailbox, display_name, &loaded.name, Some(loaded));
+    matches!(start, UpdateStart::Unchanged)
 }
 
 /// [`apply_template`] with the template already loaded (`None`: no template called `name`).
@@ -447,15 +446,15 @@ fn start_update<'t>(
     let Some(template) = template else {
         return UpdateStart::Skipped(missing_for_update(name));
     };
-    let update = Update::build(display_name, template);
-    if update.matches(
+    if Update::would_match(
+        display_name,
+        template,
         &mailbox.name,
         mailbox.attribute("attribute_hash").as_deref(),
     ) {
-        UpdateStart::Unchanged
-    } else {
-        UpdateStart::Update(update, template)
+        return UpdateStart::Unchanged;
     }
+    UpdateStart::Update(Update::build(display_name, template), template)
 }
 
 fn missing_for_update(name: &str) -> String {

@@ -106,7 +106,7 @@ impl NewMailbox {
         );
         attributes.insert(
             "attribute_hash".into(),
-            Value::String(template.attribute_hash()),
+            Value::String(template.attribute_hash().to_owned()),
         );
 
         let mut name = clean_name(display_name);
@@ -212,7 +212,7 @@ pub(super) struct Update {
 impl Update {
     pub(super) fn build(display_name: Option<&str>, template: &Template) -> Update {
         let name = Some(clean_name(display_name)).filter(|n| !n.is_empty());
-        let hash = template.attribute_hash();
+        let hash = template.attribute_hash().to_owned();
         let mut attributes: Vec<(&'static str, String)> = vec![("force_pw_update", "0".into())];
         for key in ["force_tfa", "tls_enforce_in", "tls_enforce_out"]
             .into_iter()
@@ -301,7 +301,7 @@ impl Update {
     ) -> bool {
         let name = Some(clean_name(display_name)).filter(|n| !n.is_empty());
         matches(
-            &template.attribute_hash(),
+            template.attribute_hash(),
             name.as_deref(),
             stored_hash,
             |n| n == stored_name,
@@ -428,7 +428,7 @@ mod tests {
         assert_eq!(attrs["force_pw_update"], "0");
         assert_eq!(attrs["pop3_access"], "0");
         assert_eq!(attrs["imap_access"], "1");
-        assert_eq!(attrs["attribute_hash"], t.attribute_hash().as_str());
+        assert_eq!(attrs["attribute_hash"], t.attribute_hash());
         assert_eq!(new.name, "bob");
         assert_eq!(new.quota_mib, 1024);
         assert_eq!(new.active, 2);
