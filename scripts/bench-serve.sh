@@ -6,6 +6,8 @@
 #   (c) checkpassword                              contrib/dovecot/2.3/10-auth-mailcow-ldap.conf
 #   (a') as (a), to serve's Unix socket (url = unix:PATH; a second serve on the same config)
 #   (d) a Lua passdb that answers OK at once in an auth-worker: the floor of any Lua route
+#   (e) as (a), to a stand-in for serve that answers at once (scripts/lib/instant_answer.rs): the
+#       Lua route itself, before serve, LDAP or the database do anything; its CPU is in "serve"
 # Every mailbox exists before the measured runs (first logins through serve). Measured:
 # PLAIN authentications/s on Dovecot's auth-client socket and IMAP LOGIN+LOGOUT/s, each with
 # CLIENTS clients in parallel (separate processes, one auth-client connection each, as login
@@ -25,9 +27,10 @@ bench_build
 
 T=$(mktemp -d /tmp/mla-bench-serve.XXXXXX)
 chmod 755 "$T"
-trap 'kill $SERVE_PID $SERVE_UNIX_PID 2>/dev/null; wait $SERVE_PID $SERVE_UNIX_PID 2>/dev/null; for s in $T/url $T/unix $T/ldap $T/cp $T/floor $T/slapd $T/mariadb; do srv_stop "$s"; done; rm -rf "$T"' EXIT
+trap 'kill $SERVE_PID $SERVE_UNIX_PID $INSTANT_PID 2>/dev/null; wait $SERVE_PID $SERVE_UNIX_PID $INSTANT_PID 2>/dev/null || true; for s in $T/url $T/unix $T/ldap $T/cp $T/floor $T/instant $T/slapd $T/mariadb; do srv_stop "$s"; done; rm -rf "$T"' EXIT
 SERVE_PID=
 SERVE_UNIX_PID=
+INSTANT_PID=
 mkdir -p "$T/bin" "$T/etc" "$T/vmail"
 chown mail:mail "$T/vmail"
 install -m 0755 "$BIN" "$T/bin/mailcow-ldap-auth"
@@ -118,16 +121,31 @@ echo "$STATIC_USERDB" >> "$T/floor.conf"
 srv_start_dovecot "$T/floor" "$T/bin/mailcow-ldap-auth" "$T/etc/config.yml" "$T/floor.conf"
 PORT_FLOOR=$IMAP_PORT
 
+# (e) the Lua route to a stand-in that answers at once, with the fields serve's answer carries
+rustc -O --edition 2021 -o "$T/bin/instant-answer" scripts/lib/instant_answer.rs
+INSTANT_PORT=$(srv_free_port)
+"$T/bin/instant-answer" "$INSTANT_PORT" "$(printf 'OK\nuserdb_home=%s\nuserdb_uid=%s\nuserdb_gid=%s\nuserdb_quota_rule=*:bytes=1073741824\n' \
+  "$T/vmail/example.org/fb1" "$(id -u mail)" "$(id -g mail)")" &
+INSTANT_PID=$!
+srv_wait_for "instant-answer (port $INSTANT_PORT)" /dev/null srv_tcp_open "$INSTANT_PORT"
+sed -e "s#MAILCOW_LDAP_AUTH_URL=http://127.0.0.1:$SERVE_PORT/#MAILCOW_LDAP_AUTH_URL=http://127.0.0.1:$INSTANT_PORT/#" \
+  "$T/url.conf" > "$T/instant.conf"
+grep -q "MAILCOW_LDAP_AUTH_URL=http://127.0.0.1:$INSTANT_PORT/" "$T/instant.conf"
+srv_start_dovecot "$T/instant" "$T/bin/mailcow-ldap-auth" "$T/etc/config.yml" "$T/instant.conf" \
+  "$T/bin/mailcow-ldap-auth.lua"
+PORT_INSTANT=$IMAP_PORT
+
 echo "Dovecot $(dovecot --version | cut -d' ' -f1); $USERS users; $N per measurement; $CLIENTS clients;" \
   "$(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
-SERVE_UNIX_PID=$SERVE_UNIX_PID python3 - "$BENCH_PW" "$USERS" "$N" "$CLIENTS" "$SERVE_PORT" "$(cat "$T/etc/token")" "$SERVE_PID" \
+SERVE_UNIX_PID=$SERVE_UNIX_PID INSTANT_PID=$INSTANT_PID python3 - "$BENCH_PW" "$USERS" "$N" "$CLIENTS" "$SERVE_PORT" "$(cat "$T/etc/token")" "$SERVE_PID" \
   "$RSS_REQUESTS" "$(cat "$T/slapd/pid")" "$(cat "$T/mariadb/pid")" \
   "a) serve via Lua url" "$PORT_URL" "$T/url/run/auth-client" "$(cat "$T/url/pid")" \
   "b) native passdb ldap" "$PORT_LDAP" "$T/ldap/run/auth-client" "$(cat "$T/ldap/pid")" \
   "c) checkpassword" "$PORT_CP" "$T/cp/run/auth-client" "$(cat "$T/cp/pid")" \
   "a') serve via Lua unix:" "$PORT_UNIX" "$T/unix/run/auth-client" "$(cat "$T/unix/pid")" \
-  "d) Lua floor (OK at once)" "$PORT_FLOOR" "$T/floor/run/auth-client" "$(cat "$T/floor/pid")" <<'PY'
+  "d) Lua floor (OK at once)" "$PORT_FLOOR" "$T/floor/run/auth-client" "$(cat "$T/floor/pid")" \
+  "e) Lua url, instant stand-in" "$PORT_INSTANT" "$T/instant/run/auth-client" "$(cat "$T/instant/pid")" <<'PY'
 import base64, http.client, imaplib, json, multiprocessing, os, socket, statistics, sys, time
 from concurrent.futures import ProcessPoolExecutor
 password, users, n, clients = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -136,11 +154,13 @@ slapd_pid, mariadb_pid = int(sys.argv[9]), int(sys.argv[10])
 kinds = [(sys.argv[i], int(sys.argv[i + 1]), sys.argv[i + 2], int(sys.argv[i + 3]))
          for i in range(11, len(sys.argv), 4)]
 serve_unix_pid = int(os.environ["SERVE_UNIX_PID"])
+instant_pid = int(os.environ["INSTANT_PID"])
 sys.path.insert(0, "scripts/lib")
 from benchcpu import cpu
 
 def cpu_all(pgid):
-    serve = cpu(pid=int(serve_pid)) + cpu(pid=serve_unix_pid)   # the idle one adds ~0
+    # the idle ones add ~0
+    serve = cpu(pid=int(serve_pid)) + cpu(pid=serve_unix_pid) + cpu(pid=instant_pid)
     return [cpu(pgid=pgid), serve, cpu(pid=slapd_pid), cpu(pid=mariadb_pid)]
 names = [f"fb{i}@example.org" for i in range(1, users + 1)]
 ROUNDS = 5
