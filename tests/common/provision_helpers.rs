@@ -1,6 +1,6 @@
-//! Helpers for the provisioning tests (tests/provision.rs): mailcow rows as JSON, table
+//! Helpers for the provisioning tests (tests/provision*.rs and others): mailcow rows as JSON, table
 //! snapshots, templates, domains with every limit, and LDAP attribute changes.
-//! Included from tests/provision.rs with `#[path]`, so it reaches the harness as `crate::common`.
+//! Included with `#[path]`, so it reaches the harness as `crate::common`.
 #![allow(dead_code)]
 
 use crate::common::{
