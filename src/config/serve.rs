@@ -32,8 +32,8 @@ pub struct ServeConfig {
     /// With `ldap.from_mailcow`: how often `serve` reads mailcow's settings again.
     #[serde(default = "default_mailcow_settings_refresh_s")]
     pub mailcow_settings_refresh_s: u64,
-    /// How often `serve` asks the database whether mailcow's mailbox, domain, template or app
-    /// password tables changed; while they have not, a login's read after its LDAP bind is
+    /// How often `serve` asks the database whether mailcow's mailbox, domain or templates
+    /// tables changed; while they have not, a login's read after its LDAP bind is
     /// taken from one a login made moments ago (`serve::unchanged`). 0: every login reads.
     #[serde(default = "default_change_poll_ms")]
     pub change_poll_ms: u64,
