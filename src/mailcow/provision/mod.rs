@@ -446,11 +446,11 @@ fn start_update<'t>(
     let Some(template) = template else {
         return UpdateStart::Skipped(missing_for_update(name));
     };
-    if Update::would_match(
+    if up_to_date(
+        template.attribute_hash(),
         display_name,
-        template,
-        &mailbox.name,
         mailbox.attribute("attribute_hash").as_deref(),
+        |n| n == mailbox.name,
     ) {
         return UpdateStart::Unchanged;
     }

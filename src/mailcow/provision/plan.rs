@@ -211,7 +211,7 @@ pub(super) struct Update {
 
 impl Update {
     pub(super) fn build(display_name: Option<&str>, template: &Template) -> Update {
-        let name = Some(clean_name(display_name)).filter(|n| !n.is_empty());
+        let name = written_name(display_name);
         let hash = template.attribute_hash().to_owned();
         let mut attributes: Vec<(&'static str, String)> = vec![("force_pw_update", "0".into())];
         for key in ["force_tfa", "tls_enforce_in", "tls_enforce_out"]
@@ -291,23 +291,6 @@ impl Update {
         ]
     }
 
-    /// Whether the update `build` would make matches the mailbox already (without building
-    /// it: `serve` asks on every login of a mailbox whose read it reuses).
-    pub(super) fn would_match(
-        display_name: Option<&str>,
-        template: &Template,
-        stored_name: &str,
-        stored_hash: Option<&str>,
-    ) -> bool {
-        let name = Some(clean_name(display_name)).filter(|n| !n.is_empty());
-        matches(
-            template.attribute_hash(),
-            name.as_deref(),
-            stored_hash,
-            |n| n == stored_name,
-        )
-    }
-
     /// mailcow's change detection: stored hash and stored name both equal the new ones.
     pub(super) fn matches(&self, stored_name: &str, stored_hash: Option<&str>) -> bool {
         matches(&self.hash, self.name.as_deref(), stored_hash, |n| {
@@ -328,17 +311,22 @@ impl Update {
 
 /// Whether a template (of this `attribute_hash`) would change nothing on a mailbox: the stored
 /// hash equals it, and the LDAP display name is empty or `stored_name_is` it. The sync's
-/// comparison before any transaction (on its compact record of the row); the update decides
-/// again on the locked row.
+/// comparison before any transaction, and a login's before it opens one (without building
+/// the [`Update`]); the update decides again on the locked row.
 pub fn up_to_date(
     hash: &str,
     display_name: Option<&str>,
     stored_hash: Option<&str>,
     stored_name_is: impl FnOnce(&str) -> bool,
 ) -> bool {
-    let name = clean_name(display_name);
-    let name = Some(name.as_str()).filter(|n| !n.is_empty());
-    matches(hash, name, stored_hash, stored_name_is)
+    let name = written_name(display_name);
+    matches(hash, name.as_deref(), stored_hash, stored_name_is)
+}
+
+/// The name an update writes: the cleaned LDAP display name; `None` when that is empty (the
+/// stored name stays).
+fn written_name(display_name: Option<&str>) -> Option<String> {
+    Some(clean_name(display_name)).filter(|n| !n.is_empty())
 }
 
 fn matches(
